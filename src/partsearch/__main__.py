@@ -1,0 +1,5 @@
+import sys
+
+from partsearch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""`partsearch <command>`: the command-line entry point.
+
+Each command lives in `partsearch.commands.<name>` with two functions, `add_arguments(parser)`
+and `run(args) -> int`; heavy imports happen inside `run`, so `partsearch --help` is quick.
+Errors a user can cause (`partsearch.errors.UserError`) print one clear line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from partsearch import __version__
+from partsearch.errors import UserError
+
+COMMANDS = {
+    "synth": ("synth", "generate a SynthPEDES dataset in CUHK-PEDES layout"),
+    "data-stats": ("data_stats", "ids / images / captions per split of a dataset, as read"),
+    "train": ("train", "train a model from a config file"),
+    "eval": ("evaluate", "evaluate a run directory (R@1/5/10, mAP, mINP)"),
+    "index": ("index", "embed a folder of pedestrian crops into a search index"),
+    "search": ("search", "search an index with a sentence"),
+    "serve": ("serve", "serve an index over HTTP with a web page"),
+    "demo": ("demo", "the whole job on synthetic data: generate, train, evaluate, index, search, report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="partsearch",
+        description="Text-based person search with part-level cross-modal correspondence.",
+    )
+    parser.add_argument("--version", action="version", version=f"partsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(f"partsearch.commands.{module}")
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(cmd)
+        cmd.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

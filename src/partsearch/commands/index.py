@@ -1,0 +1,24 @@
+"""`partsearch index RUN_DIR --images DIR --out INDEX_DIR [--index-factory SPEC]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a trained run directory")
+    parser.add_argument("--images", required=True, help="folder of pedestrian crops (searched recursively)")
+    parser.add_argument("--out", required=True, help="index directory (created or updated)")
+    parser.add_argument("--checkpoint", default="best", help="best | last | PATH")
+    parser.add_argument(
+        "--index-factory", default="Flat",
+        help="FAISS index factory: Flat (exact, default), HNSW32, IVF1024,PQ32 (approximate, exact re-ranking)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    from partsearch.search.index import main
+
+    return main(args)

@@ -1,0 +1,18 @@
+"""`partsearch search INDEX_DIR "text" [--top-k K] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("index_dir")
+    parser.add_argument("query", help="a sentence describing the person")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from partsearch.search.searcher import main
+
+    return main(args)

