@@ -59,6 +59,9 @@ class ModelConfig:
     image_weights: str = "random"  # hub name, local path, or "random"
     text_backbone: str = "bert"  # bert | clip_text
     text_weights: str = "bert-base-uncased"  # hub name, local path, "minilm" (offline) or "random"
+    # Tokenizer files: empty = those of text_weights (the MiniLM vocabulary when text_weights is
+    # random); clip_text always uses open_clip's BPE.
+    tokenizer: str = ""
     dim: int = 512  # shared width d
     num_coarse: int = 6  # N_c [ours]
     num_fine: int = 6  # P [ours]
