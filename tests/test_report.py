@@ -1,0 +1,72 @@
+import io
+import shutil
+
+import pytest
+from PIL import Image
+
+from partsearch.report import QueryExample, Report, ResultItem, render_report, svg_line_plot, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _png(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 16), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _report() -> Report:
+    metrics = {"t2i": {"R1": 51.0, "R5": 80.0, "R10": 90.0, "mAP": 45.0, "mINP": 20.0},
+               "i2t": {"R1": 60.0, "R5": 85.0, "R10": 92.0, "mAP": 40.0, "mINP": 15.0},
+               "levels": {"global": {"R1": 40.0, "R5": 70.0, "R10": 80.0, "mAP": 35.0, "mINP": 10.0}},
+               "queries": 12, "gallery": 6}
+    item = ResultItem(rank=1, score=0.87, name="0001/a.png", hit=True, image_png=_png("red"),
+                      heatmaps=[("fg", _png("blue")), ("part 1", _png("green"))],
+                      part_scores=[("part 1", 0.7), ("part 2", -0.1)])
+    miss = ResultItem(rank=2, score=0.5, name="0002/b.png", hit=False, image_png=_png("gray"))
+    return Report(title="demo <report>", summary=[("dataset", "SynthPEDES")], metrics=metrics,
+                  curves={"train loss": [(0, 3.0), (10, 2.0), (20, 1.5)], "val R@1": [(1, 10.0), (2, 30.0)]},
+                  queries=[QueryExample(text="a man in a red shirt", target="7", results=[item, miss])])
+
+
+def test_report_embeds_everything_and_escapes_text():
+    page = render_report(_report())
+    assert "demo &lt;report&gt;" in page
+    assert page.count("data:image/png;base64,") == 4
+    assert page.count("<svg") == 2
+    assert "http://" not in page and "https://" not in page
+    assert "&#10003; hit" in page and "&#10007; miss" in page
+
+
+def test_plot_without_points_says_so():
+    assert "no data" in svg_line_plot([], "val R@1", "epoch")
+
+
+def test_write_report_leaves_no_temporary_file(tmp_path):
+    path = write_report(_report(), tmp_path / "report.html")
+    assert path.read_text().startswith("<!doctype html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable installed (apt-get install chromium)")
+def test_report_renders_offline_in_chromium(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    path = write_report(_report(), tmp_path / "report.html")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"])
+        try:
+            context = browser.new_context(offline=True)
+            page = context.new_page()
+            page.goto(path.as_uri())
+            loaded = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
+            assert loaded and all(loaded)
+            assert page.locator("svg.plot path.line").count() == 2
+            assert page.locator("table.metrics tr").count() == 4
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "report.png").stat().st_size > 0
