@@ -1,0 +1,82 @@
+"""Commonality-based margin ranking loss L_CMR on the fine parts (METHOD.md, Losses 3).
+
+The idea is Park et al.'s: a part that many people share (black trousers) should be pushed away
+from other people's parts with a SMALL margin, so different people who really share it are not
+forced apart, while a rare part (a red hat) keeps the full margin. The formula is ours:
+
+    c[a, p] = mean_{n in N(a)} sigmoid((s_p(a, n) - s_p(a, a+) + delta) / T)     (stop-gradient)
+    m[a, p] = max(alpha_f * (1 - c[a, p]), m_min)
+    L_CMR   = sum over directions of mean_{a, p} [m[a, p] - s_p(a, a+) + s_p(a, n*)]_+
+
+N(a): batch samples of other identities; s_p: cosine of part p across modalities; a+: a's paired
+sample; n*: the negative chosen as in L_R (hardest by default). `commonality="none"` gives the
+fixed margin alpha_f (the ablation baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from partsearch.losses.ranking import hinge_both_directions, negative_mask, part_similarity
+
+COMMONALITY = ("soft_rank", "none")
+
+
+@dataclass
+class CMROutput:
+    """loss: scalar; margin, commonality: (2, B, P) per direction (image->text, text->image),
+    anchor and part, detached."""
+
+    loss: torch.Tensor
+    margin: torch.Tensor
+    commonality: torch.Tensor
+
+
+def commonality(
+    part_sim: torch.Tensor, labels: torch.Tensor, delta: float = 0.1, temperature: float = 0.05,
+) -> torch.Tensor:
+    """c[a, p] for anchors along dim 0 of `part_sim` (B, B, P); returns (B, P), no gradient.
+
+    Anchors with no other identity in the batch get c = 0 (full margin; they have no negative and
+    leave the loss anyway).
+    """
+    part_sim = part_sim.detach()
+    positive = torch.diagonal(part_sim, dim1=0, dim2=1).t()  # (B, P)
+    soft = torch.sigmoid((part_sim - positive[:, None, :] + delta) / temperature)
+    valid = negative_mask(labels).to(soft.dtype)[:, :, None]
+    return (soft * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+
+
+def cmr_margin(c: torch.Tensor, alpha: float = 0.2, min_margin: float = 0.05) -> torch.Tensor:
+    """m = max(alpha_f (1 - c), m_min), elementwise."""
+    return (alpha * (1 - c)).clamp(min=min_margin)
+
+
+def cmr_loss(
+    image_fine: torch.Tensor,
+    text_fine: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 0.2,
+    min_margin: float = 0.05,
+    delta: float = 0.1,
+    temperature: float = 0.05,
+    mode: str = "soft_rank",
+    negatives: str = "hardest",
+) -> CMROutput:
+    """L_CMR on fine embeddings image_fine, text_fine (B, P, d), L2-normalised; labels (B,)."""
+    if mode not in COMMONALITY:
+        raise ValueError(f"commonality must be one of {COMMONALITY}, got {mode!r}")
+    sim = part_similarity(image_fine, text_fine)  # (B, B, P), rows = images
+    if mode == "none":
+        c = sim.new_zeros((2,) + (sim.shape[0], sim.shape[2]))
+        margin = torch.full_like(c, alpha)
+    else:
+        c = torch.stack([
+            commonality(sim, labels, delta, temperature),
+            commonality(sim.transpose(0, 1), labels, delta, temperature),
+        ])
+        margin = cmr_margin(c, alpha, min_margin)
+    loss = hinge_both_directions(sim, labels, margin, negatives)
+    return CMROutput(loss=loss, margin=margin.detach(), commonality=c.detach())

@@ -1,0 +1,103 @@
+"""The training objective of Park et al. (METHOD.md, Losses 4):
+
+    L = L_ID(g) + L_ID(C) + L_ID(F) + L_R(g) + L_R(C) + lambda L_CMR(F)  [+ InfoNCE + SDM, ours]
+
+every term weighted by its `LossConfig` value. `forward` returns the WEIGHTED terms by name
+(a zero-weight term is neither computed nor returned), so the sum of the dict is the loss, as in
+IRRA's dict of named losses. Diagnostics that are not losses go to `last_stats` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from partsearch.config import ConfigError, LossConfig
+from partsearch.losses.cmr import COMMONALITY, cmr_loss
+from partsearch.losses.contrastive import infonce_loss, sdm_loss
+from partsearch.losses.id import id_loss
+from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, ranking_loss
+
+TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm")
+
+
+def check_loss_config(cfg: LossConfig) -> None:
+    """Raise ConfigError for a value the losses cannot use (before any work is done)."""
+    if cfg.negatives not in NEGATIVES:
+        raise ConfigError(f"loss.negatives: unknown value {cfg.negatives!r}; use one of {', '.join(NEGATIVES)}")
+    if cfg.commonality not in COMMONALITY:
+        raise ConfigError(
+            f"loss.commonality: unknown value {cfg.commonality!r}; use one of {', '.join(COMMONALITY)}"
+        )
+    for name in TERMS:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"loss.{name}: a loss weight must be >= 0, got {getattr(cfg, name)}")
+    if not any(getattr(cfg, name) > 0 for name in TERMS):
+        raise ConfigError("loss: every loss weight is 0; set at least one of " + ", ".join(TERMS))
+    for name in ("cmr_temperature", "contrastive_temperature"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"loss.{name}: must be > 0, got {getattr(cfg, name)}")
+
+
+class PartSearchCriterion(nn.Module):
+    """Holds the ID classifiers, each shared by both modalities [paper]; one linear layer for g,
+    one for the concatenated coarse set (N_c d), one per fine part [ours].
+
+    `last_stats` [ours]: after each `forward`, detached 0-dim tensors for logging, not losses:
+    `cmr_margin` and `cmr_commonality` (means over anchors, parts and directions) when the CMR
+    term is on. They stay tensors so a training step does not synchronise with the GPU; call
+    `float()` when logging.
+    """
+
+    def __init__(self, loss_cfg: LossConfig, num_classes: int, dim: int, num_coarse: int, num_fine: int):
+        super().__init__()
+        check_loss_config(loss_cfg)
+        self.cfg = loss_cfg
+        self.classifier_global = nn.Linear(dim, num_classes)
+        self.classifier_coarse = nn.Linear(dim * num_coarse, num_classes)
+        self.classifier_fine = nn.ModuleList(nn.Linear(dim, num_classes) for _ in range(num_fine))
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    def forward(self, image_emb: Any, text_emb: Any, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """image_emb, text_emb: `Embeddings` (global_ (B, d), coarse (B, N_c, d), fine (B, P, d));
+        labels: (B,) contiguous train identities. Returns {term: weight * loss}."""
+        cfg = self.cfg
+        smooth = cfg.label_smoothing
+        losses: dict[str, torch.Tensor] = {}
+        stats: dict[str, torch.Tensor] = {}
+        if cfg.id_global > 0:
+            losses["id_global"] = cfg.id_global * id_loss(
+                self.classifier_global, image_emb.global_, text_emb.global_, labels, smooth)
+        if cfg.id_coarse > 0:
+            losses["id_coarse"] = cfg.id_coarse * id_loss(
+                self.classifier_coarse, image_emb.coarse.flatten(1), text_emb.coarse.flatten(1), labels, smooth)
+        if cfg.id_fine > 0:
+            per_part = [
+                id_loss(head, image_emb.fine[:, p], text_emb.fine[:, p], labels, smooth)
+                for p, head in enumerate(self.classifier_fine)
+            ]
+            losses["id_fine"] = cfg.id_fine * torch.stack(per_part).mean()
+        if cfg.rank_global > 0:
+            sim = global_similarity(image_emb.global_.float(), text_emb.global_.float())
+            losses["rank_global"] = cfg.rank_global * ranking_loss(sim, labels, cfg.margin, cfg.negatives)
+        if cfg.rank_coarse > 0:
+            sim = coarse_similarity(image_emb.coarse.float(), text_emb.coarse.float())
+            losses["rank_coarse"] = cfg.rank_coarse * ranking_loss(sim, labels, cfg.margin, cfg.negatives)
+        if cfg.cmr > 0:
+            out = cmr_loss(
+                image_emb.fine.float(), text_emb.fine.float(), labels,
+                alpha=cfg.cmr_alpha, min_margin=cfg.cmr_min_margin, delta=cfg.cmr_delta,
+                temperature=cfg.cmr_temperature, mode=cfg.commonality, negatives=cfg.negatives,
+            )
+            losses["cmr"] = cfg.cmr * out.loss
+            stats["cmr_margin"] = out.margin.mean()
+            stats["cmr_commonality"] = out.commonality.mean()
+        if cfg.infonce > 0:
+            losses["infonce"] = cfg.infonce * infonce_loss(
+                image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)
+        if cfg.sdm > 0:
+            losses["sdm"] = cfg.sdm * sdm_loss(image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)
+        self.last_stats = stats
+        return losses

@@ -1,0 +1,74 @@
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from partsearch.config import ConfigError, LossConfig
+from partsearch.losses.criterion import PartSearchCriterion
+
+
+def embeddings(b=8, d=16, nc=3, p=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return SimpleNamespace(
+        global_=F.normalize(torch.randn(b, d, generator=g), dim=-1),
+        coarse=F.normalize(torch.randn(b, nc, d, generator=g), dim=-1),
+        fine=F.normalize(torch.randn(b, p, d, generator=g), dim=-1),
+    )
+
+
+LABELS = torch.arange(8) // 2
+
+
+def test_default_terms_are_the_papers_six_and_their_sum_is_the_loss():
+    crit = PartSearchCriterion(LossConfig(), num_classes=4, dim=16, num_coarse=3, num_fine=4)
+    losses = crit(embeddings(seed=0), embeddings(seed=1), LABELS)
+    assert set(losses) == {"id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr"}
+    assert set(crit.last_stats) == {"cmr_margin", "cmr_commonality"}
+    assert 0.05 <= float(crit.last_stats["cmr_margin"]) <= 0.2
+
+
+def test_weights_scale_terms_and_zero_weight_terms_are_absent():
+    base = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
+    scaled = PartSearchCriterion(replace(LossConfig(), cmr=2.0, id_coarse=0.0, sdm=0.5), 4, 16, 3, 4)
+    scaled.load_state_dict(base.state_dict())
+    img, txt = embeddings(seed=0), embeddings(seed=1)
+    a, b = base(img, txt, LABELS), scaled(img, txt, LABELS)
+    assert "id_coarse" not in b and "sdm" in b
+    assert b["cmr"].item() == pytest.approx(2 * a["cmr"].item())
+
+
+def test_classifiers_are_shared_one_per_level_and_one_per_fine_part():
+    crit = PartSearchCriterion(LossConfig(), num_classes=5, dim=16, num_coarse=3, num_fine=4)
+    assert crit.classifier_global.weight.shape == (5, 16)
+    assert crit.classifier_coarse.weight.shape == (5, 48)
+    assert len(crit.classifier_fine) == 4
+
+
+@pytest.mark.parametrize("override", [{"negatives": "easy"}, {"commonality": "hard"}, {"cmr": -1.0}])
+def test_bad_loss_config_is_rejected_with_the_field_named(override):
+    key = next(iter(override))
+    with pytest.raises(ConfigError, match=f"loss.{key}"):
+        PartSearchCriterion(replace(LossConfig(), **override), 4, 16, 3, 4)
+
+
+def test_a_few_gradient_steps_lower_the_loss():
+    torch.manual_seed(0)
+    raw_img = torch.randn(8, 1 + 3 + 4, 16, requires_grad=True)
+    raw_txt = torch.randn(8, 1 + 3 + 4, 16, requires_grad=True)
+    crit = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
+    opt = torch.optim.Adam([raw_img, raw_txt, *crit.parameters()], lr=0.05)
+
+    def split(x):
+        x = F.normalize(x, dim=-1)
+        return SimpleNamespace(global_=x[:, 0], coarse=x[:, 1:4], fine=x[:, 4:])
+
+    values = []
+    for _ in range(20):
+        loss = sum(crit(split(raw_img), split(raw_txt), LABELS).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        values.append(loss.item())
+    assert values[-1] < 0.7 * values[0]
