@@ -1,0 +1,185 @@
+"""`partsearch.Searcher(index_dir).search(text, k)` and the `partsearch search` command.
+
+A query is embedded once, folded (`fold_query`) and matched against the gallery's folded vectors by
+maximum inner product, which is exactly the model's similarity s(v, t) (METHOD.md, Similarity).
+Each result also carries the three level scores and the per-part cosines, computed on the stored
+part embeddings of the top k only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from partsearch.errors import SearchIndexError, UserError
+from partsearch.search.encoder import Encoder, GalleryArrays
+from partsearch.search.index import Entry, Generation, IndexStore, check_model
+
+MAX_TOP_K = 1000
+
+
+class QueryError(UserError):
+    """A query or top_k a user gave is not acceptable; the message says what is."""
+
+
+@dataclass
+class SearchResult:
+    rank: int
+    id: int
+    score: float  # s(v, t) = w_g global + w_c coarse + w_f fine
+    levels: dict[str, float]  # "global", "coarse", "fine": cosine, mean over tokens/parts
+    parts: dict[str, list[float]]  # "coarse": N_c cosines, "fine": P cosines (stripe i <-> text token i)
+    name: str
+    relpath: str  # relative to the images root (or to uploads/)
+    source: str
+    path: str  # absolute path on this machine
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchResponse:
+    query: str
+    truncated: bool  # the query was cut at the tokenizer's limit
+    results: list[SearchResult]
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "truncated": self.truncated, "results": [r.to_dict() for r in self.results]}
+
+
+def validate_query(text: str, k: int) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("the query is empty; describe the person, e.g. 'a woman in a red coat with a black bag'")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
+        raise QueryError(f"top_k={k!r} is out of range; use an integer from 1 to {MAX_TOP_K}")
+    return text.strip()
+
+
+def part_cosines(gallery: GalleryArrays, rows: np.ndarray, text: GalleryArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-part cosines of gallery `rows` against one text: global `(K,)`, coarse `(K, N_c)`,
+    fine `(K, P)` (vectors are L2-normalised, so cosines are dot products)."""
+    g = np.asarray(gallery.global_[rows], np.float32) @ text.global_[0]
+    c = np.einsum("kjd,jd->kj", np.asarray(gallery.coarse[rows], np.float32), text.coarse[0])
+    f = np.einsum("kpd,pd->kp", np.asarray(gallery.fine[rows], np.float32), text.fine[0])
+    return g, c, f
+
+
+class Searcher:
+    """Search one index directory with the model it was built with.
+
+    `encoder` defaults to the run recorded in the index (`RunEncoder`); `vector_index` defaults to
+    the index's FAISS index and may be any object with the same `search(query_folded, query_global,
+    k) -> (scores, ids)` method, e.g. `milvus.MilvusIndex`. The index is re-read when another
+    process swaps its CURRENT generation.
+    """
+
+    def __init__(self, index_dir: str | Path, encoder: Encoder | None = None, device: str = "auto",
+                 vector_index=None):
+        self.store = IndexStore(index_dir)
+        self._lock = threading.Lock()
+        self.generation = self.store.load()
+        if encoder is None:
+            from partsearch.search.encoder import RunEncoder
+
+            source = self.generation.meta.get("source", {})
+            checkpoint = source.get("checkpoint", "")
+            if not checkpoint or not Path(checkpoint).exists():
+                raise SearchIndexError(
+                    f"index {self.store.root} was built from checkpoint {checkpoint!r}, which is not there; "
+                    "index the images again with a run that exists"
+                )
+            encoder = RunEncoder(source.get("run_dir"), checkpoint, device)
+        check_model(self.generation.meta, encoder, self.store.root)
+        self.encoder = encoder
+        self.vector_index = vector_index
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    def current(self) -> Generation:
+        """The live generation, reloaded if another writer swapped CURRENT since."""
+        gen = self.generation
+        try:
+            name = self.store.current_name()
+        except SearchIndexError:
+            return gen
+        if name != gen.name:
+            with self._lock:
+                if self.generation.name != name:
+                    self.set_generation(self.store.load(name))
+                gen = self.generation
+        return gen
+
+    def set_generation(self, gen: Generation) -> None:
+        check_model(gen.meta, self.encoder, self.store.root)
+        self.generation = gen
+
+    def image_path(self, entry: Entry, gen: Generation | None = None) -> Path:
+        return self.store.image_path((gen or self.current()).meta, entry)
+
+    def entry(self, image_id: int) -> tuple[Entry, int, Generation]:
+        gen = self.current()
+        row = gen.rows[image_id]
+        return gen.entries[row], row, gen
+
+    def encode_query(self, text: str) -> tuple[GalleryArrays, bool]:
+        emb, truncated = self.encoder.encode_texts([text])
+        return emb, bool(truncated[0])
+
+    def query(self, text: str, k: int = 10) -> SearchResponse:
+        text = validate_query(text, k)
+        gen = self.current()
+        emb, truncated = self.encode_query(text)
+        folded = self.encoder.fold_query(emb)
+        vectors = self.vector_index or gen.vectors
+        scores, ids = vectors.search(folded, emb.global_, k)
+        keep = ids[0] >= 0
+        ids, scores = ids[0][keep], scores[0][keep]
+        ids_known = [(int(i), float(s)) for i, s in zip(ids, scores) if int(i) in gen.rows]
+        rows = np.array([gen.rows[i] for i, _ in ids_known], dtype=np.int64)
+        g, c, f = part_cosines(gen.arrays, rows, emb) if len(rows) else ([], [], [])
+        results = []
+        for rank, ((image_id, score), row) in enumerate(zip(ids_known, rows), start=1):
+            entry = gen.entries[row]
+            r = rank - 1
+            results.append(SearchResult(
+                rank=rank, id=image_id, score=score,
+                levels={"global": float(g[r]), "coarse": float(c[r].mean()), "fine": float(f[r].mean())},
+                parts={"coarse": [float(x) for x in c[r]], "fine": [float(x) for x in f[r]]},
+                name=entry.name, relpath=entry.path, source=entry.source,
+                path=str(self.store.image_path(gen.meta, entry)),
+            ))
+        return SearchResponse(text, truncated, results)
+
+    def search(self, text: str, k: int = 10) -> list[SearchResult]:
+        """The top `k` images for `text`, best first."""
+        return self.query(text, k).results
+
+    def __len__(self) -> int:
+        return len(self.current().entries)
+
+
+def format_table(response: SearchResponse) -> str:
+    lines = []
+    if response.truncated:
+        lines.append("note: the query was longer than the tokenizer limit and was truncated")
+    lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")
+    for r in response.results:
+        lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "
+                     f"{r.levels['fine']:7.4f}  {r.path}")
+        lines.append("      fine parts: " + " ".join(f"{x:+.3f}" for x in r.parts["fine"]))
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    searcher = Searcher(args.index_dir)
+    response = searcher.query(args.query, args.top_k)
+    print(json.dumps(response.to_dict(), indent=1) if args.json else format_table(response))
+    return 0

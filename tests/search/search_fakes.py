@@ -1,0 +1,88 @@
+"""A tiny deterministic stand-in for a trained model, so index/searcher/service logic is tested
+without training: images are embedded by the mean colour of the whole crop (global), of two fixed
+colour mixes (coarse) and of three horizontal stripes (fine); texts by the colour words they name."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from partsearch.search.encoder import GalleryArrays, adaptive_bounds
+
+COLOURS = {
+    "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0),
+    "white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "yellow": (1.0, 1.0, 0.0),
+}
+MIX = np.array([[1.0, 0.5, 0.0, 0.2], [0.0, 0.5, 1.0, 0.2]], np.float32)  # the two "coarse tokens"
+MAX_WORDS = 16
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _vec(rgb) -> np.ndarray:
+    return np.array([*rgb, 0.1], np.float32)
+
+
+class FakeEncoder:
+    dim, num_coarse, num_fine = 4, 2, 3
+    weights = (1.0, 1.0, 1.0)
+
+    def __init__(self, fingerprint: str = "fake-model-1"):
+        self.fingerprint = fingerprint
+        self.source = {"run_dir": "", "checkpoint": ""}
+
+    def _embed(self, whole: np.ndarray, stripes: np.ndarray, foreground: np.ndarray) -> GalleryArrays:
+        g = _unit(whole)
+        c = _unit(g[:, None, :] * MIX[None] + 0.05)
+        f = _unit(stripes)
+        return GalleryArrays(g, c, f, foreground.astype(np.float32))
+
+    def encode_images(self, images: list[Image.Image]) -> GalleryArrays:
+        arr = np.stack([np.asarray(im.convert("RGB").resize((32, 64)), np.float32) / 255 for im in images])
+        whole = np.stack([_vec(a.reshape(-1, 3).mean(0)) for a in arr])
+        stripes = np.stack([[_vec(a[s * 64 // 3:(s + 1) * 64 // 3].reshape(-1, 3).mean(0)) for s in range(3)]
+                            for a in arr])
+        lum = arr.mean(-1).reshape(len(arr), 8, 8, 4, 8).mean((2, 4))  # (B, 8, 4) map
+        return self._embed(whole, stripes, lum / np.maximum(lum.max((1, 2), keepdims=True), 1e-6))
+
+    def encode_texts(self, texts: list[str]) -> tuple[GalleryArrays, np.ndarray]:
+        vecs, truncated = [], []
+        for text in texts:
+            words = text.lower().split()
+            truncated.append(len(words) > MAX_WORDS)
+            named = [COLOURS[w] for w in words[:MAX_WORDS] if w in COLOURS] or [(0.5, 0.5, 0.5)]
+            vecs.append(_vec(np.mean(named, 0)))
+        whole = np.stack(vecs)
+        stripes = np.repeat(whole[:, None, :], 3, axis=1)
+        return self._embed(whole, stripes, np.zeros((len(texts), 1, 1))), np.array(truncated)
+
+    def fold_gallery(self, emb: GalleryArrays) -> np.ndarray:
+        n = len(emb)
+        return np.concatenate([emb.global_, emb.coarse.reshape(n, -1), emb.fine.reshape(n, -1)], 1)
+
+    def fold_query(self, emb: GalleryArrays) -> np.ndarray:
+        n = len(emb)
+        wg, wc, wf = self.weights
+        return np.concatenate([wg * emb.global_, wc / self.num_coarse * emb.coarse.reshape(n, -1),
+                               wf / self.num_fine * emb.fine.reshape(n, -1)], 1)
+
+    def stripe_bounds(self, height: int) -> list[tuple[int, int]]:
+        return adaptive_bounds(height, self.num_fine)
+
+
+def similarity(encoder: FakeEncoder, images: GalleryArrays, texts: GalleryArrays) -> np.ndarray:
+    """(Q, G) s = cos(g) + mean_j cos(C^j) + mean_i cos(f^i), computed directly, not folded."""
+    g = texts.global_ @ images.global_.T
+    c = np.einsum("qjd,gjd->qg", texts.coarse, images.coarse) / encoder.num_coarse
+    f = np.einsum("qpd,gpd->qg", texts.fine, images.fine) / encoder.num_fine
+    return g + c + f
+
+
+def make_crop(path, top, bottom, fmt=None, size=(32, 64)) -> None:
+    """A 32x64 'pedestrian' with a `top` colour over a `bottom` colour."""
+    im = Image.new("RGB", size, tuple(int(255 * x) for x in COLOURS[bottom]))
+    im.paste(tuple(int(255 * x) for x in COLOURS[top]), (0, 0, size[0], size[1] // 2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format=fmt)

@@ -1,0 +1,136 @@
+"""The on-disk index: manifest, arrays, FAISS, incremental updates, model checks."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import CROPS
+from search_fakes import FakeEncoder, make_crop, similarity
+
+from partsearch.errors import DataError, SearchIndexError
+from partsearch.search.index import IndexStore, build_index, scan_images
+from partsearch.search.searcher import Searcher
+
+
+def _manifest(index_dir):
+    store = IndexStore(index_dir)
+    return [json.loads(line) for line in (store.root / store.current_name() / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_index_records_every_image_relative_to_the_root(index_dir, images_dir):
+    lines = _manifest(index_dir)
+    assert sorted(e["path"] for e in lines) == sorted(CROPS)
+    assert all(set(e) == {"id", "source", "path", "sha256", "size"} for e in lines)
+    meta = IndexStore(index_dir).load().meta
+    assert meta["images_root"] == str(images_dir.resolve())
+    assert meta["fingerprint"] == "fake-model-1"
+
+
+def test_index_copies_no_image(index_dir):
+    assert not [p for p in index_dir.rglob("*") if p.suffix in (".jpg", ".png", ".webp", ".jpeg")]
+
+
+def test_arrays_and_folded_vectors_match_the_encoder(index_dir, images_dir, encoder):
+    from PIL import Image
+
+    gen = IndexStore(index_dir).load()
+    images = [Image.open(images_dir / e.path) for e in gen.entries]
+    direct = encoder.encode_images(images)
+    np.testing.assert_allclose(gen.folded, encoder.fold_gallery(direct), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gen.arrays.fine), direct.fine, atol=1e-6)
+    assert gen.arrays.foreground.shape == (len(CROPS), 8, 4)
+
+
+def test_search_ranks_as_the_model_similarity(index_dir, images_dir, encoder):
+    from PIL import Image
+
+    searcher = Searcher(index_dir, encoder=encoder)
+    gen = searcher.current()
+    text, _ = encoder.encode_texts(["a person in red and blue"])
+    sims = similarity(encoder, encoder.encode_images([Image.open(images_dir / e.path) for e in gen.entries]), text)[0]
+    results = searcher.search("a person in red and blue", k=4)
+    assert [r.id for r in results] == [gen.entries[i].id for i in np.argsort(-sims)[:4]]
+    np.testing.assert_allclose([r.score for r in results], np.sort(sims)[::-1][:4], atol=1e-5)
+    top = results[0]
+    assert top.score == pytest.approx(top.levels["global"] + top.levels["coarse"] + top.levels["fine"], abs=1e-5)
+    assert len(top.parts["coarse"]) == 2 and len(top.parts["fine"]) == 3
+
+
+def test_rerun_embeds_only_new_files_and_drops_deleted_ones(index_dir, images_dir, encoder):
+    ids_before = {e["path"]: e["id"] for e in _manifest(index_dir)}
+    (images_dir / "red_red.png").unlink()
+    make_crop(images_dir / "new/black_white.png", "black", "white")
+    report = build_index(encoder, images_dir, index_dir, progress=False)
+    assert (report.added, report.removed, report.embedded) == (1, 1, 1)
+    after = {e["path"]: e["id"] for e in _manifest(index_dir)}
+    assert "red_red.png" not in after and "new/black_white.png" in after
+    assert all(after[p] == i for p, i in ids_before.items() if p in after)
+    assert after["new/black_white.png"] not in ids_before.values()
+
+
+def test_rerun_without_changes_embeds_nothing(index_dir, images_dir, encoder):
+    name = IndexStore(index_dir).current_name()
+    report = build_index(encoder, images_dir, index_dir, progress=False)
+    assert (report.added, report.removed, report.embedded) == (0, 0, 0)
+    assert IndexStore(index_dir).current_name() == name
+
+
+def test_moved_file_is_not_embedded_again(index_dir, images_dir, encoder):
+    (images_dir / "red_red.png").rename(images_dir / "moved.png")
+    report = build_index(encoder, images_dir, index_dir, progress=False)
+    assert report.embedded == 0 and report.added == 1 and report.removed == 1
+
+
+def test_unreadable_file_is_skipped_and_reported(tmp_path, images_dir, encoder):
+    (images_dir / "broken.jpg").write_bytes(b"not a jpeg at all")
+    report = build_index(encoder, images_dir, tmp_path / "idx", progress=False)
+    assert report.skipped == ["broken.jpg"]
+    assert report.total == len(CROPS)
+
+
+def test_scan_is_recursive_and_ignores_other_files(images_dir):
+    (images_dir / "notes.txt").write_text("x")
+    (images_dir / "UPPER.PNG").write_bytes((images_dir / "red_red.png").read_bytes())
+    assert sorted(scan_images(images_dir)) == sorted([*CROPS, "UPPER.PNG"])
+
+
+def test_searching_with_another_model_is_a_search_index_error(index_dir):
+    with pytest.raises(SearchIndexError, match="another|built with model"):
+        Searcher(index_dir, encoder=FakeEncoder("other-model"))
+
+
+def test_indexing_with_another_model_is_refused(index_dir, images_dir):
+    with pytest.raises(SearchIndexError, match="new --out"):
+        build_index(FakeEncoder("other-model"), images_dir, index_dir, progress=False)
+
+
+def test_missing_index_is_a_clear_error(tmp_path, encoder):
+    with pytest.raises(SearchIndexError, match="partsearch index"):
+        Searcher(tmp_path / "nothing", encoder=encoder)
+
+
+def test_missing_images_folder_is_a_data_error(tmp_path, encoder):
+    with pytest.raises(DataError, match="no such folder"):
+        build_index(encoder, tmp_path / "nope", tmp_path / "idx", progress=False)
+
+
+def test_faiss_index_is_rebuilt_from_the_manifest_when_missing(index_dir, encoder):
+    store = IndexStore(index_dir)
+    expected = [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)]
+    (store.root / store.current_name() / "vectors.faiss").unlink()
+    assert [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)] == expected
+
+
+@pytest.mark.parametrize("factory", ["HNSW8", "IVF2,Flat"])
+def test_approximate_factories_rerank_to_the_exact_order(tmp_path, images_dir, encoder, index_dir, factory):
+    out = tmp_path / factory.replace(",", "_")
+    build_index(encoder, images_dir, out, index_factory=factory, progress=False)
+    exact = Searcher(index_dir, encoder=encoder).search("blue", 3)
+    approx = Searcher(out, encoder=encoder).search("blue", 3)
+    assert [r.id for r in approx] == [r.id for r in exact]
+    np.testing.assert_allclose([r.score for r in approx], [r.score for r in exact], atol=1e-5)
+
+
+def test_factory_that_cannot_fit_the_gallery_is_a_clear_error(tmp_path, images_dir, encoder):
+    with pytest.raises(SearchIndexError, match="IVF1024"):
+        build_index(encoder, images_dir, tmp_path / "idx", index_factory="IVF1024,Flat", progress=False)
