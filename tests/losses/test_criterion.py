@@ -31,12 +31,19 @@ def test_default_terms_are_the_papers_six_and_their_sum_is_the_loss():
 
 def test_weights_scale_terms_and_zero_weight_terms_are_absent():
     base = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
-    scaled = PartSearchCriterion(replace(LossConfig(), cmr=2.0, id_coarse=0.0, sdm=0.5), 4, 16, 3, 4)
+    scaled = PartSearchCriterion(replace(LossConfig(), cmr=2.0, id_global=3.0, sdm=0.5), 4, 16, 3, 4)
     scaled.load_state_dict(base.state_dict())
     img, txt = embeddings(seed=0), embeddings(seed=1)
     a, b = base(img, txt, LABELS), scaled(img, txt, LABELS)
-    assert "id_coarse" not in b and "sdm" in b
+    assert "sdm" in b and "sdm" not in a
     assert b["cmr"].item() == pytest.approx(2 * a["cmr"].item())
+    assert b["id_global"].item() == pytest.approx(3 * a["id_global"].item())
+
+
+def test_a_zero_weight_id_term_has_no_classifier_and_no_entry():
+    crit = PartSearchCriterion(replace(LossConfig(), id_coarse=0.0), 4, 16, 3, 4)
+    assert not hasattr(crit, "classifier_coarse")
+    assert "id_coarse" not in crit(embeddings(seed=0), embeddings(seed=1), LABELS)
 
 
 def test_classifiers_are_shared_one_per_level_and_one_per_fine_part():

@@ -43,7 +43,8 @@ def check_loss_config(cfg: LossConfig) -> None:
 
 class PartSearchCriterion(nn.Module):
     """Holds the ID classifiers, each shared by both modalities [paper]; one linear layer for g,
-    one for the concatenated coarse set (N_c d), one per fine part [ours].
+    one for the concatenated coarse set (N_c d), one per fine part [ours]. A classifier exists
+    only when its term's weight is > 0, so no parameter goes unused (DDP requires that).
 
     `last_stats` [ours]: after each `forward`, detached 0-dim tensors for logging, not losses:
     `cmr_margin` and `cmr_commonality` (means over anchors, parts and directions) when the CMR
@@ -55,9 +56,12 @@ class PartSearchCriterion(nn.Module):
         super().__init__()
         check_loss_config(loss_cfg)
         self.cfg = loss_cfg
-        self.classifier_global = nn.Linear(dim, num_classes)
-        self.classifier_coarse = nn.Linear(dim * num_coarse, num_classes)
-        self.classifier_fine = nn.ModuleList(nn.Linear(dim, num_classes) for _ in range(num_fine))
+        if loss_cfg.id_global > 0:
+            self.classifier_global = nn.Linear(dim, num_classes)
+        if loss_cfg.id_coarse > 0:
+            self.classifier_coarse = nn.Linear(dim * num_coarse, num_classes)
+        if loss_cfg.id_fine > 0:
+            self.classifier_fine = nn.ModuleList(nn.Linear(dim, num_classes) for _ in range(num_fine))
         self.last_stats: dict[str, torch.Tensor] = {}
 
     def forward(self, image_emb: Any, text_emb: Any, labels: torch.Tensor) -> dict[str, torch.Tensor]:

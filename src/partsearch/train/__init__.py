@@ -1,0 +1,1 @@
+"""Training: the engine (loop, AMP, DDP, logs), optimizer and schedule builders, checkpoints."""
