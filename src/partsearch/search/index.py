@@ -69,6 +69,10 @@ class ImageRejected(DataError):
     """An image file or upload that cannot be indexed; the message names it and why."""
 
 
+class ImageTooLarge(ImageRejected):
+    """An image over the pixel limit (a decompression bomb, or simply too large)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One manifest line."""
@@ -98,7 +102,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> 
                 raise ImageRejected(f"{name}: {fmt} images are not accepted; use JPEG, PNG or WebP")
             width, height = im.size
             if width * height > max_pixels:
-                raise ImageRejected(
+                raise ImageTooLarge(
                     f"{name}: {width}x{height} = {width * height} pixels is over the limit of {max_pixels}"
                 )
             im.load()
@@ -106,7 +110,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> 
     except ImageRejected:
         raise
     except Image.DecompressionBombError as err:
-        raise ImageRejected(f"{name}: over the pixel limit ({err})") from None
+        raise ImageTooLarge(f"{name}: over the pixel limit ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageRejected(f"{name}: not a readable JPEG/PNG/WebP image ({err})") from None
 

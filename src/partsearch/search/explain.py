@@ -1,0 +1,79 @@
+"""Why an image matched a query: per-part scores and heatmaps over the image.
+
+The foreground map A (METHOD.md, Fine embeddings: the decoder's cross-attention averaged over heads,
+tokens and layers, max-rescaled to 1) is drawn over the image; each fine part i is shown as the
+same map restricted to its horizontal stripe (the rows `adaptive_max_pool2d` pools for part i),
+next to cos(f_v^i, f_t^i). The overlays are PNG data URLs so one JSON answer carries everything
+[ours].
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from partsearch.search.searcher import Searcher, part_cosines, validate_query
+
+MAX_OVERLAY_HEIGHT = 256  # pixels; keeps the JSON small for large crops [ours]
+# A dark-to-bright heat colour scale (black, purple, red, orange, pale yellow).
+_HEAT_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_HEAT_RGB = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32)
+_OVERLAY_ALPHA = 0.6
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """`(H, W)` values in [0, 1] -> `(H, W, 3)` float RGB."""
+    v = np.clip(values, 0.0, 1.0)
+    return np.stack([np.interp(v, _HEAT_STOPS, _HEAT_RGB[:, ch]) for ch in range(3)], axis=-1)
+
+
+def overlay(image: Image.Image, heat: np.ndarray) -> Image.Image:
+    """Blend a `(h, w)` map in [0, 1], upsampled bilinearly to the image, over the image."""
+    width, height = image.size
+    up = np.asarray(Image.fromarray(heat.astype(np.float32)).resize((width, height), Image.BILINEAR))
+    base = np.asarray(image, np.float32)
+    alpha = _OVERLAY_ALPHA * np.clip(up, 0.0, 1.0)[..., None]
+    mixed = (1 - alpha) * base * 0.7 + alpha * heat_colours(up)
+    return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8))
+
+
+def png_data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def explain(searcher: Searcher, image_id: int, query: str) -> dict:
+    """Scores and overlays of image `image_id` for `query`. Raises KeyError for an unknown id.
+
+    Returns `{"id", "name", "query", "truncated", "score", "levels", "coarse": [N_c floats],
+    "fine": [{"part", "score", "rows": [start, end) in the map, "overlay": PNG data URL}] (P),
+    "foreground": PNG data URL, "map_size": [h, w]}`.
+    """
+    query = validate_query(query, 1)
+    entry, row, gen = searcher.entry(image_id)
+    emb, truncated = searcher.encode_query(query)
+    g, c, f = part_cosines(gen.arrays, np.array([row]), emb)
+    score = float(searcher.encoder.fold_query(emb)[0] @ gen.folded[row])
+    foreground = np.asarray(gen.arrays.foreground[row], np.float32)
+    with Image.open(searcher.image_path(entry, gen)) as im:
+        image = im.convert("RGB")
+    if image.height > MAX_OVERLAY_HEIGHT:
+        scale = MAX_OVERLAY_HEIGHT / image.height
+        image = image.resize((max(1, round(image.width * scale)), MAX_OVERLAY_HEIGHT), Image.BILINEAR)
+    fine = []
+    for part, (start, end) in enumerate(searcher.encoder.stripe_bounds(foreground.shape[0])):
+        stripe = np.zeros_like(foreground)
+        stripe[start:end] = foreground[start:end]
+        fine.append({"part": part, "score": float(f[0, part]), "rows": [int(start), int(end)],
+                     "overlay": png_data_url(overlay(image, stripe))})
+    return {
+        "id": entry.id, "name": entry.name, "query": query, "truncated": truncated, "score": score,
+        "levels": {"global": float(g[0]), "coarse": float(c[0].mean()), "fine": float(f[0].mean())},
+        "coarse": [float(x) for x in c[0]], "fine": fine,
+        "foreground": png_data_url(overlay(image, foreground)),
+        "map_size": [int(foreground.shape[0]), int(foreground.shape[1])],
+    }

@@ -1,0 +1,160 @@
+"""`partsearch serve`: the search index over HTTP (FastAPI) with a web page.
+
+Endpoints (JSON unless said otherwise; errors are `{"detail": message}`):
+- `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
+- `POST /api/search` `{"query": str, "top_k": int = 10}` -> `{"query", "truncated", "results": [{"rank",
+  "id", "score", "levels": {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name",
+  "relpath", "source", "url"}]}`. Empty query or top_k outside 1..1000 -> 422.
+- `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).
+- `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
+  overlays (foreground map and one per fine stripe) as PNG data URLs.
+- `POST /api/images` (multipart field `file`) and `DELETE /api/images/{id}`: only with the server's
+  API key in the `X-API-Key` header; with no key configured they answer 403. An upload must decode
+  as JPEG, PNG or WebP, within MAX_UPLOAD_BYTES and the pixel limit; otherwise 4xx and nothing is
+  written. It is stored under INDEX_DIR/uploads/ and added to the index in a new generation.
+
+Searches run concurrently on an immutable generation; uploads and deletes are serialised by a
+lock (and the index's file lock, so a concurrent `partsearch index` waits) and swap the generation.
+The server binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import threading
+from pathlib import Path
+
+from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from partsearch.search import index as index_ops
+from partsearch.search.explain import explain
+from partsearch.search.searcher import QueryError, Searcher
+
+WEB_DIR = Path(__file__).parent / "web"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # [ours]
+_ID = re.compile(r"[0-9]{1,18}")
+_MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+
+
+class SearchRequest(BaseModel):
+    query: str
+    top_k: int = 10
+
+
+def _parse_id(image_id: str) -> int:
+    if not _ID.fullmatch(image_id):
+        raise HTTPException(404, f"no image with id {image_id!r}; ids are the integers search results give")
+    return int(image_id)
+
+
+def create_app(index: str | Path | Searcher, api_key: str | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               max_pixels: int = index_ops.MAX_IMAGE_PIXELS) -> FastAPI:
+    """The FastAPI app over an index directory (its model is loaded from the run it records) or
+    over a ready `Searcher`."""
+    searcher = index if isinstance(index, Searcher) else Searcher(index)
+    mutation = threading.Lock()
+    app = FastAPI(title="partsearch", description="Text-based person search with part-level correspondence")
+    app.state.searcher = searcher
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    def lookup(image_id: str):
+        try:
+            return searcher.entry(_parse_id(image_id))
+        except KeyError:
+            raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
+
+    def require_key(given: str | None) -> None:
+        if api_key is None:
+            raise HTTPException(403, "uploads and deletes are off: start the server with --api-key KEY")
+        if given is None or not secrets.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key header")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    @app.get("/healthz")
+    def healthz():
+        gen = searcher.current()
+        return {"status": "ok", "images": len(gen.entries), "generation": gen.name,
+                "uploads": api_key is not None}
+
+    @app.post("/api/search")
+    def search(request: SearchRequest):
+        try:
+            response = searcher.query(request.query, request.top_k)
+        except QueryError as err:
+            raise HTTPException(422, str(err)) from None
+        body = response.to_dict()
+        for result in body["results"]:
+            del result["path"]  # the server's file system stays private
+            result["url"] = f"/api/images/{result['id']}"
+        return body
+
+    @app.get("/api/images/{image_id}")
+    def image(image_id: str):
+        entry, _, gen = lookup(image_id)
+        path = searcher.image_path(entry, gen)
+        if not path.is_file():
+            raise HTTPException(404, f"image {image_id} ({entry.path}) is no longer on disk; re-run `partsearch index`")
+        return FileResponse(path, media_type=_MEDIA.get(path.suffix.lower(), "application/octet-stream"))
+
+    @app.get("/api/images/{image_id}/explain")
+    def explain_image(image_id: str, query: str = Query("")):
+        entry, _, _ = lookup(image_id)
+        try:
+            return explain(searcher, entry.id, query)
+        except QueryError as err:
+            raise HTTPException(422, str(err)) from None
+        except KeyError:
+            raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
+        except FileNotFoundError:
+            raise HTTPException(404, f"image {image_id} ({entry.path}) is no longer on disk") from None
+
+    @app.post("/api/images")
+    def upload(file: UploadFile = File(...), x_api_key: str | None = Header(None)):
+        require_key(x_api_key)
+        data = file.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"{file.filename}: over the upload limit of {max_upload_bytes} bytes")
+        name = Path(file.filename or "upload").name
+        with mutation:
+            try:
+                entry, added, gen = index_ops.add_image(searcher.store, searcher.encoder, data, name, max_pixels)
+            except index_ops.ImageTooLarge as err:
+                raise HTTPException(413, str(err)) from None
+            except index_ops.ImageRejected as err:
+                raise HTTPException(400, str(err)) from None
+            searcher.set_generation(gen)
+        return JSONResponse({"id": entry.id, "name": entry.name, "added": added, "images": len(gen.entries),
+                             "url": f"/api/images/{entry.id}"}, status_code=201 if added else 200)
+
+    @app.delete("/api/images/{image_id}")
+    def delete(image_id: str, x_api_key: str | None = Header(None)):
+        require_key(x_api_key)
+        entry, _, _ = lookup(image_id)
+        with mutation:
+            try:
+                removed, gen = index_ops.delete_image(searcher.store, entry.id)
+            except KeyError:
+                raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
+            searcher.set_generation(gen)
+        return {"deleted": removed.id, "name": removed.name, "images": len(gen.entries)}
+
+    return app
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = create_app(args.index_dir, api_key=args.api_key)
+    searcher = app.state.searcher
+    print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
