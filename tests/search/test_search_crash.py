@@ -1,0 +1,77 @@
+"""An indexer killed with SIGKILL mid-run leaves the previous index valid; the next run completes it."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from search_fakes import FakeEncoder, make_crop
+
+from partsearch.search.index import PAUSE_ENV, IndexStore, build_index
+from partsearch.search.searcher import Searcher
+
+SCRIPT = """
+import sys
+from search_fakes import FakeEncoder
+from partsearch.search.index import build_index
+build_index(FakeEncoder(), sys.argv[1], sys.argv[2], batch_size=2, progress=False)
+"""
+
+
+class CountingEncoder(FakeEncoder):
+    def __init__(self):
+        super().__init__()
+        self.embedded = 0
+
+    def encode_images(self, images):
+        self.embedded += len(images)
+        return super().encode_images(images)
+
+
+def _kill_after_first_batch(images_dir, index_dir):
+    env = dict(os.environ, **{PAUSE_ENV: "1"})
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(images_dir), str(index_dir)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "partsearch-index: paused" in line:
+                break
+        else:
+            raise AssertionError(f"indexer ended before pausing (exit {proc.wait()})")
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.stderr.close()
+
+
+def test_killed_indexer_leaves_the_previous_index_valid_and_the_next_run_completes_it(tmp_path, index_dir, images_dir):
+    before = IndexStore(index_dir).current_name()
+    colours = ["red", "green", "blue", "white", "black"]
+    for i, colour in enumerate(colours):
+        make_crop(images_dir / "new" / f"{i}.png", colour, colours[-1 - i])
+
+    _kill_after_first_batch(images_dir, index_dir)
+
+    assert IndexStore(index_dir).current_name() == before
+    searcher = Searcher(index_dir, encoder=FakeEncoder())
+    assert len(searcher) == 6 and len(searcher.search("red", 3)) == 3
+
+    encoder = CountingEncoder()
+    report = build_index(encoder, images_dir, index_dir, batch_size=2, progress=False)
+    assert encoder.embedded == 3  # the first batch of 2 was checkpointed before the kill
+    assert report.total == 11 and report.added == 5
+    assert not (index_dir / "work").exists()
+    assert len(Searcher(index_dir, encoder=FakeEncoder())) == 11
+
+
+def test_leftover_partial_generation_is_ignored_and_cleaned(index_dir, images_dir, encoder):
+    store = IndexStore(index_dir)
+    (store.root / "gen-000099.partial").mkdir()
+    (store.root / "gen-000099.partial" / "meta.json").write_text("{")
+    assert len(Searcher(index_dir, encoder=encoder)) == 6
+    make_crop(images_dir / "extra.png", "black", "black")
+    build_index(encoder, images_dir, index_dir, progress=False)
+    assert [p.name for p in store.root.glob("gen-*")] == [store.current_name()]
