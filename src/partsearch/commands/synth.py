@@ -25,7 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
+    from partsearch.data.formats import format_stats_table, load_dataset
     from partsearch.data.synth import generate
 
-    generate(args.out, num_ids=args.ids, seed=args.seed, size=parse_size(args.size), progress=True)
+    start = time.perf_counter()
+    out = generate(args.out, num_ids=args.ids, seed=args.seed, size=parse_size(args.size), progress=True)
+    seconds = time.perf_counter() - start
+    print(format_stats_table("SynthPEDES", load_dataset("SynthPEDES", out).stats()))
+    print(f"wrote {out} in {seconds:.1f} s")
     return 0

@@ -1,0 +1,169 @@
+"""SynthPEDES: layout, determinism, skewed attributes, captions true to the visible parts, atomic writes."""
+
+import itertools
+import json
+import re
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from partsearch.cli import main
+from partsearch.data import synth
+from partsearch.data.formats import load_dataset
+from partsearch.errors import UserError
+
+COLOR_WORDS = {"black", "white", "gray", "grey", "blue", "red", "green", "yellow", "brown", "pink", "purple",
+               "orange", "blonde"}
+COLOR_PARTS = ("hair_color", "hat_color", "upper_color", "lower_color", "shoe_color", "bag_color")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return synth.generate(tmp_path_factory.mktemp("synth") / "d", num_ids=30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def entries(dataset):
+    return json.loads((dataset / "reid_raw.json").read_text())
+
+
+def tree_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_cli_synth_then_data_stats(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["synth", "--out", str(out), "--ids", "10", "--size", "64x32"]) == 0
+    printed = capsys.readouterr()
+    assert f"wrote {out}" in printed.out and "| train" in printed.out
+    assert "10/10 identities" in printed.err
+    assert main(["data-stats", "--dataset", "SynthPEDES", "--root", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert [stats[s]["ids"] for s in ("train", "val", "test")] == [6, 2, 2]
+    assert all(stats[s]["captions"] == 2 * stats[s]["images"] for s in stats)
+    first = load_dataset("SynthPEDES", out).train[0]
+    assert Image.open(out / "imgs" / first.image).size == (32, 64)
+
+
+def test_ids_start_at_one_with_train_ids_first(entries):
+    ids = {s: sorted({e["id"] for e in entries if e["split"] == s}) for s in ("train", "val", "test")}
+    assert ids["train"] == list(range(1, 25))
+    assert ids["val"] == [25, 26, 27] and ids["test"] == [28, 29, 30]
+
+
+def test_two_to_five_images_per_identity(entries):
+    counts = Counter(e["id"] for e in entries)
+    assert set(counts.values()) <= {2, 3, 4, 5} and len(set(counts.values())) > 1
+
+
+def test_same_arguments_give_identical_bytes(tmp_path):
+    a = synth.generate(tmp_path / "a", num_ids=6, seed=7)
+    b = synth.generate(tmp_path / "b", num_ids=6, seed=7)
+    assert tree_bytes(a) == tree_bytes(b)
+
+
+def test_another_seed_gives_another_dataset(tmp_path):
+    a = synth.generate(tmp_path / "a", num_ids=6, seed=7)
+    b = synth.generate(tmp_path / "b", num_ids=6, seed=8)
+    assert (a / "reid_raw.json").read_bytes() != (b / "reid_raw.json").read_bytes()
+
+
+def test_identities_are_unique_attribute_combinations():
+    people = synth.make_identities(200, seed=0)
+    assert len({tuple(sorted(p.items())) for p in people}) == 200
+
+
+def test_most_common_value_of_each_part_is_shared_by_many():
+    people = synth.make_identities(60, seed=0)
+    for part in ("hair_color", "upper_color", "lower_color", "shoe_color", "upper_type", "lower_type", "bag"):
+        top_share = Counter(p[part] for p in people).most_common(1)[0][1] / len(people)
+        assert top_share >= 0.25, part
+
+
+def differing_parts(a, b):
+    """Parts whose value differs; a colour counts with its item (a new hat brings its colour)."""
+    keys = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+    return {k.replace("_color", "") if k in ("hat_color", "bag_color") else k for k in keys}
+
+
+def test_many_identity_pairs_differ_in_one_part():
+    people = synth.make_identities(60, seed=0)
+    one_part = sum(len(differing_parts(a, b)) == 1 for a, b in itertools.combinations(people, 2))
+    assert one_part >= 15
+
+
+def test_caption_colours_belong_to_visible_attributes(entries):
+    for entry in entries:
+        attrs = entry["attributes"]
+        allowed = {attrs["person"][p] for p in COLOR_PARTS if p in attrs["visible"]}
+        allowed |= {"grey"} if "gray" in allowed else set()
+        for caption in entry["captions"]:
+            words = set(re.findall(r"[a-z]+", caption.lower()))
+            assert words & COLOR_WORDS <= allowed, (caption, attrs)
+
+
+def test_hidden_parts_are_never_mentioned(entries):
+    views = Counter(e["attributes"]["view"] for e in entries)
+    assert set(views) == {"front", "back", "side"}
+    for entry in entries:
+        attrs = entry["attributes"]
+        for caption in entry["captions"]:
+            if attrs["view"] != "front":
+                assert "logo" not in caption
+            if attrs["view"] == "front" and attrs["person"]["bag"] == "backpack":
+                assert "backpack" not in caption
+            if attrs["occluded"]:
+                assert "shoes" not in caption and "sneakers" not in caption
+
+
+def test_visibility_follows_the_view():
+    person = {"hair_color": "black", "build": "average", "upper_type": "t-shirt", "upper_color": "red",
+              "upper_pattern": "logo", "lower_type": "shorts", "lower_color": "blue", "shoe_color": "white",
+              "bag": "backpack", "bag_color": "green", "hat": "none"}
+    front = synth.visible_parts(person, "front", occluded=False)
+    back = synth.visible_parts(person, "back", occluded=True)
+    assert "upper_pattern" in front and "bag" not in front
+    assert "upper_pattern" not in back and "bag_color" in back and "shoe_color" not in back
+
+
+def test_captions_leave_out_some_attributes_and_vary(entries):
+    captions = [c for e in entries for c in e["captions"]]
+    assert len(set(captions)) == len(captions)
+    assert any("hair" not in c for c in captions) and any("hair" in c for c in captions)
+
+
+def test_too_few_ids_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="at least 6 identities"):
+        synth.generate(tmp_path / "x", num_ids=5)
+
+
+def test_refuses_to_overwrite_a_directory_that_is_not_synthpedes(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a SynthPEDES dataset"):
+        synth.generate(tmp_path, num_ids=6)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_replaces_a_previous_dataset_and_leaves_no_temporary_files(tmp_path):
+    synth.generate(tmp_path / "d", num_ids=6, seed=0)
+    synth.generate(tmp_path / "d", num_ids=8, seed=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert len(load_dataset("SynthPEDES", tmp_path / "d").stats()) == 3
+    assert len({e["id"] for e in json.loads((tmp_path / "d" / "reid_raw.json").read_text())}) == 8
+
+
+def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(job)
+
+    original = synth._identity_images
+    monkeypatch.setattr(synth, "_identity_images", failing)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate(tmp_path / "d", num_ids=6)
+    assert list(tmp_path.iterdir()) == []
