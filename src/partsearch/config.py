@@ -74,6 +74,11 @@ class ModelConfig:
     grad_checkpointing: bool = False
     freeze_image: str = "none"  # none | all | N (first N blocks/stages)
     freeze_text: str = "none"
+    # Sizes of the from-scratch backbones: small_cnn / small_vit width, and the BERT built when
+    # text_weights is random (bert-base by default; tests use tiny ones).
+    image_width: int = 256
+    text_width: int = 768
+    text_layers: int = 12
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""The backbone registry and its one output contract."""
+
+import pytest
+import torch
+import torchvision
+
+from partsearch.config import ConfigError
+from partsearch.hub import WeightsError
+from partsearch.model.backbones import BackboneOutput, build_image_backbone, build_text_backbone
+
+from conftest import BERT_VOCAB, tiny_config
+
+
+@pytest.mark.parametrize(("name", "dim"), [("clip_vit_b16", 512), ("small_cnn", 32), ("small_vit", 64)])
+def test_image_backbone_gives_grid_tokens_of_out_dim(name, dim):
+    backbone = build_image_backbone(tiny_config(image_backbone=name, image_width=dim), (64, 32))
+    with torch.no_grad():
+        out = backbone(torch.randn(2, 3, 64, 32))
+    assert isinstance(out, BackboneOutput)
+    assert out.grid == backbone.grid == ((4, 2) if name == "clip_vit_b16" else (8, 4))
+    assert out.tokens.shape == (2, out.grid[0] * out.grid[1], dim) and backbone.out_dim == dim
+    assert out.mask.dtype == torch.bool and out.mask.all()
+
+
+@pytest.mark.parametrize(("name", "dim"), [("resnet50", 2048), ("vit_b16", 768)])
+def test_paper_backbones_give_24x8_tokens_at_384x128(name, dim):
+    backbone = build_image_backbone(tiny_config(image_backbone=name), (384, 128)).eval()
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 3, 384, 128))
+    assert out.grid == backbone.grid == (24, 8)
+    assert out.tokens.shape == (1, 24 * 8, dim) and backbone.out_dim == dim
+    assert out.mask.dtype == torch.bool and out.mask.all()
+
+
+def test_small_cnn_gives_16x8_at_128x64():
+    backbone = build_image_backbone(tiny_config(image_width=256), (128, 64))
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 3, 128, 64))
+    assert out.grid == (16, 8) and out.tokens.shape == (1, 128, 256)
+
+
+@pytest.mark.parametrize("name", ["bert", "clip_text"])
+def test_text_backbone_masks_padding(name):
+    backbone = build_text_backbone(tiny_config(text_backbone=name), BERT_VOCAB if name == "bert" else 49408)
+    ids = torch.randint(1, 1000, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        out = backbone(ids, mask)
+    assert out.grid is None and out.tokens.shape == (2, 6, backbone.out_dim)
+    assert torch.equal(out.mask, mask.bool())
+
+
+def test_unknown_backbone_names_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown model.image_backbone 'resnet51'.*resnet50.*small_cnn"):
+        build_image_backbone(tiny_config(image_backbone="resnet51"), (64, 32))
+    with pytest.raises(ConfigError, match="unknown model.text_backbone 'gpt'.*bert.*clip_text"):
+        build_text_backbone(tiny_config(text_backbone="gpt"), BERT_VOCAB)
+
+
+def test_resnet50_takes_torchvision_parameter_names():
+    backbone = build_image_backbone(tiny_config(image_backbone="resnet50"), (64, 32))
+    reference = torchvision.models.resnet50().state_dict()
+    assert set(backbone.state_dict()) == {k for k in reference if not k.startswith("fc.")}
+
+
+def test_local_state_dict_file_loads(tmp_path):
+    source = build_image_backbone(tiny_config(), (64, 32))
+    path = tmp_path / "cnn.pt"
+    torch.save(source.state_dict(), path)
+    loaded = build_image_backbone(tiny_config(image_weights=str(path)), (64, 32))
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_local_weights_of_another_model_list_the_mismatched_keys(tmp_path):
+    path = tmp_path / "wrong.pt"
+    state = build_image_backbone(tiny_config(), (64, 32)).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["conv1.weight"]
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"missing keys: conv1\.weight.*unexpected keys: extra\.weight"):
+        build_image_backbone(tiny_config(image_weights=str(path)), (64, 32))
+
+
+def test_unreadable_weights_file_is_a_user_error(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="broken.pth"):
+        build_image_backbone(tiny_config(image_weights=str(path)), (64, 32))
