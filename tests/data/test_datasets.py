@@ -1,0 +1,129 @@
+"""Datasets and loaders on a tiny image folder built here."""
+
+import logging
+from collections import Counter
+
+import pytest
+import torch
+from PIL import Image
+
+from partsearch.config import Config, DataConfig, ModelConfig
+from partsearch.data.datasets import (GalleryImages, QueryCaptions, TrainPairs, build_gallery_loader,
+                                      build_query_loader, build_train_loader)
+from partsearch.data.formats import Record
+from partsearch.data.tokenizers import build_tokenizer
+from partsearch.data.transforms import build_transforms
+from partsearch.errors import DataError, UserError
+
+SIZE = (32, 16)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(ModelConfig(text_weights="minilm"), max_length=12)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    records = []
+    for pid in range(4):
+        for k in range(2):
+            name = f"p{pid}_{k}.png"
+            Image.new("RGB", (16, 32), (60 * pid, 40 * k, 100)).save(tmp_path / name)
+            records.append(Record(name, pid, (f"person {pid} view {k}", f"someone number {pid}"), "train"))
+    return tmp_path, records
+
+
+def config(**data):
+    return Config(data=DataConfig(**{"image_size": SIZE, "num_workers": 0} | data))
+
+
+def test_train_pairs_item_per_caption(folder, tokenizer):
+    root, records = folder
+    pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+    assert len(pairs) == 16
+    item = pairs[3]
+    assert item["image"].shape == (3, *SIZE) and item["image"].dtype == torch.float32
+    assert item["ids"].shape == (12,) and item["ids"].dtype == torch.long
+    assert item["mask"].dtype == torch.long
+    assert (item["label"], item["image_index"]) == (0, 1)
+    assert torch.equal(item["ids"], tokenizer(["someone number 0"]).ids[0])
+
+
+def test_missing_train_image_names_the_file(folder, tokenizer):
+    root, records = folder
+    (root / "p2_1.png").unlink()
+    with pytest.raises(DataError, match=r"1 of 8 images are missing .*p2_1\.png.*skip_bad_images"):
+        TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+
+
+def test_corrupt_train_image_names_the_file_when_read(folder, tokenizer):
+    root, records = folder
+    (root / "p1_0.png").write_bytes(b"garbage")
+    pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+    with pytest.raises(DataError, match=r"corrupt or unreadable image .*p1_0\.png"):
+        pairs[4]
+
+
+def test_skip_bad_images_drops_and_reports_them(folder, tokenizer, caplog):
+    root, records = folder
+    (root / "p1_0.png").write_bytes(b"garbage")
+    (root / "p3_1.png").unlink()
+    with caplog.at_level(logging.WARNING):
+        pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000,
+                           skip_bad_images=True)
+    assert pairs.skipped == 2 and len(pairs) == 12
+    assert "skipped 2 of 8 images" in caplog.text and "p1_0.png" in caplog.text and "p3_1.png" in caplog.text
+    assert all(pairs[i]["label"] == pairs.labels[i] for i in range(len(pairs)))
+
+
+def test_gallery_images_in_record_order(folder):
+    root, records = folder
+    gallery = GalleryImages(records, root, build_transforms(config().data, train=False), 10_000)
+    item = gallery[5]
+    assert (item["pid"], item["index"]) == (2, 5) and item["image"].shape == (3, *SIZE)
+
+
+def test_query_captions_one_per_caption_in_record_order(folder, tokenizer):
+    _, records = folder
+    queries = QueryCaptions(records, tokenizer)
+    assert len(queries) == 16
+    assert [queries[i]["pid"] for i in range(4)] == [0, 0, 0, 0]
+    assert torch.equal(queries[2]["ids"], tokenizer(["person 0 view 1"]).ids[0])
+
+
+def test_train_loader_batches_are_identity_balanced(folder, tokenizer):
+    root, records = folder
+    loader = build_train_loader(config(batch_size=4, instances_per_id=2), records, root, tokenizer, seed=0)
+    loader.sampler.set_epoch(1)
+    batches = list(loader)
+    assert batches and all(b["image"].shape == (4, 3, *SIZE) for b in batches)
+    for batch in batches:
+        assert sorted(Counter(batch["label"].tolist()).values()) == [2, 2]
+
+
+def test_random_sampler_drops_the_last_partial_batch(folder, tokenizer):
+    root, records = folder
+    loader = build_train_loader(config(batch_size=5, sampler="random"), records, root, tokenizer)
+    assert [len(b["label"]) for b in loader] == [5, 5, 5]
+
+
+def test_unknown_sampler_is_a_clear_error(folder, tokenizer):
+    root, records = folder
+    with pytest.raises(UserError, match="unknown data.sampler 'balanced'; valid values are identity, random"):
+        build_train_loader(config(sampler="balanced"), records, root, tokenizer)
+
+
+def test_gallery_and_query_loaders_keep_order(folder, tokenizer):
+    root, records = folder
+    gallery = list(build_gallery_loader(config(), records, root, batch_size=3))
+    queries = list(build_query_loader(config(), records, tokenizer, batch_size=5))
+    assert torch.cat([b["index"] for b in gallery]).tolist() == list(range(8))
+    assert torch.cat([b["pid"] for b in queries]).tolist() == [r.pid for r in records for _ in r.captions]
+
+
+def test_train_loader_with_worker_processes(folder, tokenizer):
+    root, records = folder
+    loader = build_train_loader(config(batch_size=4, num_workers=1), records, root, tokenizer)
+    batch = next(iter(loader))
+    assert batch["ids"].shape == (4, 12) and batch["image"].shape == (4, 3, *SIZE)
