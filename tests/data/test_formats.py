@@ -218,3 +218,10 @@ def test_wrong_split_name_lists_valid_ones(cuhk_root):
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'CUHK'.*CUHK-PEDES"):
         load_dataset("CUHK", tmp_path)
+
+
+def test_loading_prints_the_statistics_table_to_stderr(cuhk_root, capsys):
+    load_dataset("CUHK-PEDES", cuhk_root)
+    captured = capsys.readouterr()
+    assert "CUHK-PEDES statistics:" in captured.err and "| train  | 2   | 3      | 6        |" in captured.err
+    assert captured.out == ""

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from partsearch.data.formats import format_stats_table, load_dataset
 
-    splits = load_dataset(args.dataset, args.root, jsonl_file=args.jsonl_file or None)
+    splits = load_dataset(args.dataset, args.root, jsonl_file=args.jsonl_file or None, verbose=False)
     stats = splits.stats()
     if args.json:
         print(json.dumps(stats, indent=2))

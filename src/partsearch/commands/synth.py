@@ -33,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = generate(args.out, num_ids=args.ids, seed=args.seed, size=parse_size(args.size), progress=True)
     seconds = time.perf_counter() - start
-    print(format_stats_table("SynthPEDES", load_dataset("SynthPEDES", out).stats()))
+    print(format_stats_table("SynthPEDES", load_dataset("SynthPEDES", out, verbose=False).stats()))
     print(f"wrote {out} in {seconds:.1f} s")
     return 0

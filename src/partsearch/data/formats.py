@@ -20,14 +20,12 @@ selection.
 from __future__ import annotations
 
 import json
-import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from partsearch.errors import DataError
-
-log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -119,8 +117,10 @@ _FORMATS = {
 DATASETS = tuple(_FORMATS) + ("jsonl",)
 
 
-def load_dataset(name: str, root: str | Path, jsonl_file: str | Path | None = None) -> DatasetSplits:
-    """Read a dataset's annotations (not its images) and log IRRA's statistics table."""
+def load_dataset(name: str, root: str | Path, jsonl_file: str | Path | None = None,
+                 verbose: bool = True) -> DatasetSplits:
+    """Read a dataset's annotations (not its images); with `verbose`, print IRRA's statistics
+    table to stderr (stdout stays free for machine-readable output)."""
     root = Path(root)
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; valid names are {', '.join(DATASETS)}")
@@ -131,7 +131,8 @@ def load_dataset(name: str, root: str | Path, jsonl_file: str | Path | None = No
         splits = _load_jsonl(root, Path(jsonl_file) if jsonl_file else root / "annotations.jsonl")
     else:
         splits = _load_json_list(name, root, _FORMATS[name])
-    log.info("%s", format_stats_table(name, splits.stats()))
+    if verbose:
+        print(format_stats_table(name, splits.stats()), file=sys.stderr)
     return splits
 
 
