@@ -1,0 +1,113 @@
+"""Global pooling, attention blocks and the per-modality encoders (METHOD.md, Architecture 2-3).
+
+Both modalities are projected to the shared width d; the global embedding is the global max
+pooling (GMP) of the projected tokens [paper]; the image tokens get a learnable positional
+encoding and both pass through multi-head self-attention layers, giving the memories M_v, M_t
+[paper]. [ours]: pre-norm transformer layers (1 layer, 8 heads by default), a linear projection.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def global_max_pool(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GMP over the valid tokens: tokens `(B, N, D)`, mask `(B, N)` bool (None = all valid) -> `(B, D)`."""
+    if mask is not None:
+        tokens = tokens.masked_fill(~mask[..., None], torch.finfo(tokens.dtype).min)
+    return tokens.amax(dim=1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of `query (B, Q, d)` over `key_value (B, N, d)`.
+
+    Uses `F.scaled_dot_product_attention` unless the attention weights are asked for; then the
+    weights are computed once, explicitly (softmax in fp32, autocast-safe), and reused for the
+    output, so attention never runs twice.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(
+        self, query: torch.Tensor, key_value: torch.Tensor, key_mask: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """key_mask `(B, N)` bool, True = attend. Returns `(B, Q, d)` and, with need_weights, the
+        weights `(B, heads, Q, N)` in fp32 (before dropout)."""
+        q = self._split(self.q(query))
+        k, v = (self._split(t) for t in self.kv(key_value).chunk(2, dim=-1))
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        dropout = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            out = F.dropout(weights, dropout, self.training).to(v.dtype) @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.out(out.transpose(1, 2).flatten(2)), weights
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm self-attention + feed-forward, with residuals [ours: pre-norm]."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.drop(self.attn(h, h, mask)[0])
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class ModalityEncoder(nn.Module):
+    """Projection to d, then (image only) a learnable positional encoding, then self-attention.
+
+    `forward(tokens (B, N, D_in), mask (B, N) | None) -> (projected (B, N, d), memory (B, N, d))`:
+    `projected` is what GMP pools into the global embedding, `memory` is M_v or M_t.
+    `grid=(h, w)` makes it an image encoder with a positional encoding of `h*w` positions.
+    """
+
+    def __init__(self, in_dim: int, dim: int, layers: int, heads: int, dropout: float, grid: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, dim)
+        self.grid = grid
+        self.pos = None
+        if grid is not None:
+            self.pos = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim))
+            nn.init.trunc_normal_(self.pos, std=0.02)
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        projected = self.proj(tokens)
+        x = projected
+        if self.pos is not None:
+            if x.shape[1] != self.pos.shape[1]:
+                raise ValueError(f"image gives {x.shape[1]} tokens but the model was built for a {self.grid} grid; resize images to the configured data.image_size")
+            x = x + self.pos
+        for layer in self.layers:
+            x = layer(x, mask)
+        return projected, self.norm(x)

@@ -1,0 +1,33 @@
+"""Fine (part-level) image embeddings (METHOD.md, Architecture 5).
+
+[paper] The decoder's cross-attention of the coarse tokens, averaged, is a foreground map A;
+M_v is weighted by A (Hadamard, broadcast over channels), cut into P horizontal stripes, and each
+stripe is max-pooled into f_v^i. Stripe i corresponds to the text's fine token i by index.
+[ours] A is also averaged over decoder layers and rescaled to a maximum of 1 per image; when P
+does not divide h the stripes follow adaptive max pooling to (P, 1), which may overlap by a row.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def foreground_map(attention: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """attention `(B, h*w)` -> A `(B, h, w)` in fp32, rescaled so its maximum is 1 per image."""
+    a = attention.float().unflatten(1, grid)
+    return a / a.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def stripe_bounds(height: int, parts: int) -> list[tuple[int, int]]:
+    """Row ranges `[start, end)` of the P stripes over a map of `height` rows, exactly those of
+    `adaptive_max_pool2d` to (P, 1): start = floor(i h / P), end = ceil((i + 1) h / P)."""
+    return [((i * height) // parts, -((-(i + 1) * height) // parts)) for i in range(parts)]
+
+
+def stripe_pool(memory: torch.Tensor, foreground: torch.Tensor, parts: int) -> torch.Tensor:
+    """memory M_v `(B, h*w, d)`, foreground A `(B, h, w)` -> fine embeddings `(B, P, d)`: the
+    max of M_v * A over each horizontal stripe."""
+    b, h, w = foreground.shape
+    weighted = memory.transpose(1, 2).unflatten(2, (h, w)) * foreground[:, None]
+    return F.adaptive_max_pool2d(weighted, (parts, 1)).squeeze(-1).transpose(1, 2)

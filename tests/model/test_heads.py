@@ -1,0 +1,72 @@
+"""Global pooling, attention, the shared decoder and the fine stripes."""
+
+import torch
+
+from partsearch.model.decoder import SharedDecoder
+from partsearch.model.encoders import Attention, global_max_pool
+from partsearch.model.fine import foreground_map, stripe_bounds, stripe_pool
+
+
+def test_global_max_pool_ignores_padding_tokens():
+    tokens = torch.tensor([[[1.0, -5.0], [2.0, -4.0], [9.0, 9.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert torch.equal(global_max_pool(tokens, mask), torch.tensor([[2.0, -4.0]]))
+
+
+def test_attention_weights_path_equals_the_fused_path():
+    torch.manual_seed(0)
+    attn = Attention(16, 4, dropout=0.0)
+    q, kv = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    fused, none = attn(q, kv, mask)
+    explicit, weights = attn(q, kv, mask, need_weights=True)
+    assert none is None and torch.allclose(fused, explicit, atol=1e-6)
+    assert weights.shape == (2, 4, 3, 5) and torch.allclose(weights.sum(-1), torch.ones(2, 4, 3))
+    assert weights[1, ..., 2:].abs().max() == 0
+
+
+def test_decoder_attention_is_a_distribution_over_memory():
+    decoder = SharedDecoder(16, num_coarse=3, layers=2, heads=4, dropout=0.0)
+    tokens, attention = decoder(torch.randn(2, 10, 16), need_weights=True)
+    assert tokens.shape == (2, 3, 16) and attention.shape == (2, 10)
+    assert torch.allclose(attention.sum(-1), torch.ones(2)) and (attention >= 0).all()
+
+
+def test_foreground_map_peaks_at_one_per_image():
+    attention = torch.softmax(torch.randn(3, 12), dim=-1)
+    fg = foreground_map(attention, (4, 3))
+    assert fg.shape == (3, 4, 3) and fg.dtype == torch.float32
+    assert torch.allclose(fg.amax(dim=(1, 2)), torch.ones(3))
+    assert torch.allclose(fg.flatten(1) / attention, (1 / attention.amax(1, keepdim=True)).expand(3, 12))
+
+
+def test_stripe_bounds_partition_the_rows_when_parts_divide_height():
+    bounds = stripe_bounds(24, 6)
+    rows = [r for start, end in bounds for r in range(start, end)]
+    assert rows == list(range(24))
+    assert all(end - start == 4 for start, end in bounds)
+
+
+def test_stripe_bounds_cover_every_row_when_parts_do_not_divide_height():
+    bounds = stripe_bounds(7, 3)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 7
+    assert all(b[0] <= a[1] for a, b in zip(bounds, bounds[1:]))
+
+
+def test_stripes_max_pool_the_foreground_weighted_memory():
+    torch.manual_seed(0)
+    h, w, d, parts = 8, 3, 5, 4
+    memory, fg = torch.randn(2, h * w, d), torch.rand(2, h, w)
+    fine = stripe_pool(memory, fg, parts)
+    weighted = memory.unflatten(1, (h, w)) * fg[..., None]
+    assert torch.equal(fine.amax(dim=1), weighted.amax(dim=(1, 2)))
+    for i, (start, end) in enumerate(stripe_bounds(h, parts)):
+        assert torch.equal(fine[:, i], weighted[:, start:end].amax(dim=(1, 2)))
+
+
+def test_stripes_follow_adaptive_bounds_when_parts_do_not_divide_height():
+    memory, fg = torch.randn(1, 7 * 2, 3), torch.rand(1, 7, 2)
+    fine = stripe_pool(memory, fg, 3)
+    weighted = memory.unflatten(1, (7, 2)) * fg[..., None]
+    for i, (start, end) in enumerate(stripe_bounds(7, 3)):
+        assert torch.equal(fine[:, i], weighted[:, start:end].amax(dim=(1, 2)))
