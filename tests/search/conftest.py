@@ -1,19 +1,9 @@
 """Fixtures of the search tests: a handful of 32x64 crops and an index built with FakeEncoder."""
 
 import pytest
-from search_fakes import FakeEncoder, make_crop
+from search_fakes import CROPS, FakeEncoder, make_crop
 
 from partsearch.search.index import build_index
-
-CROPS = {
-    "a/red_blue.jpg": ("red", "blue"),
-    "a/green_black.png": ("green", "black"),
-    "b/blue_blue.webp": ("blue", "blue"),
-    "b/deep/white_red.jpeg": ("white", "red"),
-    "yellow_green.png": ("yellow", "green"),
-    "red_red.png": ("red", "red"),
-}
-
 
 @pytest.fixture
 def encoder():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from partsearch.search.encoder import GalleryArrays, adaptive_bounds
+from partsearch.search.encoder import GalleryArrays
 
 COLOURS = {
     "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0),
@@ -15,6 +15,14 @@ COLOURS = {
 }
 MIX = np.array([[1.0, 0.5, 0.0, 0.2], [0.0, 0.5, 1.0, 0.2]], np.float32)  # the two "coarse tokens"
 MAX_WORDS = 16
+CROPS = {  # relative path -> (top colour, bottom colour)
+    "a/red_blue.jpg": ("red", "blue"),
+    "a/green_black.png": ("green", "black"),
+    "b/blue_blue.webp": ("blue", "blue"),
+    "b/deep/white_red.jpeg": ("white", "red"),
+    "yellow_green.png": ("yellow", "green"),
+    "red_red.png": ("red", "red"),
+}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -69,7 +77,8 @@ class FakeEncoder:
                                wf / self.num_fine * emb.fine.reshape(n, -1)], 1)
 
     def stripe_bounds(self, height: int) -> list[tuple[int, int]]:
-        return adaptive_bounds(height, self.num_fine)
+        """Rows as adaptive max pooling to (P, 1) splits them."""
+        return [(i * height // 3, -(-(i + 1) * height // 3)) for i in range(3)]
 
 
 def similarity(encoder: FakeEncoder, images: GalleryArrays, texts: GalleryArrays) -> np.ndarray:

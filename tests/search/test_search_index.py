@@ -4,8 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import CROPS
-from search_fakes import FakeEncoder, make_crop, similarity
+from search_fakes import CROPS, FakeEncoder, make_crop, similarity
 
 from partsearch.errors import DataError, SearchIndexError
 from partsearch.search.index import IndexStore, build_index, scan_images

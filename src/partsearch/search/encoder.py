@@ -10,7 +10,6 @@ All arrays cross this boundary as float32 numpy arrays with L2-normalised vector
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -72,11 +71,6 @@ class Encoder(Protocol):
 
     def stripe_bounds(self, height: int) -> list[tuple[int, int]]:
         """Rows `[start, end)` of the foreground map that fine part i pools over."""
-
-
-def adaptive_bounds(height: int, parts: int) -> list[tuple[int, int]]:
-    """Stripe rows as `adaptive_max_pool2d` to (P, 1) splits them (METHOD.md, Fine embeddings [ours])."""
-    return [(math.floor(i * height / parts), math.ceil((i + 1) * height / parts)) for i in range(parts)]
 
 
 def _pick_device(device: str) -> str:
@@ -149,4 +143,6 @@ class RunEncoder:
         return fold_query(self._to_embeddings(emb), self.weights).float().numpy()
 
     def stripe_bounds(self, height: int) -> list[tuple[int, int]]:
-        return adaptive_bounds(height, self.num_fine)
+        from partsearch.model.fine import stripe_bounds
+
+        return stripe_bounds(height, self.num_fine)

@@ -95,9 +95,9 @@ class Searcher:
                     "index the images again with a run that exists"
                 )
             encoder = RunEncoder(source.get("run_dir"), checkpoint, device)
-        check_model(self.generation.meta, encoder, self.store.root)
         self.encoder = encoder
         self.vector_index = vector_index
+        self.set_generation(self.generation)
 
     @property
     def root(self) -> Path:
@@ -118,7 +118,10 @@ class Searcher:
         return gen
 
     def set_generation(self, gen: Generation) -> None:
+        """Make `gen` live; an external vector index (Milvus) is synced to it first."""
         check_model(gen.meta, self.encoder, self.store.root)
+        if self.vector_index is not None and hasattr(self.vector_index, "sync"):
+            self.vector_index.sync(gen)
         self.generation = gen
 
     def image_path(self, entry: Entry, gen: Generation | None = None) -> Path:

@@ -1,0 +1,150 @@
+"""The gallery vectors in Milvus, for galleries beyond one machine (`pymilvus`).
+
+`MilvusIndex` has the search interface of `index.FaissIndex` (`search(query_folded, query_global, k)
+-> (scores (Q, k), ids (Q, k))`), so `Searcher(index_dir, vector_index=MilvusIndex(...))` and the
+HTTP service use it unchanged. Search is two-stage [ours]: an approximate first stage on the global
+vectors g_v (HNSW by default) returns `rerank_factor * k` candidates, which are re-ranked exactly by
+the full similarity s(v, t) = <fold_query(t), fold_gallery(v)> on the folded vectors stored beside
+them (METHOD.md, Similarity). With `rerank_factor * k >= G` the ranking is exactly the model's.
+
+The local index directory stays the source of truth (manifest, part embeddings and foreground maps
+for explanations); Milvus holds one row per image: `id` (the manifest id), `global` (d) and
+`folded` (D). `sync(generation)` makes the collection match a generation (inserts the new ids,
+deletes the dropped ones); the Searcher calls it whenever its generation changes.
+
+Running against a Milvus cluster:
+
+    from partsearch.search.milvus import MilvusIndex
+    from partsearch.search.searcher import Searcher
+    vectors = MilvusIndex("http://milvus.example:19530", collection="people", token="user:password")
+    searcher = Searcher("INDEX_DIR", vector_index=vectors)   # syncs the collection on start
+
+Locally, `milvus-lite server --data-dir DIR --host 127.0.0.1 --port P` serves the same gRPC API
+(`uri="http://127.0.0.1:P"`), and `uri="./file.db"` runs milvus-lite embedded. docs/SEARCH.md has
+the sizing notes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from partsearch.errors import SearchIndexError
+
+DEFAULT_RERANK_FACTOR = 10  # [ours]
+MAX_CANDIDATES = 16384  # Milvus's limit on topk
+_INSERT_BATCH = 1000
+
+
+class MilvusIndex:
+    """Gallery vectors in one Milvus collection; see the module docstring."""
+
+    def __init__(self, uri: str, collection: str = "partsearch", token: str = "",
+                 rerank_factor: int = DEFAULT_RERANK_FACTOR, index_type: str = "HNSW",
+                 index_params: dict | None = None, timeout: float = 30.0):
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        self._error = MilvusException
+        try:
+            self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
+        except MilvusException as err:
+            raise SearchIndexError(f"cannot reach Milvus at {uri}: {err}") from None
+        self.uri = uri
+        self.collection = collection
+        self.rerank_factor = rerank_factor
+        self.index_type = index_type
+        self.index_params = index_params if index_params is not None else (
+            {"M": 16, "efConstruction": 200} if index_type == "HNSW" else {})
+        self.dims: tuple[int, int] | None = None
+
+    def _ensure(self, dim_global: int, dim_folded: int) -> None:
+        from pymilvus import DataType
+
+        if self.dims == (dim_global, dim_folded):
+            return
+        if self.client.has_collection(self.collection):
+            fields = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
+            have = (fields.get("global", {}).get("params", {}).get("dim"),
+                    fields.get("folded", {}).get("params", {}).get("dim"))
+            if tuple(int(x) if x is not None else None for x in have) != (dim_global, dim_folded):
+                raise SearchIndexError(
+                    f"Milvus collection {self.collection!r} at {self.uri} holds vectors of width {have}, "
+                    f"not ({dim_global}, {dim_folded}); drop it or pick another collection name"
+                )
+        else:
+            schema = self.client.create_schema(auto_id=False, description="partsearch gallery")
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            schema.add_field("global", DataType.FLOAT_VECTOR, dim=dim_global)
+            schema.add_field("folded", DataType.FLOAT_VECTOR, dim=dim_folded)
+            params = self.client.prepare_index_params()
+            params.add_index("global", index_type=self.index_type, metric_type="IP", params=self.index_params)
+            # Folded vectors are only fetched for re-ranking, never searched; Milvus still wants an index.
+            params.add_index("folded", index_type="FLAT", metric_type="IP")
+            self.client.create_collection(self.collection, schema=schema, index_params=params)
+        self.client.load_collection(self.collection)
+        self.dims = (dim_global, dim_folded)
+
+    def add(self, ids: np.ndarray, folded: np.ndarray, global_: np.ndarray) -> None:
+        self._ensure(int(global_.shape[1]), int(folded.shape[1]))
+        for start in range(0, len(ids), _INSERT_BATCH):
+            rows = [{"id": int(i), "global": np.asarray(g, np.float32).tolist(), "folded": np.asarray(f, np.float32).tolist()}
+                    for i, g, f in zip(ids[start:start + _INSERT_BATCH], global_[start:start + _INSERT_BATCH],
+                                       folded[start:start + _INSERT_BATCH])]
+            self.client.upsert(self.collection, rows)
+
+    def remove(self, ids) -> None:
+        ids = [int(i) for i in ids]
+        if ids and self.client.has_collection(self.collection):
+            self.client.delete(self.collection, ids=ids)
+
+    def ids(self) -> set[int]:
+        if not self.client.has_collection(self.collection):
+            return set()
+        iterator = self.client.query_iterator(self.collection, batch_size=1000, filter="", output_fields=["id"])
+        found: set[int] = set()
+        while batch := iterator.next():
+            found.update(int(row["id"]) for row in batch)
+        iterator.close()
+        return found
+
+    def sync(self, generation) -> None:
+        """Make the collection hold exactly the images of an index `Generation`."""
+        self._ensure(int(generation.arrays.global_.shape[1]), int(generation.folded.shape[1]))
+        present = self.ids()
+        wanted = {e.id: row for row, e in enumerate(generation.entries)}
+        self.remove(present - wanted.keys())
+        new_rows = np.array(sorted(wanted[i] for i in wanted.keys() - present), dtype=np.int64)
+        if len(new_rows):
+            ids = np.array([generation.entries[r].id for r in new_rows], np.int64)
+            self.add(ids, generation.folded[new_rows], np.asarray(generation.arrays.global_[new_rows]))
+
+    def __len__(self) -> int:
+        if not self.client.has_collection(self.collection):
+            return 0
+        return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+    def drop(self) -> None:
+        self.client.drop_collection(self.collection)
+        self.dims = None
+
+    def search(self, query_folded: np.ndarray, query_global: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(Q, D)` and `(Q, d)` queries -> exact scores and ids `(Q, k)`, best first, -1 padded."""
+        query_folded = np.asarray(query_folded, np.float32)
+        scores = np.full((len(query_folded), k), -np.inf, np.float32)
+        ids = np.full((len(query_folded), k), -1, np.int64)
+        if not self.client.has_collection(self.collection):
+            return scores, ids
+        limit = min(MAX_CANDIDATES, max(k, k * self.rerank_factor))
+        hits = self.client.search(self.collection, data=np.asarray(query_global, np.float32).tolist(),
+                                  anns_field="global", limit=limit, output_fields=["folded"],
+                                  search_params={"metric_type": "IP"})
+        for q, found in enumerate(hits):
+            if not found:
+                continue
+            cand = np.array([h["id"] for h in found], np.int64)
+            vectors = np.array([h["entity"]["folded"] for h in found], np.float32)
+            exact = vectors @ query_folded[q]
+            order = np.argsort(-exact, kind="stable")[:k]
+            scores[q, : len(order)] = exact[order]
+            ids[q, : len(order)] = cand[order]
+        return scores, ids

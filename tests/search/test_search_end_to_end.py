@@ -1,0 +1,139 @@
+"""The real path: a tiny random run on disk -> `partsearch index` -> Searcher / `partsearch search`,
+checked against the model's own similarity on the same images."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from search_fakes import CROPS, make_crop
+
+from partsearch.cli import main as cli
+from partsearch.config import Config, ModelConfig
+from partsearch.data.tokenizers import build_tokenizer
+from partsearch.errors import SearchIndexError
+from partsearch.model.model import build_model
+from partsearch.model.similarity import level_similarities, similarity
+from partsearch.search.encoder import RunEncoder
+from partsearch.search.explain import explain
+from partsearch.search.searcher import Searcher
+from partsearch.train.checkpoint import FORMAT, load_run, save_checkpoint
+
+pytestmark = pytest.mark.slow
+QUERY = "a man in a red jacket and blue trousers"
+
+
+def write_random_run(run_dir, seed):
+    """A run directory holding a random tiny model, as `partsearch train` would leave it."""
+    cfg = Config()
+    cfg.model = ModelConfig(
+        image_backbone="small_cnn", image_weights="random", image_width=32, text_backbone="bert",
+        text_weights="random", text_width=32, text_layers=1, dim=32, num_coarse=3, num_fine=4,
+        encoder_heads=4, decoder_heads=4, dropout=0.0,
+    )
+    cfg.data.image_size = (64, 32)
+    cfg.data.max_tokens = 12
+    vocab = build_tokenizer(cfg.model, cfg.data.max_tokens).vocab_size
+    torch.manual_seed(seed)
+    model = build_model(cfg, vocab)
+    run_dir.mkdir(parents=True)
+    cfg.dump(run_dir / "config.yaml")
+    save_checkpoint(run_dir / "best.pt", {"format": FORMAT, "config": cfg.to_dict(), "vocab_size": vocab,
+                                          "model": model.state_dict()})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    run = write_random_run(root / "run", seed=0)
+    images = root / "images"
+    for rel, (top, bottom) in CROPS.items():
+        make_crop(images / rel, top, bottom)
+    index = root / "index"
+    assert cli(["index", str(run), "--images", str(images), "--out", str(index), "--device", "cpu",
+                "--batch-size", "4"]) == 0
+    return run, images, index
+
+
+@pytest.fixture(scope="module")
+def searcher(built):
+    return Searcher(built[2], device="cpu")
+
+
+def model_similarities(run_dir, images_dir, paths, query):
+    loaded = load_run(run_dir, "best", "cpu")
+    encoder = RunEncoder(run_dir, device="cpu", run=loaded)
+    batch = torch.stack([encoder.transform(Image.open(images_dir / p).convert("RGB")) for p in paths])
+    tok = loaded.tokenizer([query])
+    with torch.inference_mode():
+        image_emb = loaded.model.encode_image(batch)
+        text_emb = loaded.model.encode_text(tok.ids, tok.mask)
+    weights = tuple(loaded.cfg.model.similarity_weights)
+    return similarity(image_emb, text_emb, weights)[0], level_similarities(image_emb, text_emb)
+
+
+def test_search_equals_the_top_of_the_model_similarity(built, searcher):
+    run, images, _ = built
+    entries = searcher.current().entries
+    sims, levels = model_similarities(run, images, [e.path for e in entries], QUERY)
+    results = searcher.search(QUERY, k=4)
+    order = torch.argsort(sims, descending=True)[:4].tolist()
+    assert [r.id for r in results] == [entries[i].id for i in order]
+    assert [r.score for r in results] == pytest.approx(sims[order].tolist(), abs=1e-4)
+    for r, i in zip(results, order):
+        assert r.levels["global"] == pytest.approx(float(levels["global"][0, i]), abs=1e-4)
+        assert r.levels["fine"] == pytest.approx(float(levels["fine"][0, i]), abs=1e-4)
+
+
+def test_search_command_prints_json(built, capsys):
+    _, _, index = built
+    assert cli(["search", str(index), QUERY, "--top-k", "3", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in body["results"]] == [1, 2, 3]
+    assert set(body["results"][0]) >= {"score", "levels", "parts", "path", "id"}
+    assert len(body["results"][0]["parts"]["fine"]) == 4
+
+
+def test_search_command_prints_a_table(built, capsys):
+    _, images, index = built
+    assert cli(["search", str(index), QUERY, "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rank" in out and str(images) in out
+
+
+def test_search_command_rejects_an_empty_query(built, capsys):
+    _, _, index = built
+    assert cli(["search", str(index), "  ", "--top-k", "2"]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_long_query_is_truncated_at_the_tokenizer_limit(searcher):
+    response = searcher.query("red " * 30, 2)
+    assert response.truncated is True and len(response.results) == 2
+
+
+def test_explanation_maps_follow_the_model_grid(searcher):
+    entry = searcher.current().entries[0]
+    body = explain(searcher, entry.id, QUERY)
+    assert body["map_size"] == list(searcher.encoder.run.model.grid)
+    assert [p["rows"] for p in body["fine"]] == [list(b) for b in searcher.encoder.run.model.stripe_rows()]
+
+
+def test_another_model_cannot_search_or_extend_the_index(built, tmp_path, capsys):
+    _, images, index = built
+    other = write_random_run(tmp_path / "other", seed=1)
+    with pytest.raises(SearchIndexError, match="built with model"):
+        Searcher(index, encoder=RunEncoder(other, device="cpu"))
+    assert cli(["index", str(other), "--images", str(images), "--out", str(index), "--device", "cpu"]) == 2
+    assert "new --out" in capsys.readouterr().err
+
+
+def test_missing_run_is_a_clear_error(built, tmp_path):
+    _, images, _ = built
+    run = write_random_run(tmp_path / "run", seed=0)
+    index = tmp_path / "index"
+    assert cli(["index", str(run), "--images", str(images), "--out", str(index), "--device", "cpu"]) == 0
+    (run / "best.pt").rename(tmp_path / "elsewhere.pt")
+    with pytest.raises(SearchIndexError, match="not there"):
+        Searcher(index, device="cpu")
