@@ -2,7 +2,13 @@
 checked against the model's own similarity on the same images."""
 
 import json
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -137,3 +143,30 @@ def test_missing_run_is_a_clear_error(built, tmp_path):
     (run / "best.pt").rename(tmp_path / "elsewhere.pt")
     with pytest.raises(SearchIndexError, match="not there"):
         Searcher(index, device="cpu")
+
+
+def test_serve_command_answers_on_loopback_only(built):
+    _, _, index = built
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "partsearch", "serve", str(index), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "partsearch serve exited"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "partsearch serve did not answer"
+                time.sleep(0.2)
+        assert health.json()["images"] == len(CROPS) and health.json()["uploads"] is False
+        listening = [c.laddr for c in psutil.Process(proc.pid).net_connections() if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+        body = httpx.post(f"http://127.0.0.1:{port}/api/search", json={"query": QUERY, "top_k": 2}, timeout=10).json()
+        assert [r["rank"] for r in body["results"]] == [1, 2]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
