@@ -82,6 +82,11 @@ def test_long_query_is_truncated_and_says_so(client):
     assert body["truncated"] is True and len(body["results"]) == 2
 
 
+def test_huge_query_is_cut_before_tokenizing_and_says_so(client):
+    body = client.post("/api/search", json={"query": "red" + "x" * 100_000, "top_k": 2}).json()
+    assert body["truncated"] is True and len(body["results"]) == 2
+
+
 def test_image_is_served_by_id(client, index_dir, images_dir):
     gen = IndexStore(index_dir).load()
     entry = gen.entries[0]

@@ -21,6 +21,9 @@ from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.index import Entry, Generation, IndexStore, check_model
 
 MAX_TOP_K = 1000
+# Texts are cut here before tokenizing, far beyond any tokenizer limit, so a huge request body
+# costs no tokenizer time [ours].
+MAX_QUERY_CHARS = 2000
 
 
 class QueryError(UserError):
@@ -133,8 +136,9 @@ class Searcher:
         return gen.entries[row], row, gen
 
     def encode_query(self, text: str) -> tuple[GalleryArrays, bool]:
-        emb, truncated = self.encoder.encode_texts([text])
-        return emb, bool(truncated[0])
+        """The query's embeddings and whether it was cut (at MAX_QUERY_CHARS or the tokenizer limit)."""
+        emb, truncated = self.encoder.encode_texts([text[:MAX_QUERY_CHARS]])
+        return emb, bool(truncated[0]) or len(text) > MAX_QUERY_CHARS
 
     def query(self, text: str, k: int = 10) -> SearchResponse:
         text = validate_query(text, k)
