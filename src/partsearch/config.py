@@ -102,6 +102,7 @@ class LossConfig:
     cmr_temperature: float = 0.05
     contrastive_temperature: float = 0.02
     label_smoothing: float = 0.0
+    id_scale: float = 20.0  # scale s of the cosine ID classifiers [ours, after NormFace]
 
 
 @dataclass

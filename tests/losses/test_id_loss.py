@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from partsearch.losses.id import id_loss
+from partsearch.losses.id import CosineClassifier, id_loss
 
 
 def test_id_loss_is_mean_of_image_and_text_cross_entropy_with_one_classifier():
@@ -27,3 +27,11 @@ def test_id_loss_gradient_reaches_the_shared_classifier_from_both_modalities():
     id_loss(classifier, image, text, torch.tensor([0, 1, 2, 0])).backward()
     assert image.grad.abs().sum() > 0 and text.grad.abs().sum() > 0
     assert classifier.weight.grad.abs().sum() > 0
+
+
+def test_cosine_classifier_logits_are_scaled_cosines():
+    head = CosineClassifier(2, 2, scale=10.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[3.0, 0.0], [1.0, 1.0]]))
+    logits = head(torch.tensor([[0.0, 2.0]]))
+    assert logits.tolist()[0] == pytest.approx([0.0, 10.0 / 2**0.5])

@@ -17,7 +17,7 @@ from torch import nn
 from partsearch.config import ConfigError, LossConfig
 from partsearch.losses.cmr import COMMONALITY, cmr_loss
 from partsearch.losses.contrastive import infonce_loss, sdm_loss
-from partsearch.losses.id import id_loss
+from partsearch.losses.id import CosineClassifier, id_loss
 from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, ranking_loss
 
 TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm")
@@ -36,14 +36,15 @@ def check_loss_config(cfg: LossConfig) -> None:
             raise ConfigError(f"loss.{name}: a loss weight must be >= 0, got {getattr(cfg, name)}")
     if not any(getattr(cfg, name) > 0 for name in TERMS):
         raise ConfigError("loss: every loss weight is 0; set at least one of " + ", ".join(TERMS))
-    for name in ("cmr_temperature", "contrastive_temperature"):
+    for name in ("cmr_temperature", "contrastive_temperature", "id_scale"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"loss.{name}: must be > 0, got {getattr(cfg, name)}")
 
 
 class PartSearchCriterion(nn.Module):
     """Holds the ID classifiers, each shared by both modalities [paper]; one linear layer for g,
-    one for the concatenated coarse set (N_c d), one per fine part [ours]. A classifier exists
+    one for the concatenated coarse set (N_c d), one per fine part [ours], each a cosine
+    classifier with scale `loss.id_scale` (see `id.py`) [ours]. A classifier exists
     only when its term's weight is > 0, so no parameter goes unused (DDP requires that).
 
     `last_stats` [ours]: after each `forward`, detached 0-dim tensors for logging, not losses:
@@ -57,11 +58,13 @@ class PartSearchCriterion(nn.Module):
         check_loss_config(loss_cfg)
         self.cfg = loss_cfg
         if loss_cfg.id_global > 0:
-            self.classifier_global = nn.Linear(dim, num_classes)
+            self.classifier_global = CosineClassifier(dim, num_classes, loss_cfg.id_scale)
         if loss_cfg.id_coarse > 0:
-            self.classifier_coarse = nn.Linear(dim * num_coarse, num_classes)
+            self.classifier_coarse = CosineClassifier(dim * num_coarse, num_classes, loss_cfg.id_scale)
         if loss_cfg.id_fine > 0:
-            self.classifier_fine = nn.ModuleList(nn.Linear(dim, num_classes) for _ in range(num_fine))
+            self.classifier_fine = nn.ModuleList(
+                CosineClassifier(dim, num_classes, loss_cfg.id_scale) for _ in range(num_fine)
+            )
         self.last_stats: dict[str, torch.Tensor] = {}
 
     def forward(self, image_emb: Any, text_emb: Any, labels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import torch
 
 from partsearch.config import Config, ConfigError, from_dict, load_config
 from partsearch.errors import CheckpointError
+from partsearch.hub import WeightsError, resolve_weights
 
 FORMAT = "partsearch/1"
 
@@ -140,12 +141,21 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str = "best") -> Path:
     return Path(checkpoint)
 
 
+def _without_download(spec: str) -> str:
+    """Local weights stay (they also fix the architecture of a pretrained BERT, e.g. MiniLM's 12
+    heads); hub names become `random`, since the checkpoint overwrites every weight anyway."""
+    try:
+        return spec if resolve_weights(spec).kind == "local" else "random"
+    except WeightsError:
+        return "random"
+
+
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild config, tokenizer and model from a run directory and load a checkpoint into it.
 
     `checkpoint` is `best`, `last` or a path. The config is the run's `config.yaml` (the
-    checkpoint's own copy when the run directory has none). Backbones are built with random init
-    and then receive the checkpoint's weights, so no pretrained download is needed; the
+    checkpoint's own copy when the run directory has none). Backbones given by hub name are built
+    with random init and then receive the checkpoint's weights, so no download is needed; the
     tokenizer is that of the training config. A checkpoint whose weights do not fit the config
     raises a CheckpointError listing the mismatching keys.
     """
@@ -161,10 +171,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
         raise CheckpointError(f"{path}: its stored config is not valid for this version: {err}") from None
     cfg = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else ckpt_cfg
     tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
-    random_cfg = from_dict(cfg.to_dict())
-    random_cfg.model.image_weights = "random"
-    random_cfg.model.text_weights = "random"
-    model = build_model(random_cfg, payload["vocab_size"])
+    offline_cfg = from_dict(cfg.to_dict())
+    offline_cfg.model.image_weights = _without_download(cfg.model.image_weights)
+    offline_cfg.model.text_weights = _without_download(cfg.model.text_weights)
+    model = build_model(offline_cfg, payload["vocab_size"])
     diff = config_differences(ckpt_cfg.to_dict(), cfg.to_dict())
     load_state_checked(model, payload["model"], "model", path, diff)
     model.to(device).eval()

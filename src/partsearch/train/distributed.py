@@ -1,0 +1,71 @@
+"""Multi-process training through `torchrun` (DDP): the environment variables RANK, WORLD_SIZE
+and LOCAL_RANK select the process; nccl on GPU, gloo on CPU. Only rank 0 writes files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from partsearch.config import ConfigError
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    initialized_here: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.initialized_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """`auto` -> cuda:LOCAL_RANK when a GPU is visible, else cpu; `cuda` -> cuda:LOCAL_RANK."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={spec}: no CUDA device is visible; use train.device=cpu")
+    if spec == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(spec)
+
+
+def setup(device_spec: str) -> DistContext:
+    """Join the process group torchrun describes (or a single process when WORLD_SIZE <= 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_spec, local_rank)
+    initialized_here = False
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        initialized_here = True
+    return DistContext(rank, world_size, local_rank, device, initialized_here)
+
+
+def all_finite(value: torch.Tensor, ctx: DistContext) -> bool:
+    """Whether `value` is finite on EVERY rank (so all ranks stop together)."""
+    flag = torch.isfinite(value.detach()).all().to(torch.int32).reshape(1)
+    if ctx.enabled:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())

@@ -1,0 +1,400 @@
+"""The training loop: `partsearch train` and `train(cfg, run_dir, ...)`.
+
+What it does, in order: validate the config (unknown backbone, loss or value -> ConfigError
+before any work); join DDP when launched by torchrun; write `config.yaml`; build data, model,
+criterion, optimizer (`optim.py`) and per-step schedule; optionally resume from `last.pt`; then
+per micro-batch: bf16 autocast on GPU (fp32 on CPU, `train.precision`), gradient accumulation,
+clipping, an optimizer and a schedule step. Every `log_every` steps one line goes to
+`metrics.jsonl` and TensorBoard (`tb/`); every `eval_every` epochs the `evaluator(model, split)`
+callback scores the val split and `best.pt` keeps the best t2i R1 (IRRA's practice, but never on
+the test split unless `train.eval_split=test`, and then every record says so). Without a val
+split (ICFG-PEDES) or an evaluator, `best.pt` is the last epoch and the run says so.
+
+Exact resumption [ours]: the checkpoint stores the position (epoch, micro-batches done), the RNG
+states and the optimizer/schedule; each epoch's batches are drawn from a sampler seeded by
+(seed, epoch) and the loader's worker seeds from a generator seeded the same way, so with
+`data.num_workers=0` a resumed run repeats the uninterrupted one step for step. With workers,
+resuming at an epoch boundary is exact; mid-epoch, augmentation draws differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from partsearch.config import Config, ConfigError, load_config
+from partsearch.errors import CheckpointError, UserError
+from partsearch.losses.criterion import PartSearchCriterion, check_loss_config
+from partsearch.train import distributed
+from partsearch.train.checkpoint import (
+    FORMAT, config_differences, load_checkpoint, load_state_checked, rng_state, save_checkpoint, set_rng_state,
+)
+from partsearch.train.optim import build_optimizer, build_scheduler, check_train_config
+
+Evaluator = Callable[[nn.Module, str], dict]
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. a non-finite loss); the message names the step and the last
+    good checkpoint."""
+
+
+def check_config(cfg: Config) -> None:
+    """Every check that needs no data or weights, so a typo stops the run before any work."""
+    from partsearch.model.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
+
+    check_train_config(cfg.train)
+    check_loss_config(cfg.loss)
+    for key, registry in (("image_backbone", IMAGE_BACKBONES), ("text_backbone", TEXT_BACKBONES)):
+        name = getattr(cfg.model, key)
+        if name not in registry:
+            raise ConfigError(f"unknown model.{key} '{name}'; valid: {', '.join(registry)}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class TrainStep(nn.Module):
+    """Model and criterion as one module, so DDP averages the classifiers' gradients too."""
+
+    def __init__(self, model: nn.Module, criterion: PartSearchCriterion):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, images, ids, mask, labels) -> dict[str, torch.Tensor]:
+        image_emb, text_emb = self.model(images, ids, mask)
+        return self.criterion(image_emb, text_emb, labels)
+
+
+class RunLog:
+    """metrics.jsonl (one JSON object per line) and TensorBoard events; a no-op off rank 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, record: dict[str, Any], scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, record["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _epoch_loader(loader: DataLoader, epoch: int, skip: int, seed: int) -> DataLoader:
+    """The loader of one epoch, starting after `skip` batches, with per-epoch seeded worker
+    seeds (see the module docstring)."""
+    for sampler in (loader.batch_sampler, loader.sampler):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+    batches = list(loader.batch_sampler)[skip:]
+    kwargs: dict[str, Any] = {}
+    if loader.num_workers > 0:
+        kwargs["prefetch_factor"] = loader.prefetch_factor
+    return DataLoader(
+        loader.dataset, batch_sampler=batches, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
+        generator=torch.Generator().manual_seed(seed * 100_003 + epoch), **kwargs,
+    )
+
+
+def _autocast(device: torch.device, precision: str):
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    evaluator: Evaluator | None = None,
+    *,
+    splits: Any = None,
+    tokenizer: Any = None,
+) -> Path:
+    """Train `cfg` into `run_dir` and return it. `splits` / `tokenizer` may be passed when the
+    caller already built them (the command does, for the evaluator); otherwise they are built here."""
+    check_config(cfg)
+    run_dir = Path(run_dir)
+    if resume and not (run_dir / "last.pt").is_file():
+        raise CheckpointError(f"cannot resume: {run_dir / 'last.pt'} does not exist; train without --resume first")
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
+    from partsearch.data.datasets import build_train_loader
+    from partsearch.data.formats import load_dataset
+    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.model.model import build_model
+
+    tc = cfg.train
+    device = ctx.device
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump(run_dir / "config.yaml")
+    seed_everything(tc.seed)
+    if splits is None:
+        splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
+    loader = build_train_loader(
+        cfg, splits.train, splits.image_root, tokenizer, rank=ctx.rank, world_size=ctx.world_size, seed=tc.seed
+    )
+    num_classes = max(r.pid for r in splits.train) + 1
+    model = build_model(cfg, tokenizer.vocab_size).to(device)
+    criterion = PartSearchCriterion(cfg.loss, num_classes, cfg.model.dim, cfg.model.num_coarse, cfg.model.num_fine).to(device)
+    optimizer = build_optimizer(tc, model, criterion)
+    steps_per_epoch = math.ceil(len(loader) / tc.accumulate)
+    scheduler = build_scheduler(tc, optimizer, steps_per_epoch)
+    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "metrics": {}, "selection": ""}
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    last_good = "none yet"
+    if resume:
+        payload = load_checkpoint(last_path, map_location="cpu")
+        if payload["num_classes"] != num_classes or payload["vocab_size"] != tokenizer.vocab_size:
+            raise CheckpointError(
+                f"{last_path}: trained with {payload['num_classes']} identities / vocabulary {payload['vocab_size']}, "
+                f"but the data and tokenizer now give {num_classes} / {tokenizer.vocab_size}; resume with the same data"
+            )
+        diff = config_differences(payload["config"], cfg.to_dict())
+        load_state_checked(model, payload["model"], "model", last_path, diff)
+        load_state_checked(criterion, payload["criterion"], "criterion", last_path, diff)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"])
+        pos.update({k: payload[k] for k in ("epoch", "batch", "step", "best", "metrics")})
+        pos["selection"] = payload.get("selection", "")
+        last_good = f"{last_path} (step {pos['step']})"
+    if ctx.rank > 0:
+        # Ranks draw different augmentations; only rank 0's RNG state is checkpointed.
+        seed_everything(tc.seed + ctx.rank + pos["step"])
+
+    log = RunLog(run_dir, ctx.is_main)
+    selection_split = tc.eval_split
+    eval_records = getattr(splits, selection_split, None)
+    if evaluator is None:
+        no_selection = "no evaluator was given"
+    elif not eval_records:
+        no_selection = f"{splits.name} has no {selection_split} split"
+    else:
+        no_selection = ""
+    if ctx.is_main:
+        if no_selection:
+            print(f"note: {no_selection}; best.pt = the last epoch")
+        elif selection_split == "test":
+            print("warning: model selection on the TEST split (train.eval_split=test); results are labelled so")
+
+    step_module = TrainStep(model, criterion)
+    runner: nn.Module = step_module
+    if ctx.enabled:
+        unused = any(getattr(cfg.loss, k) == 0 for k in ("id_coarse", "id_fine", "rank_coarse", "cmr"))
+        runner = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
+    forward = torch.compile(runner) if tc.compile else runner
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    global_batch = cfg.data.batch_size * ctx.world_size
+
+    def payload_now(epoch: int, batch: int) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "config": cfg.to_dict(), "num_classes": num_classes, "vocab_size": tokenizer.vocab_size,
+            "model": model.state_dict(), "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": None, "rng": rng_state(), "epoch": epoch, "batch": batch,
+            "step": pos["step"], "best": pos["best"], "metrics": pos["metrics"], "selection": pos["selection"],
+        }
+
+    def evaluate(epoch: int) -> dict | None:
+        if no_selection:
+            return None
+        model.eval()
+        with torch.no_grad():
+            metrics = evaluator(model, selection_split)
+        model.train()
+        r1 = float(metrics["t2i"]["R1"])
+        improved = pos["best"] is None or r1 > pos["best"]
+        label = "TEST" if selection_split == "test" else selection_split
+        record = {"step": pos["step"], "epoch": epoch, "split": selection_split, "eval": metrics, "selected": improved}
+        if selection_split == "test":
+            record["note"] = "selected on TEST split"
+        scalars = {f"eval/{selection_split}/t2i_{k}": float(v) for k, v in metrics["t2i"].items()}
+        log.write(record, scalars)
+        print(f"[{label}] epoch {epoch} step {pos['step']}: t2i R1 {r1:.2f}  R5 {metrics['t2i'].get('R5', float('nan')):.2f}"
+              f"  mAP {metrics['t2i'].get('mAP', float('nan')):.2f}" + ("  (best)" if improved else ""))
+        if improved:
+            pos["best"], pos["metrics"] = r1, metrics
+            pos["selection"] = f"t2i R1 on the {label} split" + (" (selected on TEST split)" if label == "TEST" else "")
+        return {"improved": improved}
+
+    def checkpoint(epoch: int, batch: int, evaluated: dict | None) -> None:
+        nonlocal last_good
+        if ctx.is_main:
+            if no_selection:
+                pos["selection"] = f"last epoch ({no_selection})"
+            payload = payload_now(epoch, batch)
+            save_checkpoint(last_path, payload)
+            if no_selection or (evaluated and evaluated["improved"]) or not best_path.exists():
+                save_checkpoint(best_path, payload)
+        last_good = f"{last_path} (step {pos['step']})"
+        ctx.barrier()
+
+    model.train()
+    criterion.train()
+    window: dict[str, float] = defaultdict(float)
+    window_count, window_images, window_start = 0, 0, time.perf_counter()
+    start_time, start_step = time.perf_counter(), pos["step"]
+    stopped = pos["step"] >= tc.max_steps > 0
+    epoch = pos["epoch"]
+    while epoch < tc.epochs and not stopped:
+        skip = pos["batch"] if epoch == pos["epoch"] else 0
+        epoch_loader = _epoch_loader(loader, epoch, skip, tc.seed)
+        bar = _progress(len(loader), skip, f"epoch {epoch + 1}/{tc.epochs}", ctx.is_main)
+        done = skip
+        for i, batch in enumerate(epoch_loader, start=skip):
+            images = batch["image"].to(device, non_blocking=True)
+            ids, mask = batch["ids"].to(device), batch["mask"].to(device)
+            labels = batch["label"].to(device)
+            steps_now = (i + 1) % tc.accumulate == 0 or i + 1 == len(loader)
+            sync = contextlib.nullcontext() if steps_now or not ctx.enabled else runner.no_sync()
+            with sync:
+                with _autocast(device, tc.precision):
+                    losses = forward(images, ids, mask, labels)
+                loss = sum(losses.values())
+                if not distributed.all_finite(loss, ctx):
+                    terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+                    raise TrainingError(
+                        f"non-finite loss at step {pos['step'] + 1} (epoch {epoch + 1}, batch {i + 1}): {terms}; "
+                        f"last good checkpoint: {last_good}. Lower train.lr or set train.grad_clip, then --resume"
+                    )
+                (loss / tc.accumulate).backward()
+            for name, value in losses.items():
+                window[name] += value.detach()
+            window["loss"] += loss.detach()
+            window_count += 1
+            window_images += images.shape[0] * ctx.world_size
+            done = i + 1
+            if bar is not None:
+                bar.update(1)
+            if not steps_now:
+                continue
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            pos["step"] += 1
+            if pos["step"] % tc.log_every == 0 or (tc.max_steps and pos["step"] >= tc.max_steps):
+                elapsed = time.perf_counter() - window_start
+                record = {"step": pos["step"], "epoch": epoch + 1}
+                record.update({k: float(v) / window_count for k, v in window.items()})
+                record.update({k: float(v) for k, v in criterion.last_stats.items()})
+                lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+                record["lr"] = lrs.get("heads", lrs.get("heads_no_decay", 0.0))
+                if "backbone" in lrs or "backbone_no_decay" in lrs:
+                    record["lr_backbone"] = lrs.get("backbone", lrs.get("backbone_no_decay"))
+                record["images_per_s"] = window_images / max(elapsed, 1e-9)
+                log.write(record, {f"train/{k}": v for k, v in record.items() if k not in ("step", "epoch")})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}")
+                window.clear()
+                window_count, window_images, window_start = 0, 0, time.perf_counter()
+            if tc.max_steps and pos["step"] >= tc.max_steps:
+                stopped = True
+                break
+        if bar is not None:
+            bar.close()
+        epoch_done = done >= len(loader)
+        next_epoch, next_batch = (epoch + 1, 0) if epoch_done else (epoch, done)
+        final = stopped or next_epoch >= tc.epochs
+        due = epoch_done and (next_epoch % tc.eval_every == 0)
+        evaluated = None
+        if (due or final) and ctx.is_main:
+            evaluated = evaluate(next_epoch if epoch_done else epoch + done / len(loader))
+        pos["epoch"], pos["batch"] = next_epoch, next_batch
+        checkpoint(next_epoch, next_batch, evaluated)
+        epoch = next_epoch
+    log.close()
+    if ctx.is_main:
+        _summary(run_dir, pos, start_step, time.perf_counter() - start_time)
+    return run_dir
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def _summary(run_dir: Path, pos: dict, start_step: int, seconds: float) -> None:
+    best = (
+        f"best t2i R1 {pos['best']:.2f} ({pos['selection']})" if pos["best"] is not None
+        else f"best.pt = {pos['selection'] or 'last checkpoint'}"
+    )
+    print(
+        f"done: {run_dir}: {pos['step'] - start_step} steps this session ({pos['step']} in all, "
+        f"epoch {pos['epoch']}) in {_format_duration(seconds)}; {best}; checkpoints last.pt, best.pt"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """`partsearch train`: resolve the config, wire the evaluator, train."""
+    from partsearch.data.formats import load_dataset
+    from partsearch.data.tokenizers import build_tokenizer
+
+    overrides = list(args.overrides or [])
+    if args.data_root is not None:
+        overrides.append(f"data.root={args.data_root}")
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    cfg = load_config(args.config, overrides)
+    check_config(cfg)
+    run_dir = Path(args.out) if args.out else Path(cfg.train.out_dir) / (cfg.train.name or Path(args.config).stem)
+    splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
+    tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
+    from partsearch.eval.evaluate import Evaluator
+
+    evaluator = Evaluator(cfg, splits, tokenizer)
+    train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer)
+    return 0

@@ -1,0 +1,166 @@
+import json
+
+import pytest
+import torch
+
+from partsearch.config import ConfigError
+from partsearch.data.formats import load_dataset
+from partsearch.errors import CheckpointError
+from partsearch.losses.criterion import PartSearchCriterion
+from partsearch.train.checkpoint import load_checkpoint, load_run
+from partsearch.train.engine import TrainingError, train
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def scripted_evaluator(r1_values):
+    calls = []
+
+    def evaluator(model, split):
+        calls.append(split)
+        r1 = r1_values[len(calls) - 1]
+        return {"t2i": {"R1": r1, "R5": r1, "R10": r1, "mAP": r1, "mINP": r1}, "queries": 1, "gallery": 1}
+
+    evaluator.calls = calls
+    return evaluator
+
+
+def test_run_directory_holds_config_logs_events_and_checkpoints(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=3"), tmp_path / "run")
+    assert {"config.yaml", "metrics.jsonl", "tb", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+    lines = [r for r in records(run) if "loss" in r]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    for key in ("epoch", "lr", "images_per_s", "id_global", "rank_coarse", "cmr", "cmr_margin"):
+        assert key in lines[0]
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["batch"] == 3 and ckpt["epoch"] == 0
+    assert {"python", "numpy", "torch"} <= set(ckpt["rng"])
+
+
+def training_objective(cfg, checkpoint_path):
+    """The summed loss over the whole (un-augmented) training set for a checkpoint's weights."""
+    from partsearch.data.datasets import build_train_loader
+    from partsearch.data.tokenizers import build_tokenizer
+
+    payload = load_checkpoint(checkpoint_path)
+    loaded = load_run(checkpoint_path.parent, str(checkpoint_path))
+    criterion = PartSearchCriterion(cfg.loss, payload["num_classes"], 32, 2, 2)
+    criterion.load_state_dict(payload["criterion"])
+    splits = load_dataset("SynthPEDES", cfg.data.root)
+    loader = build_train_loader(cfg, splits.train, splits.image_root, build_tokenizer(cfg.model, cfg.data.max_tokens))
+    total = 0.0
+    with torch.no_grad():
+        for batch in loader:
+            img, txt = loaded.model(batch["image"], batch["ids"], batch["mask"])
+            total += float(sum(criterion(img, txt, batch["label"]).values()))
+    return total
+
+
+def test_a_few_steps_lower_the_training_loss(tiny_cfg, tmp_path):
+    clean = ("data.flip=false", "data.pad_crop=0", "data.random_erasing=0", "train.lr=1e-2")
+    first = train(tiny_cfg(*clean, "train.max_steps=1"), tmp_path / "run") / "last.pt"
+    early = first.with_name("step1.pt")
+    first.rename(early)
+    first.write_bytes(early.read_bytes())
+    train(tiny_cfg(*clean, "train.max_steps=6"), tmp_path / "run", resume=True)
+    cfg = tiny_cfg(*clean)
+    assert training_objective(cfg, first) < 0.9 * training_objective(cfg, early)
+
+
+def test_four_steps_equal_two_steps_then_resume_then_two(tiny_cfg, tmp_path):
+    straight = train(tiny_cfg("train.max_steps=4"), tmp_path / "straight")
+    train(tiny_cfg("train.max_steps=2"), tmp_path / "resumed")
+    resumed = train(tiny_cfg("train.max_steps=4"), tmp_path / "resumed", resume=True)
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for name in ("model", "criterion"):
+        for key, value in a[name].items():
+            torch.testing.assert_close(b[name][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
+    assert [r["loss"] for r in records(straight) if "loss" in r] == pytest.approx(
+        [r["loss"] for r in records(resumed) if "loss" in r], rel=1e-5)
+
+
+def test_best_checkpoint_is_the_epoch_with_the_best_val_r1(tiny_cfg, tmp_path):
+    evaluator = scripted_evaluator([10.0, 30.0, 20.0])
+    run = train(tiny_cfg("train.epochs=3"), tmp_path / "run", evaluator=evaluator)
+    assert evaluator.calls == ["val", "val", "val"]
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert best["epoch"] == 2 and best["best"] == 30.0 and last["epoch"] == 3
+    assert "val" in best["selection"]
+    evals = [r for r in records(run) if "eval" in r]
+    assert [r["selected"] for r in evals] == [True, True, False]
+
+
+def test_test_split_selection_is_labelled(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.epochs=1", "train.eval_split=test"), tmp_path / "run",
+                evaluator=scripted_evaluator([5.0]))
+    evals = [r for r in records(run) if "eval" in r]
+    assert evals[0]["split"] == "test" and evals[0]["note"] == "selected on TEST split"
+    assert "TEST" in load_checkpoint(run / "best.pt")["selection"]
+
+
+def test_without_a_val_split_best_is_the_last_epoch_and_says_so(tiny_cfg, tmp_path, capsys):
+    cfg = tiny_cfg("train.epochs=2")
+    splits = load_dataset("SynthPEDES", cfg.data.root)
+    splits.val = None
+    evaluator = scripted_evaluator([])
+    run = train(cfg, tmp_path / "run", evaluator=evaluator, splits=splits)
+    assert evaluator.calls == []
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == 2 and "no val split" in best["selection"]
+    assert "no val split" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_naming_the_step_and_the_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    train(tiny_cfg("train.max_steps=2"), tmp_path / "run")
+    real_forward = PartSearchCriterion.forward
+
+    def nan_forward(self, *args):
+        losses = real_forward(self, *args)
+        losses["cmr"] = losses["cmr"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(PartSearchCriterion, "forward", nan_forward)
+    with pytest.raises(TrainingError, match=r"step 3 .*last\.pt \(step 2\)"):
+        train(tiny_cfg(), tmp_path / "run", resume=True)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.image_backbone=resnet5", "model.image_backbone"),
+    ("loss.negatives=easiest", "loss.negatives"),
+    ("train.optimizer=sgd", "train.optimizer"),
+])
+def test_unknown_choice_stops_before_any_work(tiny_cfg, tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key):
+        train(tiny_cfg(override), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
+    with pytest.raises(CheckpointError, match="last.pt does not exist"):
+        train(tiny_cfg(), tmp_path / "run", resume=True)
+
+
+def test_load_run_rebuilds_the_trained_model(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=2"), tmp_path / "run")
+    loaded = load_run(run, "last")
+    state = load_checkpoint(run / "last.pt")["model"]
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not loaded.model.training
+    assert loaded.fingerprint == load_run(run, "best").fingerprint
+    ids = loaded.tokenizer(["a man in a red shirt"])
+    assert loaded.model.encode_text(ids.ids, ids.mask).global_.shape == (1, 32)
+
+
+def test_load_run_with_a_mismatching_config_lists_the_keys(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=1"), tmp_path / "run")
+    text = (run / "config.yaml").read_text().replace("dim: 32", "dim: 64")
+    (run / "config.yaml").write_text(text)
+    with pytest.raises(CheckpointError, match=r"model\.dim: 32 -> 64") as err:
+        load_run(run, "last")
+    assert "checkpoint (32," in str(err.value)
