@@ -133,3 +133,11 @@ def test_approximate_factories_rerank_to_the_exact_order(tmp_path, images_dir, e
 def test_factory_that_cannot_fit_the_gallery_is_a_clear_error(tmp_path, images_dir, encoder):
     with pytest.raises(SearchIndexError, match="IVF1024"):
         build_index(encoder, images_dir, tmp_path / "idx", index_factory="IVF1024,Flat", progress=False)
+
+
+def test_searcher_follows_a_generation_written_by_another_writer(index_dir, images_dir, encoder):
+    searcher = Searcher(index_dir, encoder=encoder)
+    make_crop(images_dir / "late/yellow_yellow.png", "yellow", "yellow")
+    build_index(encoder, images_dir, index_dir, progress=False)
+    assert len(searcher) == len(CROPS) + 1
+    assert searcher.search("yellow", 1)[0].relpath == "late/yellow_yellow.png"

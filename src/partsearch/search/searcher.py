@@ -116,7 +116,10 @@ class Searcher:
         if name != gen.name:
             with self._lock:
                 if self.generation.name != name:
-                    self.set_generation(self.store.load(name))
+                    try:
+                        self.set_generation(self.store.load(name))
+                    except SearchIndexError:
+                        pass  # superseded while loading; the generation in hand stays valid
                 gen = self.generation
         return gen
 
