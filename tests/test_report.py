@@ -4,15 +4,15 @@ import shutil
 import pytest
 from PIL import Image
 
-from partsearch.report import QueryExample, Report, ResultItem, render_report, svg_line_plot, write_report
+from partsearch.report import QueryExample, Report, ResultItem, data_url, render_report, svg_line_plot, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _png(color) -> bytes:
+def _png(color) -> str:
     buf = io.BytesIO()
     Image.new("RGB", (8, 16), color).save(buf, format="PNG")
-    return buf.getvalue()
+    return data_url(buf.getvalue())
 
 
 def _report() -> Report:
@@ -20,10 +20,10 @@ def _report() -> Report:
                "i2t": {"R1": 60.0, "R5": 85.0, "R10": 92.0, "mAP": 40.0, "mINP": 15.0},
                "levels": {"global": {"R1": 40.0, "R5": 70.0, "R10": 80.0, "mAP": 35.0, "mINP": 10.0}},
                "queries": 12, "gallery": 6}
-    item = ResultItem(rank=1, score=0.87, name="0001/a.png", hit=True, image_png=_png("red"),
+    item = ResultItem(rank=1, score=0.87, name="0001/a.png", hit=True, image_url=_png("red"),
                       heatmaps=[("fg", _png("blue")), ("part 1", _png("green"))],
                       part_scores=[("part 1", 0.7), ("part 2", -0.1)])
-    miss = ResultItem(rank=2, score=0.5, name="0002/b.png", hit=False, image_png=_png("gray"))
+    miss = ResultItem(rank=2, score=0.5, name="0002/b.png", hit=False, image_url=_png("gray"))
     return Report(title="demo <report>", summary=[("dataset", "SynthPEDES")], metrics=metrics,
                   curves={"train loss": [(0, 3.0), (10, 2.0), (20, 1.5)], "val R@1": [(1, 10.0), (2, 30.0)]},
                   queries=[QueryExample(text="a man in a red shirt", target="7", results=[item, miss])])

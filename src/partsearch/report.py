@@ -23,8 +23,8 @@ class ResultItem:
     score: float
     name: str
     hit: bool
-    image_png: bytes
-    heatmaps: list[tuple[str, bytes]] = field(default_factory=list)  # (label, PNG) overlays
+    image_url: str  # a data: URL (PNG or JPEG)
+    heatmaps: list[tuple[str, str]] = field(default_factory=list)  # (label, data: URL) overlays
     part_scores: list[tuple[str, float]] = field(default_factory=list)  # (label, cosine)
 
 
@@ -45,8 +45,8 @@ class Report:
     queries: list[QueryExample] = field(default_factory=list)
 
 
-def _data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def svg_line_plot(points: list[tuple[float, float]], title: str, x_label: str,
@@ -118,11 +118,11 @@ def _result_card(item: ResultItem) -> str:
         f'<div class="bar"><span>{html.escape(lbl)}</span><i style="width:{max(0.0, min(1.0, v)) * 100:.0f}%"></i>'
         f"<b>{v:.2f}</b></div>" for lbl, v in item.part_scores)
     maps = "".join(
-        f'<figure><img src="{_data_url(png)}" alt="{html.escape(lbl)} heatmap"><figcaption>{html.escape(lbl)}'
-        f"</figcaption></figure>" for lbl, png in item.heatmaps)
+        f'<figure><img src="{html.escape(url)}" alt="{html.escape(lbl)} heatmap"><figcaption>{html.escape(lbl)}'
+        f"</figcaption></figure>" for lbl, url in item.heatmaps)
     return (f'<div class="card {mark}"><div class="head">#{item.rank} <span class="{mark}">'
             f'{"&#10003; hit" if item.hit else "&#10007; miss"}</span> {item.score:.3f}</div>'
-            f'<img class="result" src="{_data_url(item.image_png)}" alt="{html.escape(item.name)}">'
+            f'<img class="result" src="{html.escape(item.image_url)}" alt="{html.escape(item.name)}">'
             f'<div class="name">{html.escape(item.name)}</div>'
             f'<div class="maps">{maps}</div><div class="bars">{bars}</div></div>')
 
