@@ -56,6 +56,9 @@ class DatasetSplits:
     annotation_file: Path | None = None
 
     def split(self, name: str) -> list[Record]:
+        """The records of split `name`. ICFG-PEDES has no val split: asking for it raises a
+        DataError saying that model selection then uses the last epoch, or `train.eval_split=test`
+        (labelled as test selection)."""
         if name not in SPLITS:
             raise DataError(f"unknown split '{name}'; valid splits are {', '.join(SPLITS)}")
         records = getattr(self, name)
@@ -211,7 +214,8 @@ def _load_json_list(name: str, root: Path, fmt: _Format) -> DatasetSplits:
         image = entry[fmt.image_field]
         if not isinstance(image, str) or not image:
             raise DataError(f"{path}: {where} field '{fmt.image_field}' must be a non-empty path")
-        by_split[split].append(Record(image, pid, _captions(entry["captions"], where, path), split, entry.get("attributes")))
+        captions = _captions(entry["captions"], where, path)
+        by_split[split].append(Record(image, pid, captions, split, entry.get("attributes")))
     hint = f"train label = id - {fmt.id_offset}" if fmt.id_offset else "train label = id"
     _check_contiguous({r.pid for r in by_split["train"]}, path, hint)
     return DatasetSplits(
@@ -262,7 +266,8 @@ def _load_jsonl(root: Path, path: Path) -> DatasetSplits:
         image = entry["image"]
         if not isinstance(image, str) or not image:
             raise DataError(f"{path}: {where} field 'image' must be a non-empty path")
-        by_split[split].append(Record(image, pid, _captions(entry["captions"], where, path), split, entry.get("attributes")))
+        captions = _captions(entry["captions"], where, path)
+        by_split[split].append(Record(image, pid, captions, split, entry.get("attributes")))
     return DatasetSplits(
         name="jsonl",
         root=root,

@@ -198,17 +198,17 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
     # legs: the lower-body garment, skin below shorts and skirts, shoes
     garment_end = {"trousers": 0.93, "shorts": 0.66, "skirt": 0.50}[person["lower_type"]]
     for hip, foot in zip(hips, feet):
-        hw = leg_w / 2
+        half = leg_w / 2
 
         def at(f: float) -> float:
             t = (f - 0.50) / 0.43
             return hip + (foot - hip) * t
 
         if garment_end > 0.50:
-            draw.polygon([(hip - hw, y(0.49)), (hip + hw, y(0.49)), (at(garment_end) + hw * 0.8, y(garment_end)),
-                          (at(garment_end) - hw * 0.8, y(garment_end))], fill=lower)
+            draw.polygon([(hip - half, y(0.49)), (hip + half, y(0.49)), (at(garment_end) + half * 0.8, y(garment_end)),
+                          (at(garment_end) - half * 0.8, y(garment_end))], fill=lower)
         if garment_end < 0.93:
-            sw = hw * 0.55
+            sw = half * 0.55
             draw.polygon([(at(garment_end) - sw, y(garment_end)), (at(garment_end) + sw, y(garment_end)),
                           (foot + sw, y(0.93)), (foot - sw, y(0.93))], fill=skin)
         toe = facing * 0.03 * u if side else 0.0

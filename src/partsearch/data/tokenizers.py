@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from partsearch.errors import UserError
@@ -32,16 +33,14 @@ class Tokenizer(Protocol):
 
 def _pad(sequences: list[list[int]], max_length: int, end_id: int, pad_id: int) -> TokenBatch:
     """Truncate to `max_length` keeping the end token last (as BERT and CLIP truncation do), then pad."""
-    ids = torch.full((len(sequences), max_length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), max_length), dtype=torch.long)
-    truncated = torch.zeros(len(sequences), dtype=torch.bool)
+    ids = np.full((len(sequences), max_length), pad_id, dtype=np.int64)
+    lengths = np.fromiter((len(seq) for seq in sequences), dtype=np.int64, count=len(sequences))
     for i, seq in enumerate(sequences):
-        if len(seq) > max_length:
-            seq = seq[: max_length - 1] + [end_id]
-            truncated[i] = True
-        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, : len(seq)] = 1
-    return TokenBatch(ids, mask, truncated)
+        ids[i, : min(len(seq), max_length)] = seq[:max_length]
+    truncated = lengths > max_length
+    ids[truncated, max_length - 1] = end_id
+    mask = np.arange(max_length)[None, :] < np.minimum(lengths, max_length)[:, None]
+    return TokenBatch(torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(truncated))
 
 
 class BertTokenizer:
