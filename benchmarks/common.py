@@ -1,0 +1,251 @@
+"""What every benchmark shares: the machine record, timing, peak memory, tables and JSON.
+
+Every figure a benchmark reports travels with the machine it was measured on (CPU model, cores,
+torch version, GPU name) and the date, so a number in docs/BENCHMARKS.md can always be traced to
+its run. Timings are repeated and the median is quoted: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """The record stored with every figure."""
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": None,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {prog}", description=description)
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the results as JSON")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is quoted")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    return parser
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall time of `fn()` in seconds over `repeats` runs (after `warmup` untimed runs).
+
+    On CUDA the caller's `fn` must synchronise (or use `cuda_time`), otherwise only the launch is timed.
+    """
+    wall, _ = wall_and_cpu(fn, repeats, warmup)
+    return statistics.median(wall), wall
+
+
+def wall_and_cpu(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of each of `repeats` runs of `fn()`. CPU / wall / threads is the
+    share of its cores the run got: on a shared machine it says how much a wall time is inflated."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def cuda_time(fn: Callable[[], Any], repeats: int, warmup: int = 2, inner: int = 1) -> tuple[float, list[float]]:
+    """Median seconds per call of `fn` timed with CUDA events: each repeat runs `fn` `inner` times
+    between two events and synchronises only at the end, so no host sync sits inside the loop."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000.0 / inner)
+    return statistics.median(times), times
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mib() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        return peak_rss_mib()
+
+
+def log(message: str) -> None:
+    """A progress line with a timestamp, on stderr so tables on stdout stay clean."""
+    stamp = _dt.datetime.now().strftime("%H:%M:%S")
+    print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3g}"
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """A plain-text table (Markdown pipe syntax, so it pastes into docs/BENCHMARKS.md)."""
+    if not rows:
+        return "(no rows)"
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+    cells = [[fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(v.rjust(w) for v, w in zip(r, widths)) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically (temporary file then rename): a crash never leaves half a result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def report(name: str, rows: list[dict[str, Any]], args: argparse.Namespace, notes: list[str] | None = None,
+           columns: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print the table (with the machine line) and write the JSON when `--json` was given."""
+    machine = machine_info()
+    print(f"## {name}  ({machine['date']}; {machine['cpu']}, {machine['cores']} cores, "
+          f"torch {machine['torch']}, GPU: {machine['gpu'] or 'none'})")
+    print(table(rows, columns))
+    for note in notes or []:
+        print(f"  note: {note}")
+    payload = {"benchmark": name, "machine": machine, "argv": sys.argv, "rows": rows, "notes": notes or []}
+    payload.update(extra or {})
+    if getattr(args, "json", None):
+        write_json(args.json, payload)
+        log(f"wrote {args.json}")
+    return payload
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(max(1, n))
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, n))
+    except ImportError:
+        pass
+
+
+# --- model settings shared by train-step and encode ---------------------------------------------
+
+SYNTH_CPU_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synth_cpu.yaml"
+# The paper settings (METHOD.md, Architecture / Training defaults) with random weights: no
+# pretrained weights are needed to time a step. Token count 77 = the longest caption we keep.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "synth_cpu": {"config": SYNTH_CPU_CONFIG, "overrides": [], "vocab": 30522, "classes": 600},
+    "r50+bert": {"overrides": ["model.image_backbone=resnet50", "model.image_weights=random",
+                               "model.text_backbone=bert", "model.text_weights=random",
+                               "model.text_width=768", "model.text_layers=12", "model.dim=512",
+                               "data.image_size=[384,128]", "data.batch_size=64"],
+                 "vocab": 30522, "classes": 11003},
+    "vitb16+bert": {"overrides": ["model.image_backbone=vit_b16", "model.image_weights=random",
+                                  "model.text_backbone=bert", "model.text_weights=random",
+                                  "model.text_width=768", "model.text_layers=12", "model.dim=512",
+                                  "data.image_size=[384,128]", "data.batch_size=64"],
+                    "vocab": 30522, "classes": 11003},
+    "clip_vitb16": {"overrides": ["model.image_backbone=clip_vit_b16", "model.image_weights=random",
+                                  "model.text_backbone=clip_text", "model.text_weights=random",
+                                  "model.dim=512", "data.image_size=[384,128]", "data.batch_size=64"],
+                    "vocab": 49408, "classes": 11003},
+}
+GPU_SETTINGS = ["r50+bert", "vitb16+bert", "clip_vitb16"]
+
+
+def setting_config(name: str, overrides: list[str] | None = None):
+    """The Config of a named setting plus user overrides (`section.key=value`)."""
+    from partsearch.config import load_config
+
+    spec = SETTINGS[name]
+    path = spec.get("config")
+    if path is not None and not Path(path).is_file():
+        raise SystemExit(f"setting {name}: {path} does not exist yet")
+    return load_config(path, list(spec["overrides"]) + list(overrides or []))
+
+
+def random_batch(batch: int, image_size: tuple[int, int], tokens: int, vocab: int, device: torch.device,
+                 seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random images (B, 3, H, W), token ids/mask (B, L) with lengths in [L/4, L], and labels with two
+    images per identity (the P x K sampler with K = 2), so ranking losses have positives."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, *image_size, generator=gen)
+    ids = torch.randint(1000, vocab, (batch, tokens), generator=gen)
+    lengths = torch.randint(max(2, tokens // 4), tokens + 1, (batch,), generator=gen)
+    mask = (torch.arange(tokens)[None, :] < lengths[:, None]).long()
+    labels = torch.arange(batch) // 2
+    return {k: v.to(device) for k, v in {"images": images, "ids": ids * mask, "mask": mask, "labels": labels}.items()}
+
+
+def resolve_device(text: str) -> torch.device:
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(text)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no GPU is present")
+    return device

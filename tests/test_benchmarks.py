@@ -1,0 +1,158 @@
+"""Smoke tests of the benchmarks: argument parsing, and a tiny run of each that writes its JSON."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `benchmarks` is a top-level folder, not part of the installed package
+
+from benchmarks import __main__ as entry
+from benchmarks import common, gpu_bench, search  # noqa: E402
+
+# A synth_cpu model small enough for a CPU smoke test (random weights, no MiniLM files needed).
+TINY = ["--override", "model.text_weights=random", "--override", "model.text_width=32",
+        "--override", "model.text_layers=1", "--override", "model.freeze_text=none",
+        "--override", "model.image_width=16", "--override", "model.dim=32",
+        "--override", "data.image_size=[64,32]", "--override", "data.max_tokens=8"]
+
+
+def read(path):
+    return json.loads(Path(path).read_text())
+
+
+def test_entry_point_lists_every_benchmark_including_the_other_owners(capsys):
+    assert entry.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("synth", "metrics", "heads", "ablation", "train-step", "encode", "search", "gpu", "all"):
+        assert f"  {name} " in out
+
+
+def test_unknown_benchmark_is_a_usage_error(capsys):
+    assert entry.main(["nope"]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+def test_a_missing_benchmark_module_fails_only_when_asked_for(monkeypatch):
+    monkeypatch.setitem(entry.BENCHMARKS, "ghost", ("benchmarks.no_such_module", "missing"))
+    with pytest.raises(SystemExit, match="benchmark 'ghost' is not available"):
+        entry.main(["ghost"])
+
+
+def test_search_sizes_accept_k_and_m_suffixes():
+    assert search.parse_sizes("10k,100k,1m,500") == [10_000, 100_000, 1_000_000, 500]
+
+
+def test_recall_counts_the_overlap_of_top_k_sets():
+    found = np.array([[1, 2, 3], [4, 5, 6]])
+    exact = np.array([[3, 2, 1], [4, 9, 8]])
+    assert search.recall_at(found, exact, 3) == pytest.approx((3 + 1) / 6)
+
+
+def test_search_tiny_run_exact_rows_agree_with_the_ground_truth(tmp_path):
+    out = tmp_path / "search.json"
+    code = search.main(["--sizes", "400", "--queries", "6", "--ef-search", "16", "--candidates", "20",
+                        "--two-stage-ef", "32", "--json", str(out)])
+    assert code == 0
+    result = read(out)
+    assert result["machine"]["cores"] >= 1 and result["machine"]["date"]
+    rows = {(r["space"], r["method"]): r for r in result["rows"]}
+    # The folded ground truth is computed while the gallery is written; FAISS's exact search over
+    # the stored vectors must find the same top-10.
+    assert rows[("folded D=3328", "exact IndexFlatIP")]["recall@10"] == 1.0
+    two_stage = [r for r in result["rows"] if r["method"].startswith("two-stage")]
+    assert len(two_stage) == 1 and 0.0 <= two_stage[0]["recall@10"] <= 1.0
+    assert all(r["p50_ms"] <= r["p95_ms"] for r in result["rows"])
+
+
+def test_synth_tiny_run_reports_identities_per_second(tmp_path):
+    from benchmarks import synth
+
+    out = tmp_path / "synth.json"
+    assert synth.main(["--ids", "6", "--repeats", "1", "--json", str(out)]) == 0
+    measured, extrapolated = read(out)["rows"]
+    assert measured["ids"] == 6 and measured["images"] > 0 and measured["ids_s"] > 0
+    assert extrapolated["seconds"] == pytest.approx(1000 / measured["ids_s"])
+
+
+def test_train_step_tiny_run_counts_flops_and_memory(tmp_path):
+    from benchmarks import train_step
+
+    out = tmp_path / "train.json"
+    assert train_step.main(["--batch", "4", "--repeats", "1", "--json", str(out), *TINY]) == 0
+    (row,) = read(out)["rows"]
+    assert row["setting"] == "synth_cpu" and row["device"] == "cpu" and row["batch"] == 4
+    assert row["images_s"] > 0 and row["gflops_per_image"] > 0 and row["peak_mem_gib"] > 0
+    assert row["mfu_pct"] is None  # no measured GPU ceiling on a CPU
+
+
+def test_train_step_rejects_an_unknown_setting():
+    from benchmarks import train_step
+
+    with pytest.raises(SystemExit) as err:
+        train_step.main(["--settings", "r18+gpt"])
+    assert err.value.code == 2
+
+
+def test_encode_tiny_run_reports_images_and_queries_per_second(tmp_path):
+    from benchmarks import encode
+
+    out = tmp_path / "encode.json"
+    assert encode.main(["--image-batch", "4", "--text-batch", "4", "--repeats", "1", "--json", str(out), *TINY]) == 0
+    (row,) = read(out)["rows"]
+    assert row["gallery_images_s"] > 0 and row["queries_s"] > 0
+
+
+@pytest.mark.skipif(common.torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_gpu_suite_says_no_gpu_and_exits_cleanly(capsys):
+    assert gpu_bench.main([]) == 0
+    assert "no GPU is present" in capsys.readouterr().out
+
+
+def test_gpu_suite_part_failure_is_recorded_and_later_parts_still_run():
+    rows, errors, saved = [], {}, []
+
+    def broken():
+        raise RuntimeError("out of memory")
+
+    gpu_bench._run_part("first", rows, errors, broken, 30, lambda: saved.append(len(rows)))
+    gpu_bench._run_part("second", rows, errors, lambda: [{"part": "second", "value": 1.0}], 30)
+    assert "RuntimeError: out of memory" in errors["first"]
+    assert rows[0]["note"].startswith("failed: RuntimeError") and rows[1] == {"part": "second", "value": 1.0}
+    assert saved == [1]
+
+
+def test_gpu_suite_part_over_its_time_limit_is_stopped():
+    rows, errors = [], {}
+    start = time.monotonic()
+    gpu_bench._run_part("slow", rows, errors, lambda: time.sleep(5) or [], 1)
+    assert time.monotonic() - start < 4
+    assert "PartTimeout" in errors["slow"]
+
+
+def test_gpu_script_is_valid_bash():
+    for script in ("gpu.sh", "vendor.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)], check=True)
+
+
+def test_table_is_markdown_with_one_row_per_result():
+    text = common.table([{"a": 1, "b": 2.5}, {"a": 1000, "b": None}])
+    lines = text.splitlines()
+    assert lines[0].split("|")[1].strip() == "a" and len(lines) == 4
+    assert "1,000" in lines[3] and "-" in lines[3]
+
+
+def test_json_is_written_atomically(tmp_path):
+    path = tmp_path / "sub" / "r.json"
+    common.write_json(path, {"x": 1})
+    assert read(path) == {"x": 1} and not list(path.parent.glob("*.tmp"))
+
+
+def test_cli_runs_as_a_module(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "train-step" in result.stdout
