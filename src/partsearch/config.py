@@ -127,6 +127,7 @@ class TrainConfig:
     eval_split: str = "val"  # val | test (test only when asked, and labelled so)
     log_every: int = 20  # steps
     max_steps: int = 0  # 0 = no limit
+    time_limit_min: float = 0.0  # stop (checkpointed and evaluated) after this many minutes; 0 = none
     out_dir: str = "runs"
     name: str = ""  # run directory name; empty = config file stem
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -164,3 +164,36 @@ def test_load_run_with_a_mismatching_config_lists_the_keys(tiny_cfg, tmp_path):
     with pytest.raises(CheckpointError, match=r"model\.dim: 32 -> 64") as err:
         load_run(run, "last")
     assert "checkpoint (32," in str(err.value)
+
+
+
+def test_train_command_trains_evaluates_and_summarises(tiny_cfg, tmp_path, capsys):
+    import yaml
+
+    from partsearch.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_cfg().to_dict()))
+    code = main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                 "train.log_every=2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "done:" in out and str(tmp_path / "run") in out and "val split" in out
+    evals = [r for r in records(tmp_path / "run") if "eval" in r]
+    assert len(evals) == 1 and {"R1", "R5", "R10", "mAP"} <= set(evals[0]["eval"]["t2i"])
+
+
+def test_train_command_rejects_an_unknown_key_with_exit_code_2(tmp_path, capsys):
+    from partsearch.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 1\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "train.lr_factor=2"]) == 2
+    assert "train.lr_factor" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_time_limit_stops_after_the_first_step_with_a_checkpoint(tiny_cfg, tmp_path, capsys):
+    run = train(tiny_cfg("train.time_limit_min=1e-6"), tmp_path / "run")
+    assert load_checkpoint(run / "last.pt")["step"] == 1
+    assert "time limit" in capsys.readouterr().out

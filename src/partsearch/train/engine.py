@@ -4,7 +4,8 @@ What it does, in order: validate the config (unknown backbone, loss or value -> 
 before any work); join DDP when launched by torchrun; write `config.yaml`; build data, model,
 criterion, optimizer (`optim.py`) and per-step schedule; optionally resume from `last.pt`; then
 per micro-batch: bf16 autocast on GPU (fp32 on CPU, `train.precision`), gradient accumulation,
-clipping, an optimizer and a schedule step. Every `log_every` steps one line goes to
+clipping, an optimizer and a schedule step; `max_steps` and `time_limit_min` stop early (with a
+checkpoint and an evaluation). Every `log_every` steps one line goes to
 `metrics.jsonl` and TensorBoard (`tb/`); every `eval_every` epochs the `evaluator(model, split)`
 callback scores the val split and `best.pt` keeps the best t2i R1 (IRRA's practice, but never on
 the test split unless `train.eval_split=test`, and then every record says so). Without a val
@@ -323,7 +324,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
             pos["step"] += 1
             if pos["step"] % tc.log_every == 0 or (tc.max_steps and pos["step"] >= tc.max_steps):
                 elapsed = time.perf_counter() - window_start
-                record = {"step": pos["step"], "epoch": epoch + 1}
+                record = {"step": pos["step"], "epoch": round(epoch + (i + 1) / len(loader), 4)}
                 record.update({k: float(v) / window_count for k, v in window.items()})
                 record.update({k: float(v) for k, v in criterion.last_stats.items()})
                 lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
@@ -339,6 +340,11 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
             if tc.max_steps and pos["step"] >= tc.max_steps:
                 stopped = True
                 break
+            if tc.time_limit_min > 0 and _out_of_time(start_time, tc.time_limit_min, ctx):
+                stopped = True
+                if ctx.is_main:
+                    print(f"time limit of {tc.time_limit_min:g} min reached at step {pos['step']}")
+                break
         if bar is not None:
             bar.close()
         epoch_done = done >= len(loader)
@@ -347,7 +353,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         due = epoch_done and (next_epoch % tc.eval_every == 0)
         evaluated = None
         if (due or final) and ctx.is_main:
-            evaluated = evaluate(next_epoch if epoch_done else epoch + done / len(loader))
+            evaluated = evaluate(next_epoch if epoch_done else round(epoch + done / len(loader), 4))
         pos["epoch"], pos["batch"] = next_epoch, next_batch
         checkpoint(next_epoch, next_batch, evaluated)
         epoch = next_epoch
@@ -355,6 +361,15 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     if ctx.is_main:
         _summary(run_dir, pos, start_step, time.perf_counter() - start_time)
     return run_dir
+
+
+def _out_of_time(start: float, limit_min: float, ctx: distributed.DistContext) -> bool:
+    """Rank 0's clock decides, so every rank stops at the same step."""
+    flag = torch.tensor([float(time.perf_counter() - start > 60 * limit_min)])
+    if ctx.enabled:
+        flag = flag.to(ctx.device)
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
