@@ -1,0 +1,138 @@
+"""Loss ablation on SynthPEDES: global-only, +coarse, +fine with a fixed margin, full (CMR).
+
+Every variant trains with the same data, model, seed set and budget (epochs); only the loss terms
+(and which levels the similarity uses) differ:
+
+| variant      | loss terms                                       | similarity (w_g, w_c, w_f) |
+|--------------|--------------------------------------------------|----------------------------|
+| global       | L_ID(g) + L_R(g)                                 | (1, 0, 0)                  |
+| coarse       | + L_ID(C) + L_R(C)                               | (1, 1, 0)                  |
+| fine_fixed   | + L_ID(F) + L_CMR(F) with `commonality: none`    | (1, 1, 1)                  |
+| full         | + L_ID(F) + L_CMR(F) with `commonality: soft_rank` | (1, 1, 1)                |
+
+A level that no loss trains is left out of the similarity: its embeddings are untrained noise.
+The last checkpoint of each run is evaluated on the test split (no model selection, so no val
+split is involved). The table gives mean and sample standard deviation over seeds.
+
+    python -m benchmarks.ablation --seeds 0 1 [--ids 200] [--epochs 8] [--json OUT] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+VARIANTS = {
+    "global": ["loss.id_coarse=0", "loss.rank_coarse=0", "loss.id_fine=0", "loss.cmr=0",
+               "model.similarity_weights=[1, 0, 0]"],
+    "coarse": ["loss.id_fine=0", "loss.cmr=0", "model.similarity_weights=[1, 1, 0]"],
+    "fine_fixed": ["loss.commonality=none"],
+    "full": ["loss.commonality=soft_rank"],
+}
+METRICS = ("R1", "R5", "R10", "mAP")
+
+# A model small enough for 2 CPU cores: a from-scratch ResNet-10 and a 2-layer BERT at 64x32.
+BASE = [
+    "data.dataset=SynthPEDES", "data.image_size=[64, 32]", "data.batch_size=32", "data.instances_per_id=2",
+    "data.num_workers=0", "data.max_tokens=48",
+    "model.image_backbone=small_cnn", "model.image_width=64", "model.text_backbone=bert",
+    "model.text_weights=random", "model.text_width=128", "model.text_layers=2", "model.dim=128",
+    "model.encoder_heads=4", "model.decoder_heads=4",
+    "train.lr=1e-3", "train.backbone_lr_factor=1.0", "train.warmup_epochs=1", "train.log_every=10",
+    "train.device=cpu", "eval.batch_size=64",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--ids", type=int, default=200, help="SynthPEDES identities (generated if absent)")
+    parser.add_argument("--data", default="runs/ablation/synth", help="SynthPEDES directory")
+    parser.add_argument("--epochs", type=int, default=8, help="training budget per run (equal for all)")
+    parser.add_argument("--out", default="runs/ablation", help="directory for the runs")
+    parser.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every variant")
+    return parser.parse_args(argv)
+
+
+def summarise(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{variant: {metric: {"mean", "std"}}} over seeds (std = sample std, 0 for one seed)."""
+    out = {}
+    for variant, runs in results.items():
+        out[variant] = {}
+        for m in METRICS:
+            values = [r[m] for r in runs]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[variant][m] = {"mean": statistics.fmean(values), "std": std}
+    return out
+
+
+def format_table(summary: dict, results: dict) -> str:
+    lines = [f"{'variant':<11}" + "".join(f"{m:>16}" for m in METRICS) + "   per seed R1"]
+    for variant, stats in summary.items():
+        cells = "".join(f"{stats[m]['mean']:9.2f} ± {stats[m]['std']:4.2f}" for m in METRICS)
+        seeds = ", ".join(f"{r['R1']:.2f}" for r in results[variant])
+        lines.append(f"{variant:<11}{cells}   {seeds}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from partsearch.config import load_config
+    from partsearch.data.formats import load_dataset
+    from partsearch.data.synth import generate
+    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.eval.evaluate import Evaluator
+    from partsearch.train.checkpoint import load_run
+    from partsearch.train.engine import train
+
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    if not (data / "reid_raw.json").is_file():
+        generate(data, num_ids=args.ids, seed=0, size=(128, 64), progress=True)
+    splits = load_dataset("SynthPEDES", data)
+    common = [*BASE, f"data.root={data}", f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}",
+              *args.overrides]
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
+    started = time.perf_counter()
+    for seed in args.seeds:
+        for variant in args.variants:
+            cfg = load_config(None, [*common, *VARIANTS[variant], f"train.seed={seed}"])
+            run_dir = Path(args.out) / f"{variant}_seed{seed}"
+            tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
+            t0 = time.perf_counter()
+            train(cfg, run_dir, splits=splits, tokenizer=tokenizer)
+            run = load_run(run_dir, "last")
+            metrics = Evaluator(run.cfg, splits, run.tokenizer)(run.model, "test")["t2i"]
+            results[variant].append({m: float(metrics[m]) for m in METRICS})
+            print(f"{variant} seed {seed}: R1 {metrics['R1']:.2f} R5 {metrics['R5']:.2f} "
+                  f"R10 {metrics['R10']:.2f} mAP {metrics['mAP']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    summary = summarise(results)
+    stats = splits.stats()
+    print(f"\nSynthPEDES {args.ids} ids (test: {stats['test']['ids']} ids, {stats['test']['images']} images, "
+          f"{stats['test']['captions']} queries); {args.epochs} epochs per run; seeds {args.seeds}; "
+          f"{time.perf_counter() - started:.0f} s in all on {platform.processor() or platform.machine()} "
+          f"({os.cpu_count()} cores)")
+    print(format_table(summary, results))
+    if args.json:
+        payload = {"args": {k: v for k, v in vars(args).items()}, "config": common, "variants": VARIANTS,
+                   "results": results, "summary": summary, "test_split": stats["test"]}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
