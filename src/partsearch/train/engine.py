@@ -224,14 +224,15 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         elif selection_split == "test":
             print("warning: model selection on the TEST split (train.eval_split=test); results are labelled so")
 
-    step_module = TrainStep(model, criterion)
+    # Only the model is compiled: the losses' data-dependent masks gain little and have tripped
+    # inductor (a sympy bounds error, torch 2.11).
+    step_module = TrainStep(torch.compile(model) if tc.compile else model, criterion)
     runner: nn.Module = step_module
     if ctx.enabled:
         unused = any(getattr(cfg.loss, k) == 0 for k in ("id_coarse", "id_fine", "rank_coarse", "cmr"))
         runner = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
         )
-    forward = torch.compile(runner) if tc.compile else runner
     params = [p for group in optimizer.param_groups for p in group["params"]]
     global_batch = cfg.data.batch_size * ctx.world_size
 
@@ -297,7 +298,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
             sync = contextlib.nullcontext() if steps_now or not ctx.enabled else runner.no_sync()
             with sync:
                 with _autocast(device, tc.precision):
-                    losses = forward(images, ids, mask, labels)
+                    losses = runner(images, ids, mask, labels)
                 loss = sum(losses.values())
                 if not distributed.all_finite(loss, ctx):
                     terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
