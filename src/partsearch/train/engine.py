@@ -224,8 +224,8 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         elif selection_split == "test":
             print("warning: model selection on the TEST split (train.eval_split=test); results are labelled so")
 
-    # Only the model is compiled: the losses' data-dependent masks gain little and have tripped
-    # inductor (a sympy bounds error, torch 2.11).
+    # Only the model is compiled; the losses are small next to it and their data-dependent masks
+    # would only add graph breaks.
     step_module = TrainStep(torch.compile(model) if tc.compile else model, criterion)
     runner: nn.Module = step_module
     if ctx.enabled:
