@@ -3,7 +3,7 @@
 import torch
 
 from partsearch.model.decoder import SharedDecoder
-from partsearch.model.encoders import Attention, global_max_pool
+from partsearch.model.encoders import Attention, global_max_pool, key_padding
 from partsearch.model.fine import foreground_map, stripe_bounds, stripe_pool
 
 
@@ -18,8 +18,8 @@ def test_attention_weights_path_equals_the_fused_path():
     attn = Attention(16, 4, dropout=0.0)
     q, kv = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
     mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
-    fused, none = attn(q, kv, mask)
-    explicit, weights = attn(q, kv, mask, need_weights=True)
+    fused, none = attn(q, kv, key_padding(mask))
+    explicit, weights = attn(q, kv, key_padding(mask), need_weights=True)
     assert none is None and torch.allclose(fused, explicit, atol=1e-6)
     assert weights.shape == (2, 4, 3, 5) and torch.allclose(weights.sum(-1), torch.ones(2, 4, 3))
     assert weights[1, ..., 2:].abs().max() == 0
@@ -27,9 +27,29 @@ def test_attention_weights_path_equals_the_fused_path():
 
 def test_decoder_attention_is_a_distribution_over_memory():
     decoder = SharedDecoder(16, num_coarse=3, layers=2, heads=4, dropout=0.0)
-    tokens, attention = decoder(torch.randn(2, 10, 16), need_weights=True)
-    assert tokens.shape == (2, 3, 16) and attention.shape == (2, 10)
-    assert torch.allclose(attention.sum(-1), torch.ones(2)) and (attention >= 0).all()
+    out = decoder(torch.randn(2, 10, 16), need_weights=True)
+    assert out.coarse.shape == (2, 3, 16) and out.fine is None and out.attention.shape == (2, 10)
+    assert torch.allclose(out.attention.sum(-1), torch.ones(2)) and (out.attention >= 0).all()
+
+
+def test_fine_queries_in_the_same_pass_do_not_change_the_coarse_tokens():
+    torch.manual_seed(0)
+    decoder = SharedDecoder(16, num_coarse=3, layers=2, heads=4, dropout=0.0)
+    memory, mask = torch.randn(2, 10, 16), torch.arange(10).expand(2, 10) < torch.tensor([[10], [6]])
+    alone = decoder(memory, mask)
+    joint = decoder(memory, mask, fine_queries=torch.randn(4, 16))
+    assert joint.fine.shape == (2, 4, 16)
+    assert torch.allclose(alone.coarse, joint.coarse, atol=1e-6)
+
+
+def test_fine_tokens_do_not_see_the_coarse_tokens():
+    torch.manual_seed(0)
+    decoder = SharedDecoder(16, num_coarse=3, layers=2, heads=4, dropout=0.0)
+    memory, fine_queries = torch.randn(2, 10, 16), torch.randn(4, 16)
+    before = decoder(memory, fine_queries=fine_queries).fine
+    with torch.no_grad():
+        decoder.coarse_queries.normal_()
+    assert torch.allclose(before, decoder(memory, fine_queries=fine_queries).fine, atol=1e-6)
 
 
 def test_foreground_map_peaks_at_one_per_image():

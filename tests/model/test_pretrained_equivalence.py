@@ -1,5 +1,8 @@
 """Backbones give the same features as the libraries they wrap, on the same weights."""
 
+import copy
+from types import SimpleNamespace
+
 import open_clip
 from open_clip.model import resize_pos_embed
 import pytest
@@ -34,17 +37,18 @@ def test_clip_image_tower_from_a_224_state_dict_matches_open_clip(tmp_path, clip
     path = tmp_path / "clip_visual.pt"
     torch.save(clip_model.visual.state_dict(), path)
     backbone = build_image_backbone(tiny_config(image_backbone="clip_vit_b16", image_weights=str(path)), (64, 32)).eval()
-    # open_clip's own route to a 64x32 model: create it at that size, resample the 224 weights.
-    reference = open_clip.create_model("ViT-B-16", force_image_size=(64, 32)).eval()
-    state = {f"visual.{k}": v for k, v in clip_model.visual.state_dict().items()}
-    resize_pos_embed(state, reference)
-    reference.visual.load_state_dict({k.removeprefix("visual."): v for k, v in state.items()})
+    # open_clip's own resampling of the 224 position embeddings, on a copy of its own model.
+    reference = copy.deepcopy(clip_model)
+    state = {"visual.positional_embedding": clip_model.visual.positional_embedding.detach()}
+    resize_pos_embed(state, SimpleNamespace(visual=SimpleNamespace(grid_size=(4, 2))))
+    reference.visual.positional_embedding = torch.nn.Parameter(state["visual.positional_embedding"])
     images = torch.randn(2, 3, 64, 32)
     captured = {}
     reference.visual.ln_post.register_forward_hook(lambda m, i, o: captured.update(tokens=o))
     with torch.no_grad():
         out = backbone(images)
         pooled = reference.encode_image(images)
+    assert out.grid == (4, 2) and out.tokens.shape == (2, 8, 512) and out.mask.all()
     assert torch.allclose(out.tokens, captured["tokens"][:, 1:] @ reference.visual.proj, atol=1e-5)
     assert torch.allclose(captured["tokens"][:, 0] @ reference.visual.proj, pooled, atol=1e-5)
 
@@ -61,6 +65,7 @@ def test_clip_text_tower_end_of_text_token_is_open_clips_text_embedding(tmp_path
         out = backbone(ids[:, :length], mask[:, :length])
         expected = clip_model.encode_text(ids)
     eot = ids.argmax(dim=-1)
+    assert out.tokens.shape == (2, length, 512) and torch.equal(out.mask, mask[:, :length])
     assert torch.allclose(out.tokens[torch.arange(2), eot], expected, atol=1e-5)
 
 

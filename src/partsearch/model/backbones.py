@@ -72,7 +72,7 @@ class Backbone(nn.Module):
 
     def freeze(self, spec: str, field: str = "freeze") -> None:
         text = str(spec).strip().lower()
-        if text in ("", "none", "0"):
+        if text in ("", "none"):
             return
         stages = self.stages()
         if text == "all":
@@ -412,6 +412,7 @@ class Bert(Backbone):
         return list(self.net.encoder.layer)
 
     def enable_grad_checkpointing(self) -> None:
+        self.net.config.use_cache = False  # an encoder has no cache; this silences a warning
         # transformers 5 renamed the method; older releases (on some GPU hosts) have only the old name.
         if hasattr(self.net, "activation_checkpointing_enable"):
             self.net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -1,18 +1,33 @@
-"""The modality-shared decoder (METHOD.md, Architecture 4).
+"""The modality-shared decoder (METHOD.md, Architecture 4-5).
 
 [paper] One transformer decoder whose weights AND whose N_c learnable coarse query tokens are
 shared by the image and the text: C_v = Dec(Q_c, M_v), C_t = Dec(Q_c, M_t). Because one token
 reads both modalities, token j comes to stand for the same entity in both, without alignment
-labels. [ours] 2 pre-norm layers of self-attention among the queries, cross-attention to the
-memory, feed-forward; 8 heads.
+labels. The text's P fine tokens read M_t through the same decoder. [ours] 2 pre-norm layers of
+self-attention among the queries, cross-attention to the memory, feed-forward; 8 heads. The fine
+tokens run in the same pass as the coarse ones (the memory's keys and values are projected once)
+with a block-diagonal self-attention mask, so each group sees only itself: the result is that of
+two separate passes.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-from partsearch.model.encoders import Attention, FeedForward
+from partsearch.model.encoders import Attention, FeedForward, key_padding
+
+
+class DecoderOutput(NamedTuple):
+    """coarse `(B, N_c, d)`; fine `(B, P, d)` when fine queries were given; attention `(B, N)`
+    when asked for: the coarse tokens' cross-attention weights averaged over heads, tokens and
+    layers (each row sums to 1 over the memory), the raw foreground map."""
+
+    coarse: torch.Tensor
+    fine: torch.Tensor | None
+    attention: torch.Tensor | None
 
 
 class DecoderLayer(nn.Module):
@@ -27,24 +42,19 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None, need_weights: bool
+        self, x: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor | None, memory_mask: torch.Tensor | None,
+        need_weights: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.norm1(x)
-        x = x + self.drop(self.self_attn(h, h)[0])
+        x = x + self.drop(self.self_attn(h, h, self_mask)[0])
         out, weights = self.cross_attn(self.norm2(x), memory, memory_mask, need_weights)
         x = x + self.drop(out)
         return x + self.drop(self.ffn(self.norm3(x))), weights
 
 
 class SharedDecoder(nn.Module):
-    """`forward(memory (B, N, d), memory_mask (B, N) | None, queries (Q, d) | None, need_weights)
-    -> (tokens (B, Q, d), attention (B, N) | None)`.
-
-    `queries=None` uses the shared coarse tokens Q_c (`coarse_queries`, `(N_c, d)`); the text's
-    fine tokens pass their own. With `need_weights`, `attention` is the cross-attention weights
-    averaged over heads, queries and layers (each row sums to 1 over the N memory positions):
-    the raw foreground map of METHOD.md, Architecture 5.
-    """
+    """`forward(memory (B, N, d), memory_mask (B, N) | None, fine_queries (P, d) | None,
+    need_weights) -> DecoderOutput`; `coarse_queries` `(N_c, d)` are the shared tokens Q_c."""
 
     def __init__(self, dim: int, num_coarse: int, layers: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -57,17 +67,26 @@ class SharedDecoder(nn.Module):
         self,
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
-        queries: torch.Tensor | None = None,
+        fine_queries: torch.Tensor | None = None,
         need_weights: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        queries = self.coarse_queries if queries is None else queries
-        x = queries.to(memory.dtype).expand(memory.shape[0], -1, -1)
+    ) -> DecoderOutput:
+        n_c = self.coarse_queries.shape[0]
+        queries, self_mask = self.coarse_queries, None
+        if fine_queries is not None:
+            queries = torch.cat([self.coarse_queries, fine_queries])
+            group = torch.arange(len(queries), device=memory.device) >= n_c
+            self_mask = group[:, None] == group[None, :]
+        # A copy, not an expand() view: a view of a parameter made under no_grad still claims
+        # requires_grad without a grad_fn, which trips module hooks (FlopCounterMode, DDP).
+        x = queries.to(memory.dtype).repeat(memory.shape[0], 1, 1)
+        memory_mask = key_padding(memory_mask)
         attention = None
         for layer in self.layers:
-            x, weights = layer(x, memory, memory_mask, need_weights)
+            x, weights = layer(x, memory, self_mask, memory_mask, need_weights)
             if need_weights:
-                mean = weights.mean(dim=(1, 2))
+                mean = weights[:, :, :n_c].mean(dim=(1, 2))
                 attention = mean if attention is None else attention + mean
         if attention is not None:
             attention = attention / len(self.layers)
-        return self.norm(x), attention
+        x = self.norm(x)
+        return DecoderOutput(x[:, :n_c], x[:, n_c:] if fine_queries is not None else None, attention)

@@ -40,13 +40,13 @@ class Attention(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def forward(
-        self, query: torch.Tensor, key_value: torch.Tensor, key_mask: torch.Tensor | None = None, need_weights: bool = False
+        self, query: torch.Tensor, key_value: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """key_mask `(B, N)` bool, True = attend. Returns `(B, Q, d)` and, with need_weights, the
-        weights `(B, heads, Q, N)` in fp32 (before dropout)."""
+        """mask: bool, True = attend, broadcastable to `(B, heads, Q, N)` (see `key_padding`).
+        Returns `(B, Q, d)` and, with need_weights, the weights `(B, heads, Q, N)` in fp32
+        (before dropout)."""
         q = self._split(self.q(query))
         k, v = (self._split(t) for t in self.kv(key_value).chunk(2, dim=-1))
-        mask = None if key_mask is None else key_mask[:, None, None, :]
         dropout = self.dropout if self.training else 0.0
         if need_weights:
             scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
@@ -58,6 +58,11 @@ class Attention(nn.Module):
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.out(out.transpose(1, 2).flatten(2)), weights
+
+
+def key_padding(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """`(B, N)` token mask -> an attention mask `(B, 1, 1, N)` that hides padded keys."""
+    return None if mask is None else mask[:, None, None, :]
 
 
 class FeedForward(nn.Sequential):
@@ -108,6 +113,7 @@ class ModalityEncoder(nn.Module):
             if x.shape[1] != self.pos.shape[1]:
                 raise ValueError(f"image gives {x.shape[1]} tokens but the model was built for a {self.grid} grid; resize images to the configured data.image_size")
             x = x + self.pos
+        attn_mask = key_padding(mask)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, attn_mask)
         return projected, self.norm(x)

@@ -27,7 +27,8 @@ def stripe_bounds(height: int, parts: int) -> list[tuple[int, int]]:
 
 def stripe_pool(memory: torch.Tensor, foreground: torch.Tensor, parts: int) -> torch.Tensor:
     """memory M_v `(B, h*w, d)`, foreground A `(B, h, w)` -> fine embeddings `(B, P, d)`: the
-    max of M_v * A over each horizontal stripe."""
+    max of M_v * A over each horizontal stripe (a max over each row first, then over the rows
+    of each stripe: the same max, in the tokens' own layout, which is cheaper on a GPU)."""
     b, h, w = foreground.shape
-    weighted = memory.transpose(1, 2).unflatten(2, (h, w)) * foreground[:, None]
-    return F.adaptive_max_pool2d(weighted, (parts, 1)).squeeze(-1).transpose(1, 2)
+    rows = (memory.unflatten(1, (h, w)) * foreground[..., None]).amax(dim=2)
+    return F.adaptive_max_pool1d(rows.transpose(1, 2), parts).transpose(1, 2)

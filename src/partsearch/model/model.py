@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from partsearch.config import Config, ConfigError, ModelConfig
-from partsearch.model.backbones import build_image_backbone, build_text_backbone
+from partsearch.model.backbones import BackboneOutput, build_image_backbone, build_text_backbone
 from partsearch.model.decoder import SharedDecoder
 from partsearch.model.encoders import ModalityEncoder, global_max_pool
 from partsearch.model.fine import foreground_map, stripe_bounds, stripe_pool
@@ -75,20 +75,25 @@ class PartSearchModel(nn.Module):
         nn.init.trunc_normal_(self.fine_text_queries, std=0.02)
 
     def encode_image(self, images: torch.Tensor) -> Embeddings:
-        out = self.image_backbone(images)
+        return self.image_heads(self.image_backbone(images))
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> Embeddings:
+        return self.text_heads(self.text_backbone(ids, mask))
+
+    def image_heads(self, out: BackboneOutput) -> Embeddings:
+        """Everything after the image backbone (split out so benchmarks can time the heads)."""
         # Image tokens are all valid, so no mask: attention keeps its fast kernels.
         projected, memory = self.image_encoder(out.tokens)
-        coarse, attention = self.shared_decoder(memory, need_weights=True)
-        foreground = foreground_map(attention, out.grid)
+        decoded = self.shared_decoder(memory, need_weights=True)
+        coarse, foreground = decoded.coarse, foreground_map(decoded.attention, out.grid)
         fine = stripe_pool(memory, foreground, self.num_fine)
         return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground)
 
-    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> Embeddings:
-        out = self.text_backbone(ids, mask)
+    def text_heads(self, out: BackboneOutput) -> Embeddings:
+        """Everything after the text backbone."""
         projected, memory = self.text_encoder(out.tokens, out.mask)
-        coarse, _ = self.shared_decoder(memory, out.mask)
-        fine, _ = self.shared_decoder(memory, out.mask, queries=self.fine_text_queries)
-        return Embeddings(_normalize(global_max_pool(projected, out.mask)), _normalize(coarse), _normalize(fine))
+        decoded = self.shared_decoder(memory, out.mask, fine_queries=self.fine_text_queries)
+        return Embeddings(_normalize(global_max_pool(projected, out.mask)), _normalize(decoded.coarse), _normalize(decoded.fine))
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[Embeddings, Embeddings]:
         return self.encode_image(images), self.encode_text(ids, mask)
