@@ -234,7 +234,6 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
             step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
         )
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    global_batch = cfg.data.batch_size * ctx.world_size
 
     def payload_now(epoch: int, batch: int) -> dict[str, Any]:
         return {
@@ -247,10 +246,14 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     def evaluate(epoch: int) -> dict | None:
         if no_selection:
             return None
+        # Evaluation leaves the RNG streams as it found them, so a run resumed from a checkpoint
+        # taken after an evaluation continues exactly as the uninterrupted one.
+        saved = rng_state()
         model.eval()
         with torch.no_grad():
             metrics = evaluator(model, selection_split)
         model.train()
+        set_rng_state(saved)
         r1 = float(metrics["t2i"]["R1"])
         improved = pos["best"] is None or r1 > pos["best"]
         label = "TEST" if selection_split == "test" else selection_split
