@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import base_parser, log, positive, report, set_threads
+from benchmarks.common import base_parser, log, machine_info, positive, report, set_threads, write_json
 
 NUM_COARSE = 6
 NUM_FINE = 6
@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in args.sizes:
             rows += bench_size(size, args, base)
+            if args.json and size != args.sizes[-1]:
+                write_json(args.json, {"benchmark": "search", "partial": True, "machine": machine_info(), "rows": rows})
     finally:
         if not args.workdir:
             shutil.rmtree(base, ignore_errors=True)
