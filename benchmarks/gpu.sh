@@ -12,7 +12,14 @@
 # part, so even a hard kill keeps what was measured. Installs nothing, needs no network.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}  # PYTHON=.venv/bin/python to try it here
+# The first interpreter that has torch (PYTHON=.venv/bin/python to try it here).
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3 python; do
+    if "$candidate" -c "import torch" >/dev/null 2>&1; then PY=$candidate; break; fi
+  done
+  PY=${PY:-python3}
+fi
 BUDGET_S=${BUDGET_S:-250}   # the Python suite's own budget; the hard cap below leaves room for start-up
 export PYTHONPATH="$PWD/src:$PWD/benchmarks/vendor:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
