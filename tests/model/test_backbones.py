@@ -86,3 +86,13 @@ def test_unreadable_weights_file_is_a_user_error(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="broken.pth"):
         build_image_backbone(tiny_config(image_weights=str(path)), (64, 32))
+
+
+def test_unknown_torchvision_weights_name_lists_the_valid_ones():
+    with pytest.raises(WeightsError, match="IMAGENET1K_V1"):
+        build_image_backbone(tiny_config(image_backbone="resnet50", image_weights="IMAGENET_V9"), (64, 32))
+
+
+def test_hub_text_weights_unavailable_offline_say_how_to_get_them():
+    with pytest.raises(WeightsError, match="local file/directory path"):
+        build_text_backbone(tiny_config(text_weights="no-such-org/no-such-bert"), BERT_VOCAB)
