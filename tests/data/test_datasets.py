@@ -9,7 +9,7 @@ from PIL import Image
 
 from partsearch.config import Config, DataConfig, ModelConfig
 from partsearch.data.datasets import (GalleryImages, QueryCaptions, TrainPairs, build_gallery_loader,
-                                      build_query_loader, build_train_loader)
+                                      build_query_loader, build_train_loader, collate_trimmed)
 from partsearch.data.formats import Record
 from partsearch.data.tokenizers import build_tokenizer
 from partsearch.data.transforms import build_transforms
@@ -126,4 +126,24 @@ def test_train_loader_with_worker_processes(folder, tokenizer):
     root, records = folder
     loader = build_train_loader(config(batch_size=4, num_workers=1), records, root, tokenizer)
     batch = next(iter(loader))
-    assert batch["ids"].shape == (4, 12) and batch["image"].shape == (4, 3, *SIZE)
+    assert batch["ids"].shape[0] == 4 and batch["image"].shape == (4, 3, *SIZE)
+
+
+def test_collate_cuts_padding_after_the_longest_caption_in_multiples_of_8():
+    ids = torch.zeros(20, dtype=torch.long)
+    items = [{"ids": ids, "mask": (torch.arange(20) < n).long(), "label": 0} for n in (3, 9)]
+    batch = collate_trimmed(items)
+    assert batch["ids"].shape == (2, 16) and batch["mask"].shape == (2, 16)
+    assert batch["mask"].sum(dim=1).tolist() == [3, 9]
+
+
+def test_collate_never_cuts_a_caption_at_the_length_limit():
+    items = [{"ids": torch.ones(12, dtype=torch.long), "mask": torch.ones(12, dtype=torch.long)}]
+    assert collate_trimmed(items)["ids"].shape == (1, 12)
+
+
+def test_query_loader_trims_padding(folder):
+    root, records = folder
+    long_tokenizer = build_tokenizer(ModelConfig(text_weights="minilm"), max_length=64)
+    batch = next(iter(build_query_loader(config(), records, long_tokenizer, batch_size=16)))
+    assert batch["ids"].shape[1] == 8

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from partsearch.data.formats import Record
 from partsearch.data.images import load_image
@@ -117,10 +117,26 @@ class QueryCaptions(Dataset):
         return {"ids": self.ids[index], "mask": self.mask[index], "pid": self.pids[index], "index": index}
 
 
+TRIM_MULTIPLE = 8  # trimmed lengths are multiples of 8: few distinct shapes for torch.compile [ours]
+
+
+def collate_trimmed(items: list[dict]) -> dict:
+    """`default_collate`, then cut `ids`/`mask` after the batch's longest caption, rounded up to a
+    multiple of 8. Padding is masked everywhere, so this changes no output, only the cost: captions
+    are padded to `data.max_tokens` once, up front, but most batches are far shorter (SynthPEDES
+    captions have a median of 22 tokens against a limit of 48) [ours]."""
+    batch = default_collate(items)
+    if "mask" in batch:
+        longest = int(batch["mask"].sum(dim=1).max()) if batch["mask"].numel() else 0
+        keep = min(batch["mask"].shape[1], max(TRIM_MULTIPLE, -(-longest // TRIM_MULTIPLE) * TRIM_MULTIPLE))
+        batch["ids"], batch["mask"] = batch["ids"][:, :keep], batch["mask"][:, :keep]
+    return batch
+
+
 def _loader(dataset: Dataset, cfg, batch_size: int, **kwargs) -> DataLoader:
     workers = cfg.data.num_workers
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available(), **kwargs)
+                      pin_memory=torch.cuda.is_available(), collate_fn=collate_trimmed, **kwargs)
 
 
 def build_train_loader(cfg, records: list[Record], image_root: str | Path, tokenizer: Tokenizer,
