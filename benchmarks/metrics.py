@@ -163,14 +163,19 @@ def bench_size(key: str, args, device: torch.device) -> dict[str, Any]:
     def reference():
         return reference_rank(similarity, query_ids, gallery_ids)
 
+    start = time.perf_counter()
     ref_result, ref_mem = peak_extra_memory(reference, device)
-    # The reference is slow and large: time it once at ICFG size (the memory run above is a warm-up).
-    ref_time, ref_fastest = timed(reference, device, 1 if key == "icfg" else min(args.repeats, 3))
+    if key == "icfg":  # slow and large: its one run, the memory run, is also the timed one
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        ref_time = ref_fastest = time.perf_counter() - start
+    else:
+        ref_time, ref_fastest = timed(reference, device, min(args.repeats, 3))
     log(f"{size['name']}: reference {ref_time:.3f} s (fastest {ref_fastest:.3f} s), {ref_mem:.0f} MiB")
     diff = max(abs(ours_result[k] - ref_result[k]) for k in KEYS)
     row.update({
         "ref_s": ref_time, "ref_fastest_s": ref_fastest, "ref_peak_MiB": ref_mem, "speedup": ref_time / ours_time,
-        "memory_ratio": ref_mem / max(ours_mem, 1e-3), "max_abs_diff": diff, "agree": diff < 1e-3,
+        "memory_ratio": ref_mem / max(ours_mem, 1.0), "max_abs_diff": diff, "agree": diff < 1e-3,
         **{f"ref_{k}": ref_result[k] for k in KEYS},
     })
     return row

@@ -24,7 +24,8 @@ similarity lives (CPU or GPU).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -34,9 +35,9 @@ DEFAULT_KS = (1, 5, 10)
 # scores, precisions), beyond the row's copy and boolean comparison buffer.
 _BYTES_PER_RELEVANT = 64
 # On CPU the comparison passes re-read a chunk once per relevant item, so a chunk stays small
-# enough to be served from the cores' L2 caches whatever the budget: at ICFG-PEDES size this
-# is 2-4x faster than 8 MiB chunks [ours, measured on a 2-core EPYC].
-_CPU_CHUNK_BYTES = 2 * 2**20
+# enough to be served from cache whatever the budget [ours; on a 2-core EPYC 0.5-4 MiB chunks
+# were within 30 % of each other and 2-4x faster than 8 MiB ones at ICFG-PEDES size].
+_CPU_CHUNK_BYTES = 4 * 2**20
 
 
 def retrieval_metrics(
@@ -96,13 +97,34 @@ def retrieval_metrics(
     # Most relevant items first, so that within a chunk the queries that still have a relevant
     # item at position p form a prefix and each comparison pass runs on a view.
     order = torch.argsort(num_relevant, descending=True, stable=True)[: num_queries - missing]
-    first, ap, inp = _per_query(similarity, order, by_id, start, num_relevant, memory_budget_mb)
+    with _one_thread_on_cpu(device):
+        first, ap, inp = _per_query(similarity, order, by_id, start, num_relevant, memory_budget_mb)
     result: dict[str, float | int] = {f"R{k}": 100.0 * float((first <= k).double().mean()) for k in ks}
     result["mAP"] = 100.0 * float(ap.mean())
     result["mINP"] = 100.0 * float(inp.mean())
     if skip_queries_without_match:
         result["queries_without_match"] = missing
     return result
+
+
+@contextlib.contextmanager
+def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """Run torch's CPU ops on one thread for the duration [ours].
+
+    The chunk loop is thousands of small ops. With several intra-op threads each op pays a
+    fork-join, and on a busy machine a descheduled thread stalls every one of them: on the 2-core
+    EPYC at load ~10, one thread was 5-20x faster than two; idle, one thread costs at most a
+    factor of the thread count. The previous setting is restored on exit.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _as_ids(ids: torch.Tensor | Sequence[int], name: str, device: torch.device) -> torch.Tensor:
