@@ -165,3 +165,12 @@ def test_infinite_scores_rank_first_and_last_without_error():
     result = retrieval_metrics(similarity, [0, 1], [0, 1, 2])
     assert result["R1"] == 50.0
     assert result["mAP"] == pytest.approx(100 * (1 + 1 / 3) / 2)
+
+
+def test_thread_count_is_restored_after_success_and_error():
+    threads = torch.get_num_threads()
+    retrieval_metrics(torch.rand(3, 4), [0, 1, 2], [0, 1, 2, 3])
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError):
+        retrieval_metrics(torch.tensor([[float("nan"), 0.0]]), [0], [0, 1])
+    assert torch.get_num_threads() == threads

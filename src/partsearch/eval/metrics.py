@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -97,8 +98,11 @@ def retrieval_metrics(
     # Most relevant items first, so that within a chunk the queries that still have a relevant
     # item at position p form a prefix and each comparison pass runs on a view.
     order = torch.argsort(num_relevant, descending=True, stable=True)[: num_queries - missing]
+    # On CPU, chunks run on parallel Python threads (torch releases the GIL inside each op),
+    # each op single-threaded: no per-op fork-join [ours].
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
     with _one_thread_on_cpu(device):
-        first, ap, inp = _per_query(similarity, order, by_id, start, num_relevant, memory_budget_mb)
+        first, ap, inp = _per_query(similarity, order, by_id, start, num_relevant, memory_budget_mb, workers)
     result: dict[str, float | int] = {f"R{k}": 100.0 * float((first <= k).double().mean()) for k in ks}
     result["mAP"] = 100.0 * float(ap.mean())
     result["mINP"] = 100.0 * float(inp.mean())
@@ -113,8 +117,8 @@ def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
 
     The chunk loop is thousands of small ops. With several intra-op threads each op pays a
     fork-join, and on a busy machine a descheduled thread stalls every one of them: on the 2-core
-    EPYC at load ~10, one thread was 5-20x faster than two; idle, one thread costs at most a
-    factor of the thread count. The previous setting is restored on exit.
+    EPYC at load ~10, one thread was 5-20x faster than two. The cores are used instead by
+    worker threads that each take whole chunks. The previous setting is restored on exit.
     """
     if device.type != "cpu":
         yield
@@ -160,45 +164,61 @@ def _per_query(
     start: torch.Tensor,
     num_relevant: torch.Tensor,
     memory_budget_mb: float,
+    workers: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best rank, AP and INP of each query in `order`, as three `(len(order),)` tensors."""
+    """Best rank, AP and INP of each query in `order`, as three `(len(order),)` tensors.
+
+    `workers` threads take every `workers`-th chunk, each with its own buffers and a share of
+    the budget; they write disjoint slices of the results.
+    """
     num_gallery = similarity.shape[1]
     device = similarity.device
     # Every chunk uses the same width so that each query's values are computed by the same
     # operations whatever the chunk size: results are bit-identical across memory budgets.
     width = int(num_relevant.max())
     row_bytes = num_gallery * (similarity.element_size() + 1) + width * _BYTES_PER_RELEVANT
-    budget = int(memory_budget_mb * 2**20)
+    budget = int(memory_budget_mb * 2**20) // workers
     if device.type == "cpu":
         budget = min(budget, _CPU_CHUNK_BYTES)
     chunk = min(max(1, budget // row_bytes), order.numel())
-    rows = torch.empty(chunk, num_gallery, dtype=similarity.dtype, device=device)
-    above = torch.empty(chunk, num_gallery, dtype=torch.bool, device=device)
     offsets = torch.arange(width, device=device)
     position = offsets + 1
     first = torch.empty(order.numel(), dtype=torch.int64, device=device)
     ap = torch.empty(order.numel(), dtype=torch.float64, device=device)
     inp = torch.empty(order.numel(), dtype=torch.float64, device=device)
-    for begin in range(0, order.numel(), chunk):
-        index = order[begin : begin + chunk]
-        x = torch.index_select(similarity, 0, index, out=rows[: index.numel()])
-        # A NaN makes the row sum NaN; the sum is cheap, the exact test runs only then.
-        if torch.isnan(x.sum()) and torch.isnan(x).any():
-            raise ValueError("similarity contains NaN")
-        m = num_relevant[index].unsqueeze(1)
-        valid = offsets < m
-        columns = by_id[(start[index].unsqueeze(1) + offsets).clamp(max=num_gallery - 1)]
-        # Descending with the padding last; with pessimistic ties ranks follow this order.
-        scores = torch.gather(x, 1, columns).masked_fill(~valid, float("-inf"))
-        scores = scores.sort(dim=1, descending=True, stable=True).values
-        at_least = _count_at_least(x, scores, valid.sum(0).tolist(), above)
-        # Relevant items scoring at least as high as each relevant item, itself included.
-        relevant_at_least = torch.searchsorted(-scores, -scores, right=True).minimum(m)
-        ranks = torch.where(valid, position + at_least - relevant_at_least, 1)
-        end = begin + index.numel()
-        first[begin:end] = ranks[:, 0]
-        ap[begin:end] = torch.where(valid, position / ranks.double(), 0.0).sum(1) / m.squeeze(1)
-        inp[begin:end] = m.squeeze(1) / ranks.gather(1, m - 1).squeeze(1).double()
+
+    def work(begins: list[int]) -> None:
+        rows = torch.empty(chunk, num_gallery, dtype=similarity.dtype, device=device)
+        above = torch.empty(chunk, num_gallery, dtype=torch.bool, device=device)
+        for begin in begins:
+            index = order[begin : begin + chunk]
+            x = torch.index_select(similarity, 0, index, out=rows[: index.numel()])
+            # A NaN makes the row sum NaN; the sum is cheap, the exact test runs only then.
+            if torch.isnan(x.sum()) and torch.isnan(x).any():
+                raise ValueError("similarity contains NaN")
+            m = num_relevant[index].unsqueeze(1)
+            valid = offsets < m
+            columns = by_id[(start[index].unsqueeze(1) + offsets).clamp(max=num_gallery - 1)]
+            # Descending with the padding last; with pessimistic ties ranks follow this order.
+            scores = torch.gather(x, 1, columns).masked_fill(~valid, float("-inf"))
+            scores = scores.sort(dim=1, descending=True, stable=True).values
+            at_least = _count_at_least(x, scores, valid.sum(0).tolist(), above)
+            # Relevant items scoring at least as high as each relevant item, itself included.
+            relevant_at_least = torch.searchsorted(-scores, -scores, right=True).minimum(m)
+            ranks = torch.where(valid, position + at_least - relevant_at_least, 1)
+            end = begin + index.numel()
+            first[begin:end] = ranks[:, 0]
+            ap[begin:end] = torch.where(valid, position / ranks.double(), 0.0).sum(1) / m.squeeze(1)
+            inp[begin:end] = m.squeeze(1) / ranks.gather(1, m - 1).squeeze(1).double()
+
+    begins = list(range(0, order.numel(), chunk))
+    workers = min(workers, len(begins))
+    if workers == 1:
+        work(begins)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            for done in [pool.submit(work, begins[i::workers]) for i in range(workers)]:
+                done.result()
     return first, ap, inp
 
 
