@@ -63,7 +63,9 @@ def retrieval_metrics(
     the full-sort reference exactly.
 
     A K larger than the gallery counts the whole gallery. `memory_budget_mb` bounds the working
-    memory of one query chunk (a chunk holds at least one query); results do not depend on it.
+    memory of the query chunks in flight (a chunk holds at least one query); results do not
+    depend on it. On CPU the chunks are shared among `torch.get_num_threads()` worker threads
+    and torch runs one intra-op thread until the call returns.
 
     Raises ValueError for malformed inputs, a NaN score, or (unless `skip_queries_without_match`)
     queries whose identity has no gallery item, saying how many there are.
