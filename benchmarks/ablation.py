@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/ablation", help="directory for the runs")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate runs already trained to the budget instead of training them again")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every variant")
     return parser.parse_args(argv)
 
@@ -81,6 +83,16 @@ def format_table(summary: dict, results: dict) -> str:
         seeds = ", ".join(f"{r['R1']:.2f}" for r in results[variant])
         lines.append(f"{variant:<11}{cells}   {seeds}")
     return "\n".join(lines)
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    from partsearch.errors import CheckpointError
+    from partsearch.train.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(run_dir / "last.pt")["epoch"] >= epochs
+    except CheckpointError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(args.out) / f"{variant}_seed{seed}"
             tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
             t0 = time.perf_counter()
-            train(cfg, run_dir, splits=splits, tokenizer=tokenizer)
+            if not (args.reuse and _finished(run_dir, args.epochs)):
+                train(cfg, run_dir, splits=splits, tokenizer=tokenizer)
             run = load_run(run_dir, "last")
             metrics = Evaluator(run.cfg, splits, run.tokenizer)(run.model, "test")["t2i"]
             results[variant].append({m: float(metrics[m]) for m in METRICS})
