@@ -6,8 +6,8 @@
 #
 # Order: measured ceilings (bf16 / tf32 matmul 8192^3, device-to-device copy) so MFU divides by what
 # this card really does; train-step eager for r50+bert, vitb16+bert, clip_vitb16 (batch 64,
-# 384x128, bf16 autocast, fused Adam); vitb16+bert with torch.compile; encode (gallery images/s,
-# queries/s); retrieval metrics at ICFG-PEDES size. Each part has its own time limit and its own
+# 384x128, bf16 autocast, fused Adam); encode (gallery images/s, queries/s); retrieval metrics at
+# ICFG-PEDES size; last, vitb16+bert with torch.compile in whatever budget is left. Each part has its own time limit and its own
 # try/except; the table so far is written to $OUT (gpu_table.md, gpu.json, gpu.log) after every
 # part, so even a hard kill keeps what was measured. Installs nothing, needs no network.
 set -uo pipefail
