@@ -114,15 +114,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def rss_mib() -> float:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:
-        return peak_rss_mib()
-
-
 def log(message: str) -> None:
     """A progress line with a timestamp, on stderr so tables on stdout stay clean."""
     stamp = _dt.datetime.now().strftime("%H:%M:%S")
