@@ -95,6 +95,16 @@ def _finished(run_dir: Path, epochs: int) -> bool:
         return False
 
 
+def _last_stats(run_dir: Path) -> dict[str, float]:
+    """The last logged training loss and CMR margin/commonality of a run (for the diagnosis)."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if "loss" in r]
+    if not train_lines:
+        return {}
+    keys = ("loss", "rank_global", "cmr", "cmr_margin", "cmr_commonality")
+    return {k: float(train_lines[-1][k]) for k in keys if k in train_lines[-1]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -126,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.reuse and _finished(run_dir, args.epochs)):
                 train(cfg, run_dir, splits=splits, tokenizer=tokenizer)
             run = load_run(run_dir, "last")
-            metrics = Evaluator(run.cfg, splits, run.tokenizer)(run.model, "test")["t2i"]
-            results[variant].append({m: float(metrics[m]) for m in METRICS})
+            evaluation = Evaluator(run.cfg, splits, run.tokenizer)(run.model, "test")
+            metrics = evaluation["t2i"]
+            entry = {m: float(metrics[m]) for m in METRICS}
+            entry["levels_R1"] = {k: float(v["R1"]) for k, v in evaluation.get("levels", {}).items()}
+            entry.update(_last_stats(run_dir))
+            results[variant].append(entry)
             print(f"{variant} seed {seed}: R1 {metrics['R1']:.2f} R5 {metrics['R5']:.2f} "
                   f"R10 {metrics['R10']:.2f} mAP {metrics['mAP']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     summary = summarise(results)
