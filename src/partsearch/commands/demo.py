@@ -1,4 +1,4 @@
-"""`partsearch demo [--out runs/demo] [--minutes M] [--fresh]`."""
+"""`partsearch demo [--out runs/demo] [--minutes M] [--fresh] [--ids N] [key=value ...]`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="demo directory (default runs/demo)")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time budget in minutes")
     parser.add_argument("--fresh", action="store_true", help="start over instead of reusing results")
+    parser.add_argument("--ids", type=int, default=400, help="SynthPEDES identities (default 400)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides on top of configs/synth_cpu.yaml, e.g. train.epochs=2")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,64 @@
+"""`partsearch demo` end to end on a tiny configuration (the real one trains for minutes)."""
+
+import re
+
+import pytest
+
+from partsearch.cli import main
+
+TINY = ["data.image_size=[64, 32]", "data.batch_size=8", "data.num_workers=0", "model.image_width=32",
+        "model.text_weights=random", "model.text_width=64", "model.text_layers=1", "model.freeze_text=none",
+        "model.dim=32", "model.encoder_heads=2", "model.decoder_heads=2", "train.epochs=1", "train.warmup_epochs=0",
+        "train.log_every=2"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--out", str(out), "--ids", "8", "--minutes", "2", *TINY])
+    return code, out, buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_demo_runs_every_step_and_ends_with_search_commands(demo_run):
+    code, out, printed = demo_run
+    assert code == 0
+    assert [int(n) for n in re.findall(r"== \[(\d)/7\]", printed)] == [1, 2, 3, 4, 5, 6, 7]
+    assert "t2i global+coarse" in printed
+    assert f"partsearch search {out / 'index'}" in printed
+
+
+@pytest.mark.slow
+def test_demo_marks_each_of_the_top_5_as_hit_or_miss(demo_run):
+    _, _, printed = demo_run
+    marks = re.findall(r"^\s+\d\. (HIT |miss)", printed, flags=re.M)
+    assert len(marks) == 3 * 5
+
+
+@pytest.mark.slow
+def test_demo_report_embeds_results_heatmaps_and_curves(demo_run):
+    _, out, _ = demo_run
+    page = (out / "report.html").read_text()
+    assert page.count('class="card ') == 3 * 5
+    assert "foreground heatmap" in page and "part 1 heatmap" in page
+    assert page.count("<svg") == 2 and "no data" not in page
+
+
+@pytest.mark.slow
+def test_demo_rerun_reuses_data_run_and_index(demo_run, capsys):
+    _, out, _ = demo_run
+    assert main(["demo", "--out", str(out), "--ids", "8", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert f"reusing {out / 'data'}" in printed and "reusing the trained run" in printed
+
+
+def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["demo", "--out", str(tmp_path), "--fresh"]) == 2
+    assert "was not made by `partsearch demo`" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").exists()
