@@ -9,3 +9,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+import pytest  # noqa: E402
+
+TINY_MODEL = [
+    "data.dataset=SynthPEDES", "data.image_size=[64, 32]", "data.batch_size=8", "data.instances_per_id=2",
+    "data.num_workers=0", "data.max_tokens=24",
+    "model.image_backbone=small_cnn", "model.image_width=32", "model.text_backbone=bert",
+    "model.text_weights=random", "model.text_width=32", "model.text_layers=1", "model.dim=32",
+    "model.num_coarse=2", "model.num_fine=2", "model.encoder_heads=4", "model.decoder_heads=4",
+    "model.decoder_layers=1", "train.epochs=1", "train.warmup_epochs=0", "train.device=cpu",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> list[str]:
+    """Config overrides for a tiny end-to-end model on a tiny SynthPEDES (seconds on 2 cores);
+    tests append their own overrides, and a later value for the same key wins."""
+    return list(TINY_MODEL)

@@ -6,27 +6,24 @@ import pytest
 
 from partsearch.cli import main
 
-TINY = ["data.image_size=[64, 32]", "data.batch_size=8", "data.num_workers=0", "model.image_width=32",
-        "model.text_weights=random", "model.text_width=64", "model.text_layers=1", "model.freeze_text=none",
-        "model.dim=32", "model.encoder_heads=2", "model.decoder_heads=2", "train.epochs=1", "train.warmup_epochs=0",
-        "train.log_every=2"]
+DEMO = ["model.freeze_text=none", "train.log_every=2"]  # synth_cpu freezes 5 MiniLM layers
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, tiny_overrides):
     import contextlib
     import io
 
     out = tmp_path_factory.mktemp("demo") / "demo"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(["demo", "--out", str(out), "--ids", "8", "--minutes", "2", *TINY])
-    return code, out, buffer.getvalue()
+        code = main(["demo", "--out", str(out), "--ids", "8", "--minutes", "2", *tiny_overrides, *DEMO])
+    return code, out, buffer.getvalue(), [*tiny_overrides, *DEMO]
 
 
 @pytest.mark.slow
 def test_demo_runs_every_step_and_ends_with_search_commands(demo_run):
-    code, out, printed = demo_run
+    code, out, printed, _ = demo_run
     assert code == 0
     assert [int(n) for n in re.findall(r"== \[(\d)/7\]", printed)] == [1, 2, 3, 4, 5, 6, 7]
     assert "t2i global+coarse" in printed
@@ -35,14 +32,14 @@ def test_demo_runs_every_step_and_ends_with_search_commands(demo_run):
 
 @pytest.mark.slow
 def test_demo_marks_each_of_the_top_5_as_hit_or_miss(demo_run):
-    _, _, printed = demo_run
+    _, _, printed, _ = demo_run
     marks = re.findall(r"^\s+\d\. (HIT |miss)", printed, flags=re.M)
     assert len(marks) == 3 * 5
 
 
 @pytest.mark.slow
 def test_demo_report_embeds_results_heatmaps_and_curves(demo_run):
-    _, out, _ = demo_run
+    _, out, _, _ = demo_run
     page = (out / "report.html").read_text()
     assert page.count('class="card ') == 3 * 5
     assert "foreground heatmap" in page and "part 1 heatmap" in page
@@ -51,8 +48,8 @@ def test_demo_report_embeds_results_heatmaps_and_curves(demo_run):
 
 @pytest.mark.slow
 def test_demo_rerun_reuses_data_run_and_index(demo_run, capsys):
-    _, out, _ = demo_run
-    assert main(["demo", "--out", str(out), "--ids", "8", *TINY]) == 0
+    _, out, _, overrides = demo_run
+    assert main(["demo", "--out", str(out), "--ids", "8", *overrides]) == 0
     printed = capsys.readouterr().out
     assert f"reusing {out / 'data'}" in printed and "reusing the trained run" in printed
 

@@ -14,23 +14,15 @@ from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.model import build_model
 from partsearch.model.similarity import level_similarities, similarity
 
-TINY = [
-    "data.dataset=SynthPEDES", "data.image_size=[64, 32]", "data.batch_size=8", "data.instances_per_id=2",
-    "data.num_workers=0", "data.max_tokens=24",
-    "model.image_backbone=small_cnn", "model.image_width=32", "model.text_backbone=bert",
-    "model.text_weights=random", "model.text_width=32", "model.text_layers=1", "model.dim=32",
-    "model.num_coarse=2", "model.num_fine=2", "model.encoder_heads=4", "model.decoder_heads=4",
-    "model.decoder_layers=1", "model.similarity_weights=[1.0, 0.5, 2.0]",
-    "train.epochs=1", "train.warmup_epochs=0", "train.device=cpu", "eval.batch_size=5",
-]
+EVAL = ["model.similarity_weights=[1.0, 0.5, 2.0]", "eval.batch_size=5"]
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
+def synth(tmp_path_factory, tiny_overrides):
     from partsearch.data.synth import generate
 
     root = generate(tmp_path_factory.mktemp("eval_data") / "synth", num_ids=20, seed=1, size=(64, 32))
-    cfg = load_config(None, [*TINY, f"data.root={root}"])
+    cfg = load_config(None, [*tiny_overrides, *EVAL, f"data.root={root}"])
     splits = load_dataset("SynthPEDES", root, verbose=False)
     tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
     torch.manual_seed(0)
@@ -39,10 +31,10 @@ def synth(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained_run(synth, tmp_path_factory):
+def trained_run(synth, tmp_path_factory, tiny_overrides):
     from partsearch.train.engine import train
 
-    cfg = load_config(None, [*TINY, f"data.root={synth[1].root}", "train.max_steps=1"])
+    cfg = load_config(None, [*tiny_overrides, *EVAL, f"data.root={synth[1].root}", "train.max_steps=1"])
     return train(cfg, tmp_path_factory.mktemp("eval_run") / "run")
 
 
