@@ -240,3 +240,26 @@ def resolve_device(text: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU is present")
     return device
+
+
+NO_GPU_NOTE = "no GPU is present: the GPU settings (" + ", ".join(GPU_SETTINGS) + ") run in benchmarks/gpu.sh"
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--settings`, `--device` and `--override`, shared by the model benchmarks."""
+    parser.add_argument("--settings", default=None,
+                        help=f"comma-separated, of {', '.join(SETTINGS)} (default: synth_cpu on CPU, "
+                             f"{', '.join(GPU_SETTINGS)} on GPU)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override applied to every setting (repeatable)")
+
+
+def chosen_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, device: torch.device) -> list[str]:
+    """The settings named by `--settings`, or the device's defaults; unknown names end the run."""
+    names = args.settings.split(",") if args.settings else (GPU_SETTINGS if device.type == "cuda" else ["synth_cpu"])
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
+    return names
+

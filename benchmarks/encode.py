@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
-    GPU_SETTINGS, SETTINGS, base_parser, cuda_time, log, positive, random_batch, report,
-    resolve_device, set_threads, setting_config, wall_and_cpu,
+    NO_GPU_NOTE, SETTINGS, add_setting_arguments, base_parser, chosen_settings, cuda_time, log, positive,
+    random_batch, report, resolve_device, set_threads, setting_config, wall_and_cpu,
 )
 
 
@@ -72,24 +72,17 @@ def gpu_rows(setting: str, repeats: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("encode", "gallery images/s and queries/s at inference")
-    parser.add_argument("--settings", default=None,
-                        help=f"comma-separated, of {', '.join(SETTINGS)} (default: synth_cpu on CPU, "
-                             f"{', '.join(GPU_SETTINGS)} on GPU)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_setting_arguments(parser)
     parser.add_argument("--image-batch", type=positive, default=None, help="default 64 on CPU, 512 on GPU")
     parser.add_argument("--text-batch", type=positive, default=None, help="default 128 on CPU, 1024 on GPU")
-    parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    names = args.settings.split(",") if args.settings else (GPU_SETTINGS if cuda else ["synth_cpu"])
-    unknown = [n for n in names if n not in SETTINGS]
-    if unknown:
-        parser.error(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
+    names = chosen_settings(parser, args, device)
     rows = [measure(n, device, image_batch=args.image_batch or (512 if cuda else 64),
                     text_batch=args.text_batch or (1024 if cuda else 128), repeats=args.repeats,
                     overrides=args.override) for n in names]
-    notes = [] if cuda else ["no GPU is present: the GPU settings (" + ", ".join(GPU_SETTINGS) + ") run in benchmarks/gpu.sh"]
+    notes = [] if cuda else [NO_GPU_NOTE]
     report("encode", rows, args, notes)
     return 0

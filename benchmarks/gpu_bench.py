@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         # compilation takes a minute or more, so it runs last, with whatever budget is left
         part(f"train-step {setting} compile", train(setting, True), 45, 200)
 
-    payload = report("gpu", rows, args, columns=columns, extra={"ceilings": found, "errors": errors},
+    report("gpu", rows, args, columns=columns, extra={"ceilings": found, "errors": errors},
                      notes=[f"MFU = model FLOPs per step / step time / measured bf16 matmul rate ({peak and round(peak)} TFLOP/s)"])
     save()
     return 1 if errors else 0

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
-    GPU_SETTINGS, SETTINGS, base_parser, cuda_time, log, peak_rss_mib, positive,
-    random_batch, report, resolve_device, set_threads, setting_config, wall_and_cpu,
+    NO_GPU_NOTE, SETTINGS, add_setting_arguments, base_parser, chosen_settings, cuda_time, log, peak_rss_mib,
+    positive, random_batch, report, resolve_device, set_threads, setting_config, wall_and_cpu,
 )
 
 
@@ -124,28 +124,18 @@ def gpu_rows(setting: str, compile_: bool, fused: bool, steps: int, repeats: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("train-step", "images/s, peak memory and MFU of one training step")
-    parser.add_argument("--settings", default=None,
-                        help=f"comma-separated, of {', '.join(SETTINGS)} (default: synth_cpu on CPU, "
-                             f"{', '.join(GPU_SETTINGS)} on GPU)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_setting_arguments(parser)
     parser.add_argument("--batch", type=positive, default=None, help="default: the setting's data.batch_size")
     parser.add_argument("--steps", type=positive, default=10, help="steps per timed repeat on GPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile forward + loss")
     parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True, help="fused Adam (GPU)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="bf16 matmul ceiling for MFU (default on GPU: measured now)")
-    parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="config override applied to every setting (repeatable)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    names = args.settings.split(",") if args.settings else (GPU_SETTINGS if device.type == "cuda" else ["synth_cpu"])
-    unknown = [n for n in names if n not in SETTINGS]
-    if unknown:
-        parser.error(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
-    notes = []
-    if device.type != "cuda":
-        notes.append("no GPU is present: the GPU settings (" + ", ".join(GPU_SETTINGS) + ") run in benchmarks/gpu.sh")
+    names = chosen_settings(parser, args, device)
+    notes = [] if device.type == "cuda" else [NO_GPU_NOTE]
     peak = args.peak_tflops
     if device.type == "cuda" and peak is None:
         from benchmarks.gpu_bench import matmul_tflops
