@@ -1,7 +1,8 @@
 """Why an image matched a query: per-part scores and heatmaps over the image.
 
 The foreground map A (METHOD.md, Fine embeddings: the decoder's cross-attention averaged over heads,
-tokens and layers, max-rescaled to 1) is drawn over the image; each fine part i is shown as the
+tokens and layers, max-rescaled to 1) is drawn over the image, stretched to its own [min, max] for
+display (`display_map`); each fine part i is shown as the
 same map restricted to its horizontal stripe (the rows `adaptive_max_pool2d` pools for part i),
 next to cos(f_v^i, f_t^i). The overlays are PNG data URLs so one JSON answer carries everything
 [ours].
@@ -28,6 +29,18 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
     """`(H, W)` values in [0, 1] -> `(H, W, 3)` float RGB."""
     v = np.clip(values, 0.0, 1.0)
     return np.stack([np.interp(v, _HEAT_STOPS, _HEAT_RGB[:, ch]) for ch in range(3)], axis=-1)
+
+
+def display_map(values: np.ndarray) -> np.ndarray:
+    """Stretch a map to [0, 1] by its own minimum and maximum, for display only [ours].
+
+    The foreground map is max-rescaled to 1 (METHOD.md) but, early in training or on easy
+    backgrounds, its minimum is often 0.7 or more; drawn as is, the whole crop glows the same and the
+    image hides where attention is higher. A constant map is shown as all zeros."""
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-6:
+        return np.zeros_like(values, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
 
 
 def overlay(image: Image.Image, heat: np.ndarray) -> Image.Image:
@@ -65,15 +78,16 @@ def explain(searcher: Searcher, image_id: int, query: str) -> dict:
         scale = MAX_OVERLAY_HEIGHT / image.height
         image = image.resize((max(1, round(image.width * scale)), MAX_OVERLAY_HEIGHT), Image.BILINEAR)
     fine = []
+    shown = display_map(foreground)
     for part, (start, end) in enumerate(searcher.encoder.stripe_bounds(foreground.shape[0])):
-        stripe = np.zeros_like(foreground)
-        stripe[start:end] = foreground[start:end]
+        stripe = np.zeros_like(shown)
+        stripe[start:end] = shown[start:end]
         fine.append({"part": part, "score": float(f[0, part]), "rows": [int(start), int(end)],
                      "overlay": png_data_url(overlay(image, stripe))})
     return {
         "id": entry.id, "name": entry.name, "query": query, "truncated": truncated, "score": score,
         "levels": {"global": float(g[0]), "coarse": float(c[0].mean()), "fine": float(f[0].mean())},
         "coarse": [float(x) for x in c[0]], "fine": fine,
-        "foreground": png_data_url(overlay(image, foreground)),
+        "foreground": png_data_url(overlay(image, shown)),
         "map_size": [int(foreground.shape[0]), int(foreground.shape[1])],
     }

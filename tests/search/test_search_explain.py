@@ -1,0 +1,24 @@
+import numpy as np
+from PIL import Image
+
+from partsearch.search.explain import display_map, overlay
+
+
+def test_display_map_stretches_a_flat_looking_map_to_the_full_range():
+    values = np.array([[0.7, 0.8], [0.75, 1.0]], np.float32)
+    shown = display_map(values)
+    assert shown.min() == 0.0 and shown.max() == 1.0
+    assert np.allclose(shown, [[0.0, 1 / 3], [1 / 6, 1.0]])
+
+
+def test_display_map_of_a_constant_map_is_all_zero():
+    assert not display_map(np.full((3, 2), 0.9, np.float32)).any()
+
+
+def test_overlay_changes_only_where_the_map_is_high():
+    image = Image.new("RGB", (8, 16), (100, 100, 100))
+    heat = np.zeros((4, 2), np.float32)
+    heat[0, 0] = 1.0
+    pixels = np.asarray(overlay(image, heat), np.int32)
+    assert (np.abs(pixels[0, 0] - pixels[-1, -1]) > 20).any()
+    assert (pixels[-1, -1] == pixels[-2, -2]).all()
