@@ -234,12 +234,14 @@ def random_batch(batch: int, image_size: tuple[int, int], tokens: int, vocab: in
 
 
 def resolve_device(text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(text)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no GPU is present")
-    return device
+    """`--device` of the benchmarks: partsearch's own rule, with a failure ending the run."""
+    from partsearch.device import resolve_device as resolve
+    from partsearch.errors import UserError
+
+    try:
+        return resolve(text)
+    except UserError as err:
+        raise SystemExit(str(err)) from None
 
 
 NO_GPU_NOTE = "no GPU is present: the GPU settings (" + ", ".join(GPU_SETTINGS) + ") run in benchmarks/gpu.sh"

@@ -15,7 +15,6 @@ matrix per setting instead of one per level; the training engine's model selecti
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,7 +27,8 @@ from tqdm import tqdm
 from partsearch.config import Config
 from partsearch.data.datasets import build_gallery_loader, build_query_loader
 from partsearch.data.formats import Record
-from partsearch.errors import DataError, UserError
+from partsearch.device import autocast, resolve_device
+from partsearch.errors import DataError
 from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.model import Embeddings
 from partsearch.model.similarity import fold_gallery, fold_query
@@ -40,12 +40,6 @@ COLUMNS = ("R1", "R5", "R10", "mAP", "mINP")
 def level_weights(cfg: Config) -> dict[str, Weights]:
     """The t2i settings of the level table: global only, global + coarse, and the configured mix."""
     return {"global": (1.0, 0.0, 0.0), "global+coarse": (1.0, 1.0, 0.0), "all": tuple(cfg.model.similarity_weights)}
-
-
-def _autocast(device: torch.device, cfg: Config):
-    if device.type == "cuda" and cfg.train.precision != "fp32":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _float(emb: Embeddings) -> Embeddings:
@@ -65,7 +59,7 @@ def embed_gallery(
 ) -> Embeddings:
     """Image embeddings of every gallery item, in loader order, on `device` (float32)."""
     parts = []
-    with _autocast(device, cfg or Config()):
+    with autocast(device, (cfg or Config()).train.precision):
         for batch in tqdm(loader, desc="gallery", unit="batch", leave=False, disable=not progress):
             parts.append(_float(model.encode_image(batch["image"].to(device, non_blocking=True))))
     return Embeddings.cat(parts)
@@ -77,7 +71,7 @@ def embed_queries(
 ) -> Embeddings:
     """Text embeddings of every query caption, in loader order, on `device` (float32)."""
     parts = []
-    with _autocast(device, cfg or Config()):
+    with autocast(device, (cfg or Config()).train.precision):
         for batch in tqdm(loader, desc="queries", unit="batch", leave=False, disable=not progress):
             ids = batch["ids"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
@@ -182,26 +176,13 @@ def write_json(path: str | Path, results: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _device(spec: str) -> torch.device:
-    """`auto` -> cuda when a GPU is visible, else cpu."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {spec}: no CUDA device is visible; use --device cpu")
-    return device
-
-
 def main(args: argparse.Namespace) -> int:
     """`partsearch eval RUN_DIR [--checkpoint best|last|PATH] [--split val|test] [--data-root DIR]
     [--json OUT] [--device auto|cpu|cuda]`."""
     from partsearch.data.formats import load_dataset
     from partsearch.train.checkpoint import load_run
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     run = load_run(args.run_dir, args.checkpoint, device)
     cfg = run.cfg
     root = args.data_root or cfg.data.root

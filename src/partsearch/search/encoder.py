@@ -73,14 +73,6 @@ class Encoder(Protocol):
         """Rows `[start, end)` of the foreground map that fine part i pools over."""
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 class RunEncoder:
     """An `Encoder` over a trained run directory (`checkpoint.load_run`)."""
 
@@ -88,10 +80,11 @@ class RunEncoder:
         import torch
 
         from partsearch.data.transforms import build_transforms
+        from partsearch.device import resolve_device
         from partsearch.train.checkpoint import load_run
 
         self._torch = torch
-        self.device = _pick_device(device)
+        self.device = str(resolve_device(device))
         self.run = run if run is not None else load_run(run_dir, checkpoint, self.device)
         self.run.model.eval()
         cfg = self.run.cfg

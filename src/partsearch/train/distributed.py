@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from partsearch.config import ConfigError
+from partsearch.device import resolve_device
 
 
 @dataclass
@@ -37,23 +37,12 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> cuda:LOCAL_RANK when a GPU is visible, else cpu; `cuda` -> cuda:LOCAL_RANK."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={spec}: no CUDA device is visible; use train.device=cpu")
-    if spec == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(spec)
-
-
 def setup(device_spec: str) -> DistContext:
     """Join the process group torchrun describes (or a single process when WORLD_SIZE <= 1)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_spec, local_rank)
+    device = resolve_device(device_spec, local_rank, name="train.device")
     initialized_here = False
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

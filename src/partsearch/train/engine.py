@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from partsearch.config import Config, ConfigError, load_config
+from partsearch.device import autocast
 from partsearch.errors import CheckpointError, UserError
 from partsearch.losses.criterion import PartSearchCriterion, check_loss_config
 from partsearch.train import distributed
@@ -124,13 +125,6 @@ def _epoch_loader(loader: DataLoader, epoch: int, skip: int, seed: int) -> DataL
         pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
         generator=torch.Generator().manual_seed(seed * 100_003 + epoch), **kwargs,
     )
-
-
-def _autocast(device: torch.device, precision: str):
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _format_duration(seconds: float) -> str:
@@ -300,7 +294,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
             steps_now = (i + 1) % tc.accumulate == 0 or i + 1 == len(loader)
             sync = contextlib.nullcontext() if steps_now or not ctx.enabled else runner.no_sync()
             with sync:
-                with _autocast(device, tc.precision):
+                with autocast(device, tc.precision):
                     losses = runner(images, ids, mask, labels)
                 loss = sum(losses.values())
                 if not distributed.all_finite(loss, ctx):
