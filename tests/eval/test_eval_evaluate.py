@@ -53,37 +53,36 @@ def direct_embeddings(synth):
         return model.encode_image(images), model.encode_text(tokens.ids, tokens.mask)
 
 
-def test_t2i_equals_metrics_of_the_model_similarity_with_configured_weights(synth):
+@pytest.fixture(scope="module")
+def evaluated(synth):
+    """`evaluate_model` on the test split, beside embeddings computed directly and the ids."""
     cfg, splits, tokenizer, model = synth
     results = evaluate_model(model, tokenizer, cfg, splits.test, splits.image_root, "cpu", progress=False)
     image_emb, text_emb = direct_embeddings(synth)
     text_ids = [r.pid for r in splits.test for _ in r.captions]
     image_ids = [r.pid for r in splits.test]
+    return results, image_emb, text_emb, text_ids, image_ids
+
+
+def test_t2i_equals_metrics_of_the_model_similarity_with_configured_weights(evaluated):
+    results, image_emb, text_emb, text_ids, image_ids = evaluated
     expected = retrieval_metrics(similarity(image_emb, text_emb, (1.0, 0.5, 2.0)), text_ids, image_ids)
     assert results["t2i"] == pytest.approx(expected, abs=1e-4)
     assert results["levels"]["all"] == results["t2i"]
     assert (results["queries"], results["gallery"]) == (len(text_ids), len(image_ids))
 
 
-def test_level_rows_score_global_then_global_plus_coarse(synth):
-    cfg, splits, tokenizer, model = synth
-    results = evaluate_model(model, tokenizer, cfg, splits.test, splits.image_root, "cpu", progress=False)
-    image_emb, text_emb = direct_embeddings(synth)
+def test_level_rows_score_global_then_global_plus_coarse(evaluated):
+    results, image_emb, text_emb, text_ids, image_ids = evaluated
     levels = level_similarities(image_emb, text_emb)
-    text_ids = [r.pid for r in splits.test for _ in r.captions]
-    image_ids = [r.pid for r in splits.test]
     expected_global = retrieval_metrics(levels["global"], text_ids, image_ids)
     expected_coarse = retrieval_metrics(levels["global"] + levels["coarse"], text_ids, image_ids)
     assert results["levels"]["global"] == pytest.approx(expected_global, abs=1e-4)
     assert results["levels"]["global+coarse"] == pytest.approx(expected_coarse, abs=1e-4)
 
 
-def test_i2t_ranks_captions_for_each_image_by_identity(synth):
-    cfg, splits, tokenizer, model = synth
-    results = evaluate_model(model, tokenizer, cfg, splits.test, splits.image_root, "cpu", progress=False)
-    image_emb, text_emb = direct_embeddings(synth)
-    text_ids = [r.pid for r in splits.test for _ in r.captions]
-    image_ids = [r.pid for r in splits.test]
+def test_i2t_ranks_captions_for_each_image_by_identity(evaluated):
+    results, image_emb, text_emb, text_ids, image_ids = evaluated
     expected = retrieval_metrics(similarity(image_emb, text_emb, (1.0, 0.5, 2.0)).T, image_ids, text_ids)
     assert results["i2t"] == pytest.approx(expected, abs=1e-4)
 
