@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from partsearch.errors import UserError
+from partsearch.files import write_text_atomic
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -152,10 +153,7 @@ class Config:
 
     def dump(self, path: str | Path) -> None:
         """Write the resolved config as YAML (atomically)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _to_plain(value: Any) -> Any:

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from partsearch.files import write_text_atomic
+
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 
 
@@ -166,9 +168,4 @@ def render_report(report: Report) -> str:
 
 def write_report(report: Report, path: str | Path) -> Path:
     """Render and write atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_report(report), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, render_report(report))

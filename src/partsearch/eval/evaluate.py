@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from partsearch.data.datasets import build_gallery_loader, build_query_loader
 from partsearch.data.formats import Record
 from partsearch.device import autocast, resolve_device
 from partsearch.errors import DataError
+from partsearch.files import write_text_atomic
 from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.model import Embeddings
 from partsearch.model.similarity import fold_gallery, fold_query
@@ -166,14 +166,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 def write_json(path: str | Path, results: dict[str, Any]) -> None:
     """Write `results` as JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(results, indent=2) + "\n")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from partsearch.config import DataConfig
 from partsearch.errors import DataError, SearchIndexError
+from partsearch.files import atomic_path
 from partsearch.search.encoder import Encoder, GalleryArrays
 
 FORMAT = "partsearch-index/1"
@@ -548,10 +549,8 @@ def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
         arrays = encoder.encode_images([image])
         folded = encoder.fold_gallery(arrays)
         rel = sha[:32] + ACCEPTED_FORMATS[fmt]
-        store.uploads.mkdir(parents=True, exist_ok=True)
-        tmp = store.uploads / (rel + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, store.uploads / rel)
+        with atomic_path(store.uploads / rel) as tmp:
+            tmp.write_bytes(data)
         entry = Entry(old.meta["next_id"], "uploads", rel, sha, len(data))
         meta = dict(old.meta, next_id=old.meta["next_id"] + 1)
         new_arrays = GalleryArrays.concat([old.arrays.take(range(len(old.entries))), arrays])
