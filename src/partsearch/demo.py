@@ -106,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
     from partsearch.eval.evaluate import Evaluator, format_table
     from partsearch.report import QueryExample, Report, ResultItem, data_url, write_report
     from partsearch.search.explain import explain
+    from partsearch.search.encoder import RunEncoder
     from partsearch.search.index import build_index
     from partsearch.search.searcher import Searcher
     from partsearch.train.checkpoint import load_run
@@ -145,10 +146,11 @@ def main(args: argparse.Namespace) -> int:
 
     _step(4, "index the test gallery")
     names_to_pid = _link_gallery(splits.test, splits.image_root, out / "gallery")
-    build_index(run, out / "gallery", out / "index")
+    encoder = RunEncoder(run_dir, device="cpu", run=run)  # the model is loaded once for index and search
+    build_index(encoder, out / "gallery", out / "index")
 
     _step(5, f"example queries (top {TOP_K}; a hit is an image of the described person)")
-    searcher = Searcher(out / "index")
+    searcher = Searcher(out / "index", encoder=encoder)
     examples = []
     for text, pid in _pick_queries(splits.test, NUM_QUERIES):
         response = searcher.query(text, TOP_K)
