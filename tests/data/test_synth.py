@@ -5,6 +5,7 @@ import json
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -167,3 +168,45 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         synth.generate(tmp_path / "d", num_ids=6)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_image_has_a_part_mask_of_its_size(dataset, entries):
+    for entry in entries:
+        rel = entry["attributes"]["mask"]
+        assert rel == "masks/" + entry["file_path"][:-len(".jpg")] + ".png"
+        mask = Image.open(dataset / rel)
+        assert mask.mode == "L" and mask.size == Image.open(dataset / "imgs" / entry["file_path"]).size
+        assert set(np.unique(np.asarray(mask))) <= set(synth.MASK_LABELS)
+
+
+def render_with_mask(person, view="front", occluded=False, seed=0):
+    image, mask = synth._render(person, synth.SKIN[0], view, occluded, (128, 64), np.random.default_rng(seed))
+    return np.asarray(image, np.float32), np.asarray(mask)
+
+
+PLAIN = {"hair_color": "blonde", "hat": "none", "build": "heavy", "upper_type": "jacket", "upper_color": "blue",
+         "upper_pattern": "plain", "lower_type": "trousers", "lower_color": "red", "shoe_color": "green",
+         "bag": "handbag", "bag_color": "yellow"}
+
+
+def test_mask_labels_hold_the_colours_of_their_parts():
+    image, mask = render_with_mask(PLAIN, seed=1)
+    expect = {synth.HEAD: None, synth.UPPER: "blue", synth.LOWER: "red", synth.SHOES: "green", synth.ITEM: "yellow"}
+    for label, colour in expect.items():
+        assert (mask == label).sum() >= 20, synth.MASK_LABELS[label]
+        if colour is not None:  # the body part's median colour is the attribute's (lighting varies +-18%)
+            median = np.median(image[mask == label], axis=0)
+            assert np.abs(median - synth.COLORS[colour]).max() < 60, (synth.MASK_LABELS[label], median)
+
+
+def test_mask_parts_run_from_head_to_feet_and_corners_are_background():
+    _, mask = render_with_mask(PLAIN, seed=2)
+    rows = {label: np.nonzero(mask == label)[0].mean() for label in (synth.HEAD, synth.UPPER, synth.LOWER, synth.SHOES)}
+    assert rows[synth.HEAD] < rows[synth.UPPER] < rows[synth.LOWER] < rows[synth.SHOES]
+    assert mask[0, 0] == mask[0, -1] == mask[-1, 0] == mask[-1, -1] == synth.BACKGROUND
+
+
+def test_an_occluder_at_the_feet_is_background_in_the_mask():
+    _, mask = render_with_mask(PLAIN, occluded=True, seed=3)
+    assert (mask == synth.SHOES).sum() == 0 and (mask == synth.HEAD).sum() > 0
+
