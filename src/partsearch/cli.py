@@ -19,6 +19,7 @@ COMMANDS = {
     "data-stats": ("data_stats", "ids / images / captions per split of a dataset, as read"),
     "train": ("train", "train a model from a config file"),
     "eval": ("evaluate", "evaluate a run directory (R@1/5/10, mAP, mINP)"),
+    "parts": ("parts", "part diagnostics of a run: token diversity, correspondence, attribute localisation"),
     "index": ("index", "embed a folder of pedestrian crops into a search index"),
     "search": ("search", "search an index with a sentence"),
     "serve": ("serve", "serve an index over HTTP with a web page"),

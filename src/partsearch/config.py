@@ -72,6 +72,11 @@ class ModelConfig:
     decoder_heads: int = 8
     dropout: float = 0.1
     similarity_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (w_g, w_c, w_f) [ours]
+    # [ours] std of the learnable coarse and fine query tokens at initialisation (METHOD.md, 4-5).
+    query_init_std: float = 0.02
+    # [ours] what the image stripes pool: "memory" = M_v (the paper), "projected" = the projected
+    # backbone tokens before the encoder's self-attention, which keep each stripe's own content.
+    fine_source: str = "memory"
     grad_checkpointing: bool = False
     freeze_image: str = "none"  # none | all | N (first N blocks/stages)
     freeze_text: str = "none"
@@ -103,6 +108,9 @@ class LossConfig:
     cmr_temperature: float = 0.05
     contrastive_temperature: float = 0.02
     label_smoothing: float = 0.0
+    # [ours] token diversity: weight of the mean squared pairwise cosine between the coarse tokens
+    # (each modality) and between the text's fine tokens, pushing each token to carry its own part.
+    diversity: float = 0.0
     id_scale: float = 20.0  # scale s of the cosine ID classifiers [ours, after NormFace]
 
 

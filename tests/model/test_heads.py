@@ -28,8 +28,8 @@ def test_attention_weights_path_equals_the_fused_path():
 def test_decoder_attention_is_a_distribution_over_memory():
     decoder = SharedDecoder(16, num_coarse=3, layers=2, heads=4, dropout=0.0)
     out = decoder(torch.randn(2, 10, 16), need_weights=True)
-    assert out.coarse.shape == (2, 3, 16) and out.fine is None and out.attention.shape == (2, 10)
-    assert torch.allclose(out.attention.sum(-1), torch.ones(2)) and (out.attention >= 0).all()
+    assert out.coarse.shape == (2, 3, 16) and out.fine is None and out.attention.shape == (2, 3, 10)
+    assert torch.allclose(out.attention.sum(-1), torch.ones(2, 3)) and (out.attention >= 0).all()
 
 
 def test_fine_queries_in_the_same_pass_do_not_change_the_coarse_tokens():

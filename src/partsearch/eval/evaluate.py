@@ -169,25 +169,34 @@ def write_json(path: str | Path, results: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(results, indent=2) + "\n")
 
 
+def load_split(cfg: Config, split: str, data_root: str | None = None):
+    """(the dataset's splits, the records of `split`) for a run's config; DataError naming the fix
+    when the dataset moved or has no such split."""
+    from partsearch.data.formats import load_dataset
+
+    root = data_root or cfg.data.root
+    try:
+        splits = load_dataset(cfg.data.dataset, root, jsonl_file=cfg.data.jsonl_file or None)
+    except DataError as err:
+        hint = "" if data_root else "; if the dataset moved since training, pass --data-root DIR"
+        raise DataError(f"{err}{hint}") from None
+    if getattr(splits, split) is None:
+        raise DataError(f"{splits.name} has no {split} split; evaluate with --split test")
+    return splits, splits.split(split)
+
+
 def main(args: argparse.Namespace) -> int:
     """`partsearch eval RUN_DIR [--checkpoint best|last|PATH] [--split val|test] [--data-root DIR]
     [--json OUT] [--device auto|cpu|cuda]`."""
-    from partsearch.data.formats import load_dataset
+    from partsearch.eval.parts import diagnose, summary
     from partsearch.train.checkpoint import load_run
 
     device = resolve_device(args.device)
     run = load_run(args.run_dir, args.checkpoint, device)
     cfg = run.cfg
-    root = args.data_root or cfg.data.root
-    try:
-        splits = load_dataset(cfg.data.dataset, root, jsonl_file=cfg.data.jsonl_file or None)
-    except DataError as err:
-        hint = "" if args.data_root else "; if the dataset moved since training, pass --data-root DIR"
-        raise DataError(f"{err}{hint}") from None
-    if getattr(splits, args.split) is None:
-        raise DataError(f"{splits.name} has no {args.split} split; evaluate with --split test")
-    records = splits.split(args.split)
+    splits, records = load_split(cfg, args.split, args.data_root)
     results = evaluate_model(run.model, run.tokenizer, cfg, records, splits.image_root, device)
+    results["parts"] = summary(diagnose(run.model, cfg, records, splits.image_root, run.tokenizer, device))
     split = "TEST" if args.split == "test" else args.split
     print(f"{run.path} on {splits.name} {split}: {results['queries']} queries, {results['gallery']} gallery images")
     print(format_table(results))

@@ -1,6 +1,6 @@
 """The training objective of Park et al. (METHOD.md, Losses 4):
 
-    L = L_ID(g) + L_ID(C) + L_ID(F) + L_R(g) + L_R(C) + lambda L_CMR(F)  [+ InfoNCE + SDM, ours]
+    L = L_ID(g) + L_ID(C) + L_ID(F) + L_R(g) + L_R(C) + lambda L_CMR(F)  [+ InfoNCE + SDM + diversity, ours]
 
 every term weighted by its `LossConfig` value. `forward` returns the WEIGHTED terms by name
 (a zero-weight term is neither computed nor returned), so the sum of the dict is the loss, as in
@@ -17,10 +17,11 @@ from torch import nn
 from partsearch.config import ConfigError, LossConfig
 from partsearch.losses.cmr import COMMONALITY, cmr_loss
 from partsearch.losses.contrastive import infonce_loss, sdm_loss
+from partsearch.losses.diversity import diversity_loss, off_diagonal, pairwise_cosine
 from partsearch.losses.id import CosineClassifier, id_loss
 from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, ranking_loss
 
-TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm")
+TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity")
 
 
 def check_loss_config(cfg: LossConfig) -> None:
@@ -49,7 +50,8 @@ class PartSearchCriterion(nn.Module):
 
     `last_stats` [ours]: after each `forward`, detached 0-dim tensors for logging, not losses:
     `cmr_margin` and `cmr_commonality` (means over anchors, parts and directions) when the CMR
-    term is on. They stay tensors so a training step does not synchronise with the GPU; call
+    term is on; `coarse_token_cos`, the mean cosine between the image's coarse tokens (1.0 when
+    they are copies of one token). They stay tensors so a training step does not synchronise with the GPU; call
     `float()` when logging.
     """
 
@@ -101,6 +103,12 @@ class PartSearchCriterion(nn.Module):
             losses["cmr"] = cfg.cmr * out.loss
             stats["cmr_margin"] = out.margin.mean()
             stats["cmr_commonality"] = out.commonality.mean()
+        if cfg.diversity > 0:
+            losses["diversity"] = cfg.diversity * torch.stack([
+                diversity_loss(image_emb.coarse), diversity_loss(text_emb.coarse), diversity_loss(text_emb.fine),
+            ]).mean()
+        with torch.no_grad():
+            stats["coarse_token_cos"] = off_diagonal(pairwise_cosine(image_emb.coarse)).mean()
         if cfg.infonce > 0:
             losses["infonce"] = cfg.infonce * infonce_loss(
                 image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)

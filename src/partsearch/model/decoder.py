@@ -21,9 +21,10 @@ from partsearch.model.encoders import Attention, FeedForward, key_padding
 
 
 class DecoderOutput(NamedTuple):
-    """coarse `(B, N_c, d)`; fine `(B, P, d)` when fine queries were given; attention `(B, N)`
-    when asked for: the coarse tokens' cross-attention weights averaged over heads, tokens and
-    layers (each row sums to 1 over the memory), the raw foreground map."""
+    """coarse `(B, N_c, d)`; fine `(B, P, d)` when fine queries were given; attention
+    `(B, N_c, N)` when asked for: each coarse token's cross-attention weights averaged over heads
+    and layers (each row sums to 1 over the memory). Their mean over tokens is the raw foreground
+    map."""
 
     coarse: torch.Tensor
     fine: torch.Tensor | None
@@ -56,10 +57,11 @@ class SharedDecoder(nn.Module):
     """`forward(memory (B, N, d), memory_mask (B, N) | None, fine_queries (P, d) | None,
     need_weights) -> DecoderOutput`; `coarse_queries` `(N_c, d)` are the shared tokens Q_c."""
 
-    def __init__(self, dim: int, num_coarse: int, layers: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, num_coarse: int, layers: int, heads: int, dropout: float,
+                 query_init_std: float = 0.02) -> None:
         super().__init__()
         self.coarse_queries = nn.Parameter(torch.zeros(num_coarse, dim))
-        nn.init.trunc_normal_(self.coarse_queries, std=0.02)
+        nn.init.trunc_normal_(self.coarse_queries, std=query_init_std, a=-2 * query_init_std, b=2 * query_init_std)
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
@@ -84,7 +86,7 @@ class SharedDecoder(nn.Module):
         for layer in self.layers:
             x, weights = layer(x, memory, self_mask, memory_mask, need_weights)
             if need_weights:
-                mean = weights[:, :, :n_c].mean(dim=(1, 2))
+                mean = weights[:, :, :n_c].mean(dim=1)
                 attention = mean if attention is None else attention + mean
         if attention is not None:
             attention = attention / len(self.layers)

@@ -14,7 +14,10 @@ import torch.nn.functional as F
 
 
 def foreground_map(attention: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """attention `(B, h*w)` -> A `(B, h, w)` in fp32, rescaled so its maximum is 1 per image."""
+    """attention `(B, N_c, h*w)` (per token) or `(B, h*w)` (already averaged over tokens) -> A
+    `(B, h, w)` in fp32: the mean over tokens, rescaled so its maximum is 1 per image."""
+    if attention.dim() == 3:
+        attention = attention.float().mean(dim=1)
     a = attention.float().unflatten(1, grid)
     return a / a.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
 

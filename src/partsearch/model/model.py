@@ -49,6 +49,9 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
 
 
+FINE_SOURCES = ("memory", "projected")
+
+
 class PartSearchModel(nn.Module):
     """`encode_image(images (B, 3, H, W))`, `encode_text(ids (B, L), mask (B, L))` -> Embeddings.
 
@@ -70,9 +73,16 @@ class PartSearchModel(nn.Module):
             self.image_backbone.out_dim, cfg.dim, cfg.encoder_layers, cfg.encoder_heads, cfg.dropout, grid=self.grid
         )
         self.text_encoder = ModalityEncoder(self.text_backbone.out_dim, cfg.dim, cfg.encoder_layers, cfg.encoder_heads, cfg.dropout)
-        self.shared_decoder = SharedDecoder(cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout)
+        if cfg.fine_source not in FINE_SOURCES:
+            raise ConfigError(f"model.fine_source: unknown value {cfg.fine_source!r}; use one of {', '.join(FINE_SOURCES)}")
+        if not cfg.query_init_std > 0:
+            raise ConfigError(f"model.query_init_std must be > 0, got {cfg.query_init_std}")
+        self.fine_source = cfg.fine_source
+        self.shared_decoder = SharedDecoder(
+            cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std)
+        std = cfg.query_init_std
         self.fine_text_queries = nn.Parameter(torch.zeros(cfg.num_fine, cfg.dim))
-        nn.init.trunc_normal_(self.fine_text_queries, std=0.02)
+        nn.init.trunc_normal_(self.fine_text_queries, std=std, a=-2 * std, b=2 * std)
 
     def encode_image(self, images: torch.Tensor) -> Embeddings:
         return self.image_heads(self.image_backbone(images))
@@ -86,8 +96,16 @@ class PartSearchModel(nn.Module):
         projected, memory = self.image_encoder(out.tokens)
         decoded = self.shared_decoder(memory, need_weights=True)
         coarse, foreground = decoded.coarse, foreground_map(decoded.attention, out.grid)
-        fine = stripe_pool(memory, foreground, self.num_fine)
+        fine = stripe_pool(memory if self.fine_source == "memory" else projected, foreground, self.num_fine)
         return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground)
+
+    @torch.no_grad()
+    def token_attention(self, images: torch.Tensor) -> torch.Tensor:
+        """Each coarse token's cross-attention over the image `(B, N_c, h, w)`, averaged over
+        heads and decoder layers (each map sums to 1): what each shared token looks at."""
+        out = self.image_backbone(images)
+        _, memory = self.image_encoder(out.tokens)
+        return self.shared_decoder(memory, need_weights=True).attention.float().unflatten(2, out.grid)
 
     def text_heads(self, out: BackboneOutput) -> Embeddings:
         """Everything after the text backbone."""

@@ -1,0 +1,34 @@
+"""Token diversity [ours, not in the paper] (METHOD.md, Losses 6).
+
+The shared coarse tokens and the text's fine tokens are meant to stand for different body parts,
+but nothing in the paper's losses tells them apart: the coarse ranking loss averages the
+token-wise cosines and the coarse ID loss reads their concatenation, both symmetric in the tokens,
+so the cheapest solution is N_c copies of one global embedding (measured: pairwise cosine 1.00).
+This term is the mean squared cosine between the different tokens of one sample, zero when they
+are orthogonal, one when they are copies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pairwise_cosine(tokens: torch.Tensor) -> torch.Tensor:
+    """tokens `(B, T, d)` -> `(B, T, T)` cosines between the tokens of each sample."""
+    unit = F.normalize(tokens.float(), dim=-1)
+    return unit @ unit.transpose(1, 2)
+
+
+def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """`(..., T, T)` -> `(..., T * (T - 1))`: the entries off the diagonal."""
+    t = matrix.shape[-1]
+    keep = ~torch.eye(t, dtype=torch.bool, device=matrix.device)
+    return matrix[..., keep]
+
+
+def diversity_loss(tokens: torch.Tensor) -> torch.Tensor:
+    """mean over samples and token pairs j != k of cos(x_j, x_k)^2 for tokens `(B, T, d)`."""
+    if tokens.shape[1] < 2:
+        return tokens.new_zeros((), dtype=torch.float32)
+    return off_diagonal(pairwise_cosine(tokens)).pow(2).mean()
