@@ -18,6 +18,7 @@ from partsearch.cli import main as cli
 from partsearch.config import Config, ModelConfig
 from partsearch.data.tokenizers import build_tokenizer
 from partsearch.errors import SearchIndexError
+from partsearch.eval.parts import stripe_regions
 from partsearch.model.model import build_model
 from partsearch.model.similarity import level_similarities, similarity
 from partsearch.search.encoder import RunEncoder
@@ -99,6 +100,14 @@ def test_search_command_prints_json(built, capsys):
     assert [r["rank"] for r in body["results"]] == [1, 2, 3]
     assert set(body["results"][0]) >= {"score", "levels", "parts", "path", "id"}
     assert len(body["results"][0]["parts"]["fine"]) == 4
+    assert body["results"][0]["regions"] == stripe_regions(4)
+
+
+def test_search_table_names_the_stripes_by_body_region(built, capsys):
+    _, _, index = built
+    assert cli(["search", str(index), QUERY, "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in stripe_regions(4)) and "part 1" not in out
 
 
 def test_search_command_prints_a_table(built, capsys):
@@ -124,6 +133,7 @@ def test_explanation_maps_follow_the_model_grid(searcher):
     body = explain(searcher, entry.id, QUERY)
     assert body["map_size"] == list(searcher.encoder.run.model.grid)
     assert [p["rows"] for p in body["fine"]] == [list(b) for b in searcher.encoder.run.model.stripe_rows()]
+    assert [p["region"] for p in body["fine"]] == stripe_regions(len(body["fine"]))
 
 
 def test_another_model_cannot_search_or_extend_the_index(built, tmp_path, capsys):

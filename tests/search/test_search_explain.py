@@ -2,6 +2,7 @@ import numpy as np
 from PIL import Image
 
 from partsearch.search.explain import display_map, overlay
+from partsearch.search.searcher import coarse_display
 
 
 def test_display_map_stretches_a_flat_looking_map_to_the_full_range():
@@ -22,3 +23,12 @@ def test_overlay_changes_only_where_the_map_is_high():
     pixels = np.asarray(overlay(image, heat), np.int32)
     assert (np.abs(pixels[0, 0] - pixels[-1, -1]) > 20).any()
     assert (pixels[-1, -1] == pixels[-2, -2]).all()
+
+
+def test_coarse_tokens_that_score_alike_are_shown_as_one_row():
+    [(label, value)] = coarse_display([0.853, 0.854, 0.854, 0.853])
+    assert label == "coarse (4 tokens alike)" and abs(value - 0.8535) < 1e-9
+
+
+def test_coarse_tokens_that_differ_are_listed_one_by_one():
+    assert [k for k, _ in coarse_display([0.2, 0.6, 0.4])] == ["token 1", "token 2", "token 3"]

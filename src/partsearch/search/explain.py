@@ -16,7 +16,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from partsearch.search.searcher import Searcher, part_cosines, validate_query
+from partsearch.eval.parts import stripe_regions
+from partsearch.search.searcher import Searcher, coarse_display, part_cosines, validate_query
+
 
 MAX_OVERLAY_HEIGHT = 256  # pixels; keeps the JSON small for large crops [ours]
 # A dark-to-bright heat colour scale (black, purple, red, orange, pale yellow).
@@ -63,8 +65,9 @@ def explain(searcher: Searcher, image_id: int, query: str) -> dict:
     """Scores and overlays of image `image_id` for `query`. Raises KeyError for an unknown id.
 
     Returns `{"id", "name", "query", "truncated", "score", "levels", "coarse": [N_c floats],
-    "fine": [{"part", "score", "rows": [start, end) in the map, "overlay": PNG data URL}] (P),
-    "foreground": PNG data URL, "map_size": [h, w]}`.
+    "coarse_display": [[label, cosine]] (the tokens as far as they differ), "fine": [{"part",
+    "region" (body region of the stripe: head ... feet), "score", "rows": [start, end) in the map,
+    "overlay": PNG data URL}] (P), "foreground": PNG data URL, "map_size": [h, w]}`.
     """
     query = validate_query(query, 1)
     entry, row, gen = searcher.entry(image_id)
@@ -79,15 +82,18 @@ def explain(searcher: Searcher, image_id: int, query: str) -> dict:
         image = image.resize((max(1, round(image.width * scale)), MAX_OVERLAY_HEIGHT), Image.BILINEAR)
     fine = []
     shown = display_map(foreground)
-    for part, (start, end) in enumerate(searcher.encoder.stripe_bounds(foreground.shape[0])):
+    bounds = searcher.encoder.stripe_bounds(foreground.shape[0])
+    regions = stripe_regions(len(bounds))
+    for part, (start, end) in enumerate(bounds):
         stripe = np.zeros_like(shown)
         stripe[start:end] = shown[start:end]
-        fine.append({"part": part, "score": float(f[0, part]), "rows": [int(start), int(end)],
+        fine.append({"part": part, "region": regions[part], "score": float(f[0, part]), "rows": [int(start), int(end)],
                      "overlay": png_data_url(overlay(image, stripe))})
     return {
         "id": entry.id, "name": entry.name, "query": query, "truncated": truncated, "score": score,
         "levels": {"global": float(g[0]), "coarse": float(c[0].mean()), "fine": float(f[0].mean())},
-        "coarse": [float(x) for x in c[0]], "fine": fine,
+        "coarse": [float(x) for x in c[0]], "coarse_display": [[k, v] for k, v in coarse_display([float(x) for x in c[0]])],
+        "fine": fine,
         "foreground": png_data_url(overlay(image, shown)),
         "map_size": [int(foreground.shape[0]), int(foreground.shape[1])],
     }

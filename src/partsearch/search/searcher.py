@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from partsearch.errors import SearchIndexError, UserError
+from partsearch.eval.parts import stripe_regions
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.index import Entry, Generation, IndexStore, check_model
 
@@ -24,6 +25,20 @@ MAX_TOP_K = 1000
 # Texts are cut here before tokenizing, far beyond any tokenizer limit, so a huge request body
 # costs no tokenizer time [ours].
 MAX_QUERY_CHARS = 2000
+
+# Coarse token scores closer than this are shown as one number: tokens that read alike say
+# nothing apart [ours].
+ALIKE = 0.02
+
+
+def coarse_display(scores: list[float], tolerance: float = ALIKE) -> list[tuple[str, float]]:
+    """(label, cosine) rows for the coarse tokens, as far as they differ: one row with their mean
+    when all lie within `tolerance`, else one row per token."""
+    if not scores:
+        return []
+    if max(scores) - min(scores) <= tolerance:
+        return [(f"coarse ({len(scores)} tokens alike)", sum(scores) / len(scores))]
+    return [(f"token {j + 1}", v) for j, v in enumerate(scores)]
 
 
 class QueryError(UserError):
@@ -37,6 +52,7 @@ class SearchResult:
     score: float  # s(v, t) = w_g global + w_c coarse + w_f fine
     levels: dict[str, float]  # "global", "coarse", "fine": cosine, mean over tokens/parts
     parts: dict[str, list[float]]  # "coarse": N_c cosines, "fine": P cosines (stripe i <-> text token i)
+    regions: list[str]  # body region of each fine stripe, head to feet (`eval.parts.stripe_regions`)
     name: str
     relpath: str  # relative to the images root (or to uploads/)
     source: str
@@ -155,6 +171,7 @@ class Searcher:
         ids_known = [(int(i), float(s)) for i, s in zip(ids, scores) if int(i) in gen.rows]
         rows = np.array([gen.rows[i] for i, _ in ids_known], dtype=np.int64)
         g, c, f = part_cosines(gen.arrays, rows, emb) if len(rows) else ([], [], [])
+        regions = stripe_regions(np.asarray(gen.arrays.fine).shape[1]) if len(rows) else []
         results = []
         for rank, ((image_id, score), row) in enumerate(zip(ids_known, rows), start=1):
             entry = gen.entries[row]
@@ -163,7 +180,7 @@ class Searcher:
                 rank=rank, id=image_id, score=score,
                 levels={"global": float(g[r]), "coarse": float(c[r].mean()), "fine": float(f[r].mean())},
                 parts={"coarse": [float(x) for x in c[r]], "fine": [float(x) for x in f[r]]},
-                name=entry.name, relpath=entry.path, source=entry.source,
+                regions=list(regions), name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
             ))
         return SearchResponse(text, truncated, results)
@@ -184,7 +201,8 @@ def format_table(response: SearchResponse) -> str:
     for r in response.results:
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "
                      f"{r.levels['fine']:7.4f}  {r.path}")
-        lines.append("      fine parts: " + " ".join(f"{x:+.3f}" for x in r.parts["fine"]))
+        lines.append("      parts: " + "  ".join(f"{name} {x:+.3f}" for name, x in zip(r.regions, r.parts["fine"])))
+        lines.append("      coarse: " + "  ".join(f"{k} {v:+.3f}" for k, v in coarse_display(r.parts["coarse"])))
     return "\n".join(lines)
 
 
