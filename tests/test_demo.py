@@ -1,5 +1,6 @@
 """`partsearch demo` end to end on a tiny configuration (the real one trains for minutes)."""
 
+import json
 import re
 
 import pytest
@@ -42,8 +43,17 @@ def test_demo_report_embeds_results_heatmaps_and_curves(demo_run):
     _, out, _, _ = demo_run
     page = (out / "report.html").read_text()
     assert page.count('class="card ') == 3 * 5
-    assert "foreground heatmap" in page and "part 1 heatmap" in page
+    assert "foreground heatmap" in page and "shoulders heatmap" in page and "legs heatmap" in page  # 2 stripes
     assert page.count("<svg") == 2 and "no data" not in page
+
+
+def test_demo_report_shows_whether_the_parts_form(demo_run):
+    _, out, _, _ = demo_run
+    page = (out / "report.html").read_text()
+    assert "Do the parts form?" in page and "What each shared token looks at" in page
+    assert "token 1" in page and "token 2" in page  # the tiny model has 2 coarse tokens
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert {"coarse_token_cos", "fine_margin", "foreground_contrast"} <= set(metrics["parts"])
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from partsearch.report import QueryExample, Report, ResultItem, data_url, render_report, svg_line_plot, write_report
+from partsearch.report import (
+    QueryExample, Report, ResultItem, TokenMaps, data_url, render_report, svg_line_plot, write_report,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -36,6 +38,42 @@ def test_report_embeds_everything_and_escapes_text():
     assert page.count("<svg") == 2
     assert "http://" not in page and "https://" not in page
     assert "&#10003; hit" in page and "&#10007; miss" in page
+
+
+PARTS = {
+    "images": 6, "captions": 12, "stripes": ["head", "legs"],
+    "diversity": {"coarse_image": 0.3, "coarse_text": 0.5, "fine_text": 0.9, "fine_image": 0.4},
+    "correspondence": {"coarse": {"margin": 0.2, "matrix": [[0.5, 0.1], [0.1, 0.5]]},
+                       "fine": {"margin": 0.01, "matrix": [[0.30, 0.29], [0.28, 0.30]]}},
+    "foreground_contrast": 2.5,
+    "attributes": {"fine": {"image_image": {"hair_color": [0.85, 0.55], "shoe_color": [0.5, 0.9]}}},
+    "token_regions": {"regions": ["background", "head"], "attention": [[0.2, 0.8], [0.9, 0.1]], "area": [0.9, 0.1]},
+}
+
+
+def test_report_shows_the_part_figures_against_their_targets():
+    report = _report()
+    report.parts = PARTS
+    report.token_maps = TokenMaps(image_url=_png("white"), name="a.jpg", maps=[("token 1: head", _png("red"))])
+    page = render_report(report)
+    assert "Do the parts form?" in page and "token 1: head" in page
+    assert '<td class="ok">2.500</td>' in page  # foreground contrast meets its target
+    assert '<td class="bad">0.010</td>' in page  # the fine margin does not
+    assert "Best stripes run head to feet: <b>no</b>" in page  # two of the four attributes only
+
+
+def test_report_explains_scores_metrics_chance_and_a_missed_target():
+    report = _report()
+    report.chance_r1 = 2.5
+    report.queries[0].first_hit_rank = 7
+    page = render_report(report)
+    assert "[-3, 3]" in page and "R1 = 2.50%" in page and "mINP" in page and "ranked 7" in page
+
+
+def test_part_bars_are_proportional_on_a_fixed_track():
+    page = render_report(_report())
+    assert 'class="pos" style="left:50.0%;width:35.0%"' in page  # +0.70
+    assert 'class="neg" style="left:45.0%;width:5.0%"' in page  # -0.10
 
 
 def test_plot_without_points_says_so():

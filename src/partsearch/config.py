@@ -98,6 +98,9 @@ class LossConfig:
     rank_coarse: float = 1.0
     cmr: float = 1.0  # lambda
     infonce: float = 0.0  # optional, global level [ours, beyond the paper]
+    # optional [ours]: InfoNCE on the coarse similarity (mean token-wise cosine) and on each fine
+    # part's cosine, averaged (half each)
+    infonce_parts: float = 0.0
     sdm: float = 0.0  # optional, IRRA's similarity distribution matching [ours]
     margin: float = 0.2
     negatives: str = "hardest"  # hardest | semihard
@@ -111,6 +114,9 @@ class LossConfig:
     # [ours] token diversity: weight of the mean squared pairwise cosine between the coarse tokens
     # (each modality) and between the text's fine tokens, pushing each token to carry its own part.
     diversity: float = 0.0
+    # [ours] attention overlap: weight of the mean cosine between the tokens' attention maps (each
+    # modality's coarse tokens, and the text's fine tokens), so each token reads its own part.
+    attention_overlap: float = 0.0
     id_scale: float = 20.0  # scale s of the cosine ID classifiers [ours, after NormFace]
 
 

@@ -96,6 +96,34 @@ def _pick_queries(records, count: int) -> list[tuple[str, int]]:
     return picked[:count]
 
 
+def token_maps(run, record, image_root: Path, parts: dict):
+    """The report's view of what each shared coarse token looks at in one test image, each map
+    labelled with the region that takes the most of that token's attention relative to its area
+    over the test split (`parts["token_regions"]`)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from partsearch.data.images import load_image
+    from partsearch.data.transforms import build_transforms
+    from partsearch.report import TokenMaps
+    from partsearch.search.explain import display_map, overlay, png_data_url
+
+    image = load_image(image_root / record.image, run.cfg.data.max_image_pixels)
+    transform = build_transforms(run.cfg.data, train=False)
+    with torch.no_grad():
+        maps = run.model.token_attention(transform(image)[None])[0].numpy()
+    favoured = []
+    if "token_regions" in parts:
+        share = np.array(parts["token_regions"]["attention"])
+        area = np.maximum(np.array(parts["token_regions"]["area"]), 1e-9)
+        favoured = [parts["token_regions"]["regions"][int(i)] for i in (share / area).argmax(axis=1)]
+    shown = image.resize((image.width * 2, image.height * 2), Image.NEAREST)
+    labelled = [(f"token {j + 1}" + (f": {favoured[j]}" if favoured else ""), png_data_url(overlay(shown, display_map(m))))
+                for j, m in enumerate(maps)]
+    return TokenMaps(image_url=png_data_url(shown), name=record.image, maps=labelled)
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
 
@@ -104,6 +132,8 @@ def main(args: argparse.Namespace) -> int:
     from partsearch.data.synth import generate
     from partsearch.data.tokenizers import build_tokenizer
     from partsearch.eval.evaluate import Evaluator, format_table
+    from partsearch.eval.parts import diagnose, format_report, summary
+    from partsearch.files import write_text_atomic
     from partsearch.report import QueryExample, Report, ResultItem, data_url, write_report
     from partsearch.search.explain import explain
     from partsearch.search.encoder import RunEncoder
@@ -141,8 +171,13 @@ def main(args: argparse.Namespace) -> int:
     _step(3, "evaluate on the test split (text-to-image, identity level)")
     run = load_run(run_dir, "best", device="cpu")
     results = evaluator(run.model, "test")
-    (out / "test_metrics.json").write_text(json.dumps(results, indent=2))
+    parts = diagnose(run.model, run.cfg, splits.test, splits.image_root, run.tokenizer, "cpu")
+    results["parts"] = summary(parts)
+    write_text_atomic(out / "test_metrics.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "test_parts.json", json.dumps(parts, indent=1) + "\n")
     print(format_table(results))
+    print()
+    print(format_report(parts))
 
     _step(4, "index the test gallery")
     names_to_pid = _link_gallery(splits.test, splits.image_root, out / "gallery")
@@ -153,20 +188,22 @@ def main(args: argparse.Namespace) -> int:
     searcher = Searcher(out / "index", encoder=encoder)
     examples = []
     for text, pid in _pick_queries(splits.test, NUM_QUERIES):
-        response = searcher.query(text, TOP_K)
-        print(f'\nquery: "{text}"  (identity {pid})')
+        ranking = searcher.query(text, len(searcher)).results
+        first_hit = next((r.rank for r in ranking if names_to_pid.get(Path(r.relpath).name) == pid), None)
+        print(f'\nquery: "{text}"  (identity {pid}; first image of this person at rank {first_hit})')
         items = []
-        for result in response.results:
+        for result in ranking[:TOP_K]:
             hit = names_to_pid.get(Path(result.relpath).name) == pid
             print(f"  {result.rank}. {'HIT ' if hit else 'miss'}  {result.score:6.3f}  {result.relpath}")
             why = explain(searcher, result.id, text)
             heatmaps = [("foreground", why["foreground"])]
-            heatmaps += [(f"part {p['part'] + 1}", p["overlay"]) for p in why["fine"]]
-            scores = [(f"part {p['part'] + 1}", p["score"]) for p in why["fine"]]
+            heatmaps += [(p["region"], p["overlay"]) for p in why["fine"]]
+            scores = [(label, value) for label, value in why["coarse_display"]]
+            scores = [(p["region"], p["score"]) for p in why["fine"]] + scores
             image_url = data_url(Path(result.path).read_bytes(), "image/jpeg")
             items.append(ResultItem(rank=result.rank, score=result.score, name=result.relpath, hit=hit,
                                     image_url=image_url, heatmaps=heatmaps, part_scores=scores))
-        examples.append(QueryExample(text=text, target=str(pid), results=items))
+        examples.append(QueryExample(text=text, target=str(pid), results=items, first_hit_rank=first_hit))
 
     _step(6, "write the report")
     stats = splits.stats()
@@ -184,6 +221,9 @@ def main(args: argparse.Namespace) -> int:
         curves=_curves(run_dir),
         curve_x_labels={"training loss": "step", "validation R@1 (%)": "epoch"},
         queries=examples,
+        chance_r1=100 / max(1, stats["test"]["ids"]),
+        parts=parts,
+        token_maps=token_maps(run, splits.test[0], splits.image_root, parts),
     )
     report_path = write_report(report, out / "report.html")
     print(f"report: {report_path.resolve()}")

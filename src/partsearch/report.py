@@ -35,6 +35,16 @@ class QueryExample:
     text: str
     target: str  # the identity the caption describes
     results: list[ResultItem]
+    first_hit_rank: int | None = None  # rank of the first image of the described person
+
+
+@dataclass
+class TokenMaps:
+    """What each shared coarse token looks at in one image: (label, data: URL) overlays."""
+
+    image_url: str
+    name: str
+    maps: list[tuple[str, str]]
 
 
 @dataclass
@@ -45,6 +55,9 @@ class Report:
     curves: dict[str, list[tuple[float, float]]]  # name -> [(x, y)], e.g. "train loss", "val R@1"
     curve_x_labels: dict[str, str] = field(default_factory=dict)
     queries: list[QueryExample] = field(default_factory=list)
+    chance_r1: float | None = None  # R@1 of a random ranking, in %
+    parts: dict | None = None  # `partsearch.eval.parts.diagnose` output
+    token_maps: TokenMaps | None = None
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
@@ -97,7 +110,12 @@ def svg_line_plot(points: list[tuple[float, float]], title: str, x_label: str,
     return "".join(parts)
 
 
-def _metrics_table(metrics: dict) -> str:
+METRIC_HELP = ("R1/R5/R10: share of text queries whose first correct image is ranked within the top "
+               "1/5/10. mAP: mean average precision over all correct images. mINP: mean inverse "
+               "negative penalty, how early the LAST correct image comes (Ye et al., 2021).")
+
+
+def _metrics_table(metrics: dict, chance_r1: float | None = None) -> str:
     rows = []
     named = [("text-to-image", metrics.get("t2i")), ("image-to-text", metrics.get("i2t"))]
     for level, values in (metrics.get("levels") or {}).items():
@@ -110,15 +128,25 @@ def _metrics_table(metrics: dict) -> str:
     head = "".join(f"<th>{k}</th>" for k in METRIC_KEYS)
     size = ""
     if "queries" in metrics:
-        size = f'<p class="note">{metrics["queries"]} queries, {metrics["gallery"]} gallery images; values in %.</p>'
-    return f'<table class="metrics"><tr><th></th>{head}</tr>{"".join(rows)}</table>{size}'
+        size = f'{metrics["queries"]} queries, {metrics["gallery"]} gallery images; values in %. '
+    if chance_r1 is not None:
+        size += f"A random ranking scores R1 = {chance_r1:.2f}%. "
+    note = f'<p class="note">{html.escape(size)}{html.escape(METRIC_HELP)}</p>'
+    return f'<table class="metrics"><tr><th></th>{head}</tr>{"".join(rows)}</table>{note}'
+
+
+def _bar(label: str, value: float) -> str:
+    """A cosine in [-1, 1] as a bar on a fixed track whose middle is 0."""
+    v = max(-1.0, min(1.0, value))
+    left, width = (50.0, 50.0 * v) if v >= 0 else (50.0 + 50.0 * v, -50.0 * v)
+    sign = "pos" if v >= 0 else "neg"
+    return (f'<div class="bar"><span>{html.escape(label)}</span><span class="track"><i class="{sign}" '
+            f'style="left:{left:.1f}%;width:{width:.1f}%"></i></span><b>{value:+.2f}</b></div>')
 
 
 def _result_card(item: ResultItem) -> str:
     mark = "hit" if item.hit else "miss"
-    bars = "".join(
-        f'<div class="bar"><span>{html.escape(lbl)}</span><i style="width:{max(0.0, min(1.0, v)) * 100:.0f}%"></i>'
-        f"<b>{v:.2f}</b></div>" for lbl, v in item.part_scores)
+    bars = "".join(_bar(lbl, v) for lbl, v in item.part_scores)
     maps = "".join(
         f'<figure><img src="{html.escape(url)}" alt="{html.escape(lbl)} heatmap"><figcaption>{html.escape(lbl)}'
         f"</figcaption></figure>" for lbl, url in item.heatmaps)
@@ -139,10 +167,91 @@ table.metrics{border-collapse:collapse;margin:8px 0} table.metrics td,table.metr
 .card{border:2px solid #ccc;border-radius:6px;padding:6px;width:190px;font-size:12px} .card.hit{border-color:#2da44e} .card.miss{border-color:#cf222e}
 .card img.result{height:128px;display:block;margin:4px auto;image-rendering:pixelated}
 span.hit{color:#2da44e;font-weight:600} span.miss{color:#cf222e;font-weight:600}
-.maps{display:flex;flex-wrap:wrap;gap:2px} .maps figure{margin:0;text-align:center} .maps img{height:64px;image-rendering:pixelated} .maps figcaption{font-size:9px}
-.bar{display:flex;align-items:center;gap:4px;font-size:10px} .bar span{width:44px} .bar i{display:inline-block;height:8px;background:#1f6feb;max-width:90px} .bar b{font-weight:400}
+.card{width:260px}
+.maps{display:grid;grid-template-columns:repeat(4,1fr);gap:3px;margin:4px 0} .maps figure{margin:0;text-align:center} .maps img{width:100%;image-rendering:pixelated} .maps figcaption{font-size:10px}
+.bar{display:flex;align-items:center;gap:4px;font-size:11px;margin:1px 0} .bar span:first-child{width:68px}
+.bar .track{position:relative;display:inline-block;width:120px;height:9px;background:#eee;border-left:1px solid #ccc;border-right:1px solid #ccc}
+.bar .track::after{content:"";position:absolute;left:50%;top:-2px;bottom:-2px;border-left:1px solid #888}
+.bar i{position:absolute;top:0;height:9px} .bar i.pos{background:#1f6feb} .bar i.neg{background:#cf222e} .bar b{font-weight:400}
 .note{color:#666;font-size:12px}
+table.diag{border-collapse:collapse;margin:8px 0;font-size:13px} table.diag td,table.diag th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+table.diag td.ok{background:#dafbe1} table.diag td.bad{background:#ffebe9} table.diag td.best{font-weight:700;outline:2px solid #1f6feb}
+.tokens{display:flex;gap:8px;flex-wrap:wrap;align-items:flex-end} .tokens figure{margin:0;text-align:center;font-size:11px} .tokens img{height:160px;image-rendering:pixelated}
 """
+
+
+# Targets of the part diagnostics (issue "the parts must form"): figure -> (test, text).
+TARGETS = {
+    "coarse_token_cos": (lambda v: v <= 0.5, "<= 0.50 (1.00: the tokens are copies)"),
+    "fine_text_token_cos": (lambda v: v <= 0.5, "<= 0.50 (1.00: copies)"),
+    "coarse_margin": (lambda v: v >= 0.10, ">= 0.10 (0.00: token j of the image matches every text token alike)"),
+    "fine_margin": (lambda v: v >= 0.10, ">= 0.10 (0.00: stripe i matches every text part alike)"),
+    "foreground_contrast": (lambda v: v >= 2.0, ">= 2.0 (1.0: the map does not tell the person from the floor)"),
+}
+_FIGURE_NAMES = {
+    "coarse_token_cos": "coarse tokens: mean cosine between different tokens",
+    "fine_text_token_cos": "text fine tokens: mean cosine between different tokens",
+    "coarse_margin": "coarse correspondence: diagonal margin",
+    "fine_margin": "fine correspondence (stripe i vs text part i): diagonal margin",
+    "foreground_contrast": "foreground map: mean on the person / mean off it",
+}
+
+
+def _parts_section(parts: dict, token_maps: TokenMaps | None) -> str:
+    from partsearch.eval.parts import summary
+
+    esc = html.escape
+    s = summary(parts)
+    rows = []
+    for key, name in _FIGURE_NAMES.items():
+        if key not in s:
+            continue
+        test, target = TARGETS[key]
+        ok = "ok" if test(s[key]) else "bad"
+        rows.append(f'<tr><th style="text-align:left">{esc(name)}</th><td class="{ok}">{s[key]:.3f}</td>'
+                    f'<td style="text-align:left">{esc(target)}</td></tr>')
+    out = [f'<table class="diag"><tr><th></th><th>measured</th><th>target</th></tr>{"".join(rows)}</table>']
+    stripes = parts["stripes"]
+    if "attributes" in parts:
+        aucs = parts["attributes"]["fine"]["image_image"]
+        head = "".join(f"<th>{esc(n)}</th>" for n in stripes)
+        body = []
+        for attr, values in aucs.items():
+            best = max(range(len(values)), key=lambda i: -1 if values[i] != values[i] else values[i])
+            cells = "".join(f'<td class="{"best" if i == best else ""}">{v:.2f}</td>' for i, v in enumerate(values))
+            body.append(f"<tr><th>{esc(attr.replace('_', ' '))}</th>{cells}</tr>")
+        order = "yes" if s.get("stripes_head_to_feet") else "no"
+        out.append("<h3>Which stripe knows which attribute</h3>"
+                   f'<p class="note">AUC of the stripe\'s cosine between two images of DIFFERENT people for '
+                   f'"they wear the same colour" (0.50 = chance, 1.00 = perfect); the best stripe per attribute is '
+                   f"outlined. Best stripes run head to feet: <b>{order}</b>.</p>"
+                   f'<table class="diag"><tr><th></th>{head}</tr>{"".join(body)}</table>')
+    matrix = parts["correspondence"]["fine"]["matrix"]
+    head = "".join(f"<th>text {i + 1}</th>" for i in range(len(matrix)))
+    body = "".join(f"<tr><th>{esc(stripes[p])}</th>" + "".join(
+        f'<td class="{"best" if q == p else ""}">{v:.3f}</td>' for q, v in enumerate(row)) + "</tr>"
+        for p, row in enumerate(matrix))
+    out.append("<h3>Stripe i against text part i</h3>"
+               '<p class="note">Mean cosine of image stripe (row) and the caption\'s fine token (column) over '
+               "matched pairs; the diagonal should stand out.</p>"
+               f'<table class="diag"><tr><th></th>{head}</tr>{body}</table>')
+    if token_maps is not None:
+        figures = "".join(f'<figure><img src="{esc(url)}" alt="{esc(label)}"><figcaption>{esc(label)}</figcaption>'
+                          f"</figure>" for label, url in token_maps.maps)
+        out.append(f"<h3>What each shared token looks at</h3><p class=\"note\">The cross-attention of each coarse "
+                   f"token over {esc(token_maps.name)} (brighter = more), and the region that takes most of its "
+                   f'attention over the test split.</p><div class="tokens"><figure><img src="{esc(token_maps.image_url)}" '
+                   f'alt="image"><figcaption>image</figcaption></figure>{figures}</div>')
+    if "token_regions" in parts:
+        regions = parts["token_regions"]
+        head = "".join(f"<th>{esc(r)}</th>" for r in regions["regions"])
+        body = "".join(f"<tr><th>token {t + 1}</th>" + "".join(f"<td>{v:.2f}</td>" for v in row) + "</tr>"
+                       for t, row in enumerate(regions["attention"]))
+        body += "<tr><th>area</th>" + "".join(f"<td>{v:.2f}</td>" for v in regions["area"]) + "</tr>"
+        out.append('<p class="note">Share of each coarse token\'s attention per region (rows sum to 1), against '
+                   'the region\'s share of the image area (last row): a token that reads a part is far above '
+                   f'the area share there.</p><table class="diag"><tr><th></th>{head}</tr>{body}</table>')
+    return "".join(out)
 
 
 def render_report(report: Report) -> str:
@@ -153,17 +262,24 @@ def render_report(report: Report) -> str:
     queries = []
     for q in report.queries:
         cards = "".join(_result_card(r) for r in q.results)
+        found = ""
+        if q.first_hit_rank is not None:
+            found = f"; the first image of this person is ranked {q.first_hit_rank}"
         queries.append(f'<div class="query"><p><b>Query:</b> &ldquo;{esc(q.text)}&rdquo; '
-                       f'<span class="note">(describes identity {esc(q.target)})</span></p>'
+                       f'<span class="note">(describes identity {esc(q.target)}{esc(found)})</span></p>'
                        f'<div class="results">{cards}</div></div>')
+    parts = ""
+    if report.parts is not None:
+        parts = f"<h2>Do the parts form?</h2>{_parts_section(report.parts, report.token_maps)}"
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(report.title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{esc(report.title)}</h1>"
             f'<table class="summary">{summary}</table>'
-            f"<h2>Test metrics</h2>{_metrics_table(report.metrics)}"
-            f'<h2>Training</h2><div class="plots">{plots}</div>'
-            f"<h2>Example queries</h2><p class=\"note\">Each result shows the image, its foreground map and "
-            f"part-stripe heatmaps, and the per-part cosine between the query's fine tokens and the "
-            f"image's stripes.</p>{''.join(queries)}</body></html>")
+            f"<h2>Test metrics</h2>{_metrics_table(report.metrics, report.chance_r1)}"
+            f'<h2>Training</h2><div class="plots">{plots}</div>{parts}'
+            f"<h2>Example queries</h2><p class=\"note\">The score is the sum of three cosines (global, mean "
+            f"over coarse tokens, mean over fine parts), so it lies in [-3, 3]. Each result shows the image, "
+            f"its foreground map and the map on each body stripe, and the cosine between each stripe and "
+            f"the query's matching fine token (bars from -1 to +1, 0 in the middle).</p>{''.join(queries)}</body></html>")
 
 
 def write_report(report: Report, path: str | Path) -> Path:

@@ -25,7 +25,7 @@ def test_default_terms_are_the_papers_six_and_their_sum_is_the_loss():
     crit = PartSearchCriterion(LossConfig(), num_classes=4, dim=16, num_coarse=3, num_fine=4)
     losses = crit(embeddings(seed=0), embeddings(seed=1), LABELS)
     assert set(losses) == {"id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr"}
-    assert set(crit.last_stats) == {"cmr_margin", "cmr_commonality"}
+    assert set(crit.last_stats) == {"cmr_margin", "cmr_commonality", "coarse_token_cos"}
     assert 0.05 <= float(crit.last_stats["cmr_margin"]) <= 0.2
 
 
@@ -79,3 +79,18 @@ def test_a_few_gradient_steps_lower_the_loss():
         opt.step()
         values.append(loss.item())
     assert values[-1] < 0.7 * values[0]
+
+
+def test_the_ours_terms_are_off_by_default_and_on_when_weighted():
+    from partsearch.losses.diversity import attention_overlap_loss
+
+    img, txt = embeddings(seed=0), embeddings(seed=1)
+    img.attention = torch.softmax(torch.randn(len(LABELS), 3, 10), -1)
+    txt.attention = torch.softmax(torch.randn(len(LABELS), 3 + 4, 7), -1)
+    crit = PartSearchCriterion(replace(LossConfig(), diversity=1.0, attention_overlap=2.0, infonce_parts=0.5), 4, 16, 3, 4)
+    losses = crit(img, txt, LABELS)
+    assert {"diversity", "attention_overlap", "infonce_parts"} <= set(losses)
+    expected = 2.0 * torch.stack([attention_overlap_loss(img.attention), attention_overlap_loss(txt.attention[:, :3]),
+                                  attention_overlap_loss(txt.attention[:, 3:])]).mean()
+    assert torch.allclose(losses["attention_overlap"], expected)
+    assert "coarse_attention_cos" in crit.last_stats

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 def infonce_loss(image_global: torch.Tensor, text_global: torch.Tensor, labels: torch.Tensor,
                  temperature: float = 0.02) -> torch.Tensor:
     """(CE_i2t + CE_t2i) / 2 on logits s / tau; image_global, text_global (B, d) L2-normalised."""
-    logits = (image_global @ text_global.t()).float() / temperature
+    return infonce_from_similarity(image_global @ text_global.t(), labels, temperature)
+
+
+def infonce_from_similarity(sim: torch.Tensor, labels: torch.Tensor, temperature: float = 0.02) -> torch.Tensor:
+    """InfoNCE on a `(B, B)` image x text similarity (pair i = image i, text i)."""
+    logits = sim.float() / temperature
     same = labels[:, None] == labels[None, :]
     off_pair = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     logits = logits.masked_fill(off_pair, float("-inf"))

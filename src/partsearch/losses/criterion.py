@@ -16,12 +16,12 @@ from torch import nn
 
 from partsearch.config import ConfigError, LossConfig
 from partsearch.losses.cmr import COMMONALITY, cmr_loss
-from partsearch.losses.contrastive import infonce_loss, sdm_loss
-from partsearch.losses.diversity import diversity_loss, off_diagonal, pairwise_cosine
+from partsearch.losses.contrastive import infonce_from_similarity, infonce_loss, sdm_loss
+from partsearch.losses.diversity import attention_overlap_loss, diversity_loss, off_diagonal, pairwise_cosine
 from partsearch.losses.id import CosineClassifier, id_loss
-from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, ranking_loss
+from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, part_similarity, ranking_loss
 
-TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity")
+TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_parts")
 
 
 def check_loss_config(cfg: LossConfig) -> None:
@@ -107,11 +107,27 @@ class PartSearchCriterion(nn.Module):
             losses["diversity"] = cfg.diversity * torch.stack([
                 diversity_loss(image_emb.coarse), diversity_loss(text_emb.coarse), diversity_loss(text_emb.fine),
             ]).mean()
+        if cfg.attention_overlap > 0:
+            if getattr(image_emb, "attention", None) is None or getattr(text_emb, "attention", None) is None:
+                raise ValueError("loss.attention_overlap needs the token attention maps of a model in training mode")
+            n_c = image_emb.coarse.shape[1]
+            losses["attention_overlap"] = cfg.attention_overlap * torch.stack([
+                attention_overlap_loss(image_emb.attention), attention_overlap_loss(text_emb.attention[:, :n_c]),
+                attention_overlap_loss(text_emb.attention[:, n_c:]),
+            ]).mean()
         with torch.no_grad():
+            if getattr(image_emb, "attention", None) is not None:
+                stats["coarse_attention_cos"] = off_diagonal(pairwise_cosine(image_emb.attention)).mean()
             stats["coarse_token_cos"] = off_diagonal(pairwise_cosine(image_emb.coarse)).mean()
         if cfg.infonce > 0:
             losses["infonce"] = cfg.infonce * infonce_loss(
                 image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)
+        if cfg.infonce_parts > 0:
+            t = cfg.contrastive_temperature
+            coarse = infonce_from_similarity(coarse_similarity(image_emb.coarse.float(), text_emb.coarse.float()), labels, t)
+            fine_sim = part_similarity(image_emb.fine.float(), text_emb.fine.float())
+            fine = torch.stack([infonce_from_similarity(fine_sim[..., p], labels, t) for p in range(fine_sim.shape[-1])])
+            losses["infonce_parts"] = cfg.infonce_parts * 0.5 * (coarse + fine.mean())
         if cfg.sdm > 0:
             losses["sdm"] = cfg.sdm * sdm_loss(image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)
         self.last_stats = stats

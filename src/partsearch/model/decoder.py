@@ -23,12 +23,13 @@ from partsearch.model.encoders import Attention, FeedForward, key_padding
 class DecoderOutput(NamedTuple):
     """coarse `(B, N_c, d)`; fine `(B, P, d)` when fine queries were given; attention
     `(B, N_c, N)` when asked for: each coarse token's cross-attention weights averaged over heads
-    and layers (each row sums to 1 over the memory). Their mean over tokens is the raw foreground
-    map."""
+    and layers (each row sums to 1 over the memory); their mean over tokens is the raw foreground
+    map. fine_attention `(B, P, N)`: the same for the fine queries, when given and asked for."""
 
     coarse: torch.Tensor
     fine: torch.Tensor | None
     attention: torch.Tensor | None
+    fine_attention: torch.Tensor | None = None
 
 
 class DecoderLayer(nn.Module):
@@ -86,9 +87,11 @@ class SharedDecoder(nn.Module):
         for layer in self.layers:
             x, weights = layer(x, memory, self_mask, memory_mask, need_weights)
             if need_weights:
-                mean = weights[:, :, :n_c].mean(dim=1)
+                mean = weights.mean(dim=1)
                 attention = mean if attention is None else attention + mean
+        fine_attention = None
         if attention is not None:
             attention = attention / len(self.layers)
+            attention, fine_attention = attention[:, :n_c], attention[:, n_c:] if fine_queries is not None else None
         x = self.norm(x)
-        return DecoderOutput(x[:, :n_c], x[:, n_c:] if fine_queries is not None else None, attention)
+        return DecoderOutput(x[:, :n_c], x[:, n_c:] if fine_queries is not None else None, attention, fine_attention)

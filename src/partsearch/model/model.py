@@ -25,12 +25,16 @@ from partsearch.model.fine import foreground_map, stripe_bounds, stripe_pool
 class Embeddings:
     """L2-normalised embeddings of one modality: global_ `(B, d)`, coarse `(B, N_c, d)`,
     fine `(B, P, d)`; foreground `(B, h, w)` (max 1 per image) for images, None for text.
-    `global_` has a trailing underscore only because `global` is a Python keyword."""
+    `global_` has a trailing underscore only because `global` is a Python keyword.
+    `attention` (training only, for the token diversity loss): each query token's cross-attention
+    over the memory `(B, T, N)`, averaged over heads and layers; T = N_c for images, N_c + P
+    (coarse, then fine) for texts."""
 
     global_: torch.Tensor
     coarse: torch.Tensor
     fine: torch.Tensor
     foreground: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Embeddings:
         fg = None if self.foreground is None else self.foreground.to(device)
@@ -97,7 +101,8 @@ class PartSearchModel(nn.Module):
         decoded = self.shared_decoder(memory, need_weights=True)
         coarse, foreground = decoded.coarse, foreground_map(decoded.attention, out.grid)
         fine = stripe_pool(memory if self.fine_source == "memory" else projected, foreground, self.num_fine)
-        return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground)
+        return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground,
+                          decoded.attention if self.training else None)
 
     @torch.no_grad()
     def token_attention(self, images: torch.Tensor) -> torch.Tensor:
@@ -110,8 +115,10 @@ class PartSearchModel(nn.Module):
     def text_heads(self, out: BackboneOutput) -> Embeddings:
         """Everything after the text backbone."""
         projected, memory = self.text_encoder(out.tokens, out.mask)
-        decoded = self.shared_decoder(memory, out.mask, fine_queries=self.fine_text_queries)
-        return Embeddings(_normalize(global_max_pool(projected, out.mask)), _normalize(decoded.coarse), _normalize(decoded.fine))
+        decoded = self.shared_decoder(memory, out.mask, fine_queries=self.fine_text_queries, need_weights=self.training)
+        attention = torch.cat([decoded.attention, decoded.fine_attention], dim=1) if self.training else None
+        return Embeddings(_normalize(global_max_pool(projected, out.mask)), _normalize(decoded.coarse),
+                          _normalize(decoded.fine), attention=attention)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[Embeddings, Embeddings]:
         return self.encode_image(images), self.encode_text(ids, mask)
