@@ -173,16 +173,30 @@ def test_decompression_bomb_is_413_before_decoding(client, index_dir):
     assert _nothing_written(index_dir, before)
 
 
-def test_delete_removes_from_manifest_vectors_and_disk(client, index_dir, images_dir):
+def test_delete_removes_from_manifest_and_vectors(client, index_dir):
     entry = IndexStore(index_dir).load().entries[0]
     response = client.delete(f"/api/images/{entry.id}", headers={"X-API-Key": KEY})
     assert response.status_code == 200 and response.json()["images"] == 5
     gen = IndexStore(index_dir).load()
     assert entry.id not in gen.rows and len(gen.vectors) == 5
-    assert not (images_dir / entry.path).exists()
     assert client.get(f"/api/images/{entry.id}").status_code == 404
     ids = [r["id"] for r in client.post("/api/search", json={"query": "red", "top_k": 10}).json()["results"]]
     assert entry.id not in ids and len(ids) == 5
+
+
+def test_delete_of_a_gallery_image_never_touches_the_users_file(client, index_dir, images_dir):
+    entry = IndexStore(index_dir).load().entries[0]
+    data = (images_dir / entry.path).read_bytes()
+    assert client.delete(f"/api/images/{entry.id}", headers={"X-API-Key": KEY}).status_code == 200
+    assert (images_dir / entry.path).read_bytes() == data
+
+
+def test_delete_of_an_upload_removes_its_file_under_uploads(client, index_dir):
+    new_id = _upload(client, _png("yellow")).json()["id"]
+    entry = IndexStore(index_dir).load().entries[-1]
+    assert entry.id == new_id and (index_dir / "uploads" / entry.path).is_file()
+    assert client.delete(f"/api/images/{new_id}", headers={"X-API-Key": KEY}).status_code == 200
+    assert not (index_dir / "uploads" / entry.path).exists()
 
 
 def test_delete_of_unknown_id_is_404(client):

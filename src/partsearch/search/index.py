@@ -563,7 +563,9 @@ def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
 
 
 def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
-    """Remove one image from the manifest, the vectors and the disk."""
+    """Remove one image from the manifest and the vectors. Only a file the index owns (an upload,
+    under uploads/) is deleted from disk; a file in the images folder belongs to the user and is
+    never touched (the next `partsearch index` of that folder adds it again)."""
     with store.lock():
         old = store.load()
         if image_id not in old.rows:
@@ -572,7 +574,8 @@ def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
         entry = old.entries[row]
         keep = [i for i in range(len(old.entries)) if i != row]
         gen = store.write(old.meta, [old.entries[i] for i in keep], old.arrays.take(keep), old.folded[keep])
-        store.image_path(old.meta, entry).unlink(missing_ok=True)
+        if entry.source == "uploads":
+            store.image_path(old.meta, entry).unlink(missing_ok=True)
         return entry, gen
 
 

@@ -11,7 +11,8 @@ Endpoints (JSON unless said otherwise; errors are `{"detail": message}`):
 - `POST /api/images` (multipart field `file`) and `DELETE /api/images/{id}`: only with the server's
   API key in the `X-API-Key` header; with no key configured they answer 403. An upload must decode
   as JPEG, PNG or WebP, within MAX_UPLOAD_BYTES and the pixel limit; otherwise 4xx and nothing is
-  written. It is stored under INDEX_DIR/uploads/ and added to the index in a new generation.
+  written. It is stored under INDEX_DIR/uploads/ and added to the index in a new generation. A delete
+  removes the image from the index; only an upload's file is deleted from disk, never the user's.
 
 Searches run concurrently on an immutable generation; uploads and deletes are serialised by a
 lock (and the index's file lock, so a concurrent `partsearch index` waits) and swap the generation.
