@@ -154,6 +154,33 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
         train(tiny_cfg(), tmp_path / "run", resume=True)
 
 
+def test_training_into_a_directory_holding_a_run_is_refused_and_keeps_it(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=1"), tmp_path / "run")
+    before = {name: (run / name).read_bytes() for name in ("best.pt", "last.pt", "metrics.jsonl")}
+    with pytest.raises(CheckpointError, match=r"already holds a run .*--resume.*--overwrite"):
+        train(tiny_cfg("train.max_steps=2"), run)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_overwrite_replaces_the_run_without_mixing_the_logs(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=3"), tmp_path / "run")
+    train(tiny_cfg("train.max_steps=1"), run, overwrite=True)
+    assert [r["step"] for r in records(run) if "loss" in r] == [1]
+    assert load_checkpoint(run / "best.pt")["step"] == 1
+
+
+def test_train_command_refuses_an_existing_run_before_loading_data(tmp_path, capsys):
+    from partsearch.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  root: /nonexistent\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pt").write_bytes(b"old run")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "run" / "best.pt").read_bytes() == b"old run"
+
+
 def test_load_run_rebuilds_the_trained_model(tiny_cfg, tmp_path):
     run = train(tiny_cfg("train.max_steps=2"), tmp_path / "run")
     loaded = load_run(run, "last")

@@ -133,6 +133,36 @@ def _format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
 
 
+# What a run writes into its directory; a fresh run (not --resume) removes the previous run's copies.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "tb")
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over a directory that holds a trained one, so its checkpoints
+    and log are never replaced or mixed by accident."""
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise CheckpointError(f"cannot resume: {run_dir / 'last.pt'} does not exist; train without --resume first")
+        return
+    held = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
+    if held and not overwrite:
+        raise CheckpointError(
+            f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume, "
+            "replace it with --overwrite, or choose another --out"
+        )
+
+
+def _remove_previous_run(run_dir: Path) -> None:
+    import shutil
+
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -141,13 +171,15 @@ def train(
     *,
     splits: Any = None,
     tokenizer: Any = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train `cfg` into `run_dir` and return it. `splits` / `tokenizer` may be passed when the
-    caller already built them (the command does, for the evaluator); otherwise they are built here."""
+    caller already built them (the command does, for the evaluator); otherwise they are built here.
+    A directory that already holds a run is refused unless `resume` (continue it) or `overwrite`
+    (replace it)."""
     check_config(cfg)
     run_dir = Path(run_dir)
-    if resume and not (run_dir / "last.pt").is_file():
-        raise CheckpointError(f"cannot resume: {run_dir / 'last.pt'} does not exist; train without --resume first")
+    check_run_dir(run_dir, resume, overwrite)
     ctx = distributed.setup(cfg.train.device)
     try:
         return _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx)
@@ -165,6 +197,8 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     device = ctx.device
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            _remove_previous_run(run_dir)
         cfg.dump(run_dir / "config.yaml")
     seed_everything(tc.seed)
     if splits is None:
@@ -404,10 +438,12 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     check_config(cfg)
     run_dir = Path(args.out) if args.out else Path(cfg.train.out_dir) / (cfg.train.name or Path(args.config).stem)
+    check_run_dir(run_dir, args.resume, args.overwrite)
     splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
     tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
     from partsearch.eval.evaluate import Evaluator
 
     evaluator = Evaluator(cfg, splits, tokenizer)
-    train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer)
+    train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer,
+          overwrite=args.overwrite)
     return 0
