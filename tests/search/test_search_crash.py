@@ -1,11 +1,14 @@
 """An indexer killed with SIGKILL mid-run leaves the previous index valid; the next run completes it."""
 
+import io
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 from search_fakes import FakeEncoder, make_crop
 
 from partsearch.search.index import PAUSE_ENV, IndexStore, build_index
@@ -75,3 +78,26 @@ def test_leftover_partial_generation_is_ignored_and_cleaned(index_dir, images_di
     make_crop(images_dir / "extra.png", "black", "black")
     build_index(encoder, images_dir, index_dir, progress=False)
     assert [p.name for p in store.root.glob("gen-*")] == [store.current_name()]
+
+
+def _truncated_npz() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, sha256=np.array(["x"]), folded=np.zeros((1, 4), np.float32))
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("batch-000001.tmp.npz", _truncated_npz()),  # a temporary cut by kill -9 (older versions' name)
+    ("batch-000001.npz", b""),
+    ("batch-000001.npz", _truncated_npz()),
+    ("batch-000001.npz", b"PK\x03\x04 not a zip"),
+])
+def test_unreadable_work_batch_counts_as_not_done(index_dir, images_dir, name, content):
+    encoder = CountingEncoder()
+    work = index_dir / "work" / encoder.fingerprint[:32]
+    work.mkdir(parents=True)
+    (work / name).write_bytes(content)
+    make_crop(images_dir / "new.png", "black", "white")
+    report = build_index(encoder, images_dir, index_dir, progress=False)
+    assert encoder.embedded == 1 and report.total == 7
+    assert not (index_dir / "work").exists()

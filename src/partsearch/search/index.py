@@ -15,7 +15,8 @@ Layout of INDEX_DIR (format `partsearch-index/1`):
       fine.npy              (G, P, d) float32
       foreground.npy        (G, h, w) float16, the image foreground maps (for explanations)
       vectors.faiss         the FAISS index over folded.npy (rebuilt from it when missing)
-    work/<fingerprint>/     embedded batches of an unfinished run (batch-*.npz), for resuming
+    work/<fingerprint>/     embedded batches of an unfinished run (batch-NNNNNN.npz), for resuming;
+                            an unreadable batch counts as not done
     uploads/                images added over HTTP (their manifest source is "uploads")
     .lock                   flock taken by every writer (indexer, service)
 
@@ -41,7 +42,9 @@ import json
 import os
 import shutil
 import sys
+import re
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -64,6 +67,7 @@ MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 RERANK_FACTOR = 10
 PAUSE_ENV = "PARTSEARCH_INDEX_PAUSE_AFTER_BATCHES"
 SOURCES = ("images", "uploads")
+_BATCH_NAME = re.compile(r"batch-[0-9]{6}\.npz")
 
 
 class ImageRejected(DataError):
@@ -337,32 +341,39 @@ def scan_images(root: Path) -> list[str]:
 
 
 class _WorkCache:
-    """Embedded batches of an unfinished run, keyed by sha256 (`work/<fingerprint>/batch-*.npz`)."""
+    """Embedded batches of an unfinished run, keyed by sha256 (`work/<fingerprint>/batch-NNNNNN.npz`).
+
+    Only complete batches count: a batch is written to a hidden temporary name and renamed, and a
+    file that is not a readable batch (cut short, emptied, a leftover temporary) is ignored, so
+    its images are embedded again instead of blocking the index."""
 
     def __init__(self, root: Path, fingerprint: str):
         self.dir = root / "work" / fingerprint[:32]
         self.shas: dict[str, tuple[GalleryArrays, np.ndarray, int]] = {}
         self.batches = 0
         for path in sorted(self.dir.glob("batch-*.npz")):
+            if not _BATCH_NAME.fullmatch(path.name):
+                continue
+            self.batches = max(self.batches, int(path.name[6:12]))
             try:
                 with np.load(path) as z:
                     arrays = GalleryArrays(z["global_"], z["coarse"], z["fine"], z["foreground"])
                     folded, shas = z["folded"], [str(s) for s in z["sha256"]]
-            except (OSError, ValueError, KeyError):
+                if not len(shas) == len(folded) == len(arrays):
+                    continue
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 continue  # a batch cut short by a crash is embedded again
             for i, sha in enumerate(shas):
                 self.shas[sha] = (arrays, folded, i)
-            self.batches += 1
 
     def add(self, shas: list[str], arrays: GalleryArrays, folded: np.ndarray) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.batches += 1
-        final = self.dir / f"batch-{self.batches:06d}.npz"
-        tmp = self.dir / f"batch-{self.batches:06d}.tmp.npz"
-        np.savez(tmp, sha256=np.array(shas), folded=folded, global_=arrays.global_, coarse=arrays.coarse,
-                 fine=arrays.fine, foreground=arrays.foreground.astype(np.float16))
-        _fsync(tmp)
-        os.replace(tmp, final)
+        with atomic_path(self.dir / f"batch-{self.batches:06d}.npz") as tmp:
+            with open(tmp, "wb") as handle:  # a handle, so numpy adds no .npz suffix to the name
+                np.savez(handle, sha256=np.array(shas), folded=folded, global_=arrays.global_,
+                         coarse=arrays.coarse, fine=arrays.fine, foreground=arrays.foreground.astype(np.float16))
+                handle.flush()
+                os.fsync(handle.fileno())
         for i, sha in enumerate(shas):
             self.shas[sha] = (arrays, folded, i)
 
