@@ -72,12 +72,13 @@ def test_killed_indexer_leaves_the_previous_index_valid_and_the_next_run_complet
 
 def test_leftover_partial_generation_is_ignored_and_cleaned(index_dir, images_dir, encoder):
     store = IndexStore(index_dir)
+    before = store.current_name()
     (store.root / "gen-000099.partial").mkdir()
     (store.root / "gen-000099.partial" / "meta.json").write_text("{")
     assert len(Searcher(index_dir, encoder=encoder)) == 6
     make_crop(images_dir / "extra.png", "black", "black")
     build_index(encoder, images_dir, index_dir, progress=False)
-    assert [p.name for p in store.root.glob("gen-*")] == [store.current_name()]
+    assert sorted(p.name for p in store.root.glob("gen-*")) == [before, store.current_name()]
 
 
 def _truncated_npz() -> bytes:
@@ -101,3 +102,24 @@ def test_unreadable_work_batch_counts_as_not_done(index_dir, images_dir, name, c
     report = build_index(encoder, images_dir, index_dir, progress=False)
     assert encoder.embedded == 1 and report.total == 7
     assert not (index_dir / "work").exists()
+
+
+def test_rerun_recovers_an_unreadable_generation_from_the_previous_one(index_dir, images_dir, capsys):
+    make_crop(images_dir / "extra.png", "black", "black")
+    build_index(FakeEncoder(), images_dir, index_dir, progress=False)
+    store = IndexStore(index_dir)
+    (store.root / store.current_name() / "folded.npy").write_bytes(b"garbage")
+    encoder = CountingEncoder()
+    report = build_index(encoder, images_dir, index_dir, progress=False)
+    assert encoder.embedded == 1 and report.total == 7  # only the image the previous generation lacked
+    assert "recovering from the previous generation" in capsys.readouterr().err
+    assert len(Searcher(index_dir, encoder=FakeEncoder())) == 7
+
+
+def test_rerun_rebuilds_from_the_images_when_no_generation_is_readable(index_dir, images_dir):
+    store = IndexStore(index_dir)
+    (store.root / store.current_name() / "meta.json").write_text("{")
+    encoder = CountingEncoder()
+    assert build_index(encoder, images_dir, index_dir, progress=False).total == 6
+    assert encoder.embedded == 6
+    assert len(Searcher(index_dir, encoder=FakeEncoder())) == 6

@@ -25,6 +25,9 @@ Images are never copied: paths are relative to the recorded images root (or to u
 A writer builds a complete new generation directory, then swaps CURRENT: a crash at any point,
 even `kill -9`, leaves the previous generation live, and the embedded batches in work/ let the
 next run continue where it stopped. Unchanged files (same sha256) are never embedded again.
+The generation a writer started from is kept beside the new one (older ones are removed): when the
+live generation is unreadable (a damaged disk, a hand edit), the next `partsearch index` recovers
+from it, or, when none is readable, indexes the images again.
 
 Testing hook [ours]: with `PARTSEARCH_INDEX_PAUSE_AFTER_BATCHES=N` the indexer prints
 `partsearch-index: paused` to stderr after checkpointing N batches and sleeps, so a test can kill it.
@@ -68,6 +71,7 @@ RERANK_FACTOR = 10
 PAUSE_ENV = "PARTSEARCH_INDEX_PAUSE_AFTER_BATCHES"
 SOURCES = ("images", "uploads")
 _BATCH_NAME = re.compile(r"batch-[0-9]{6}\.npz")
+_GEN_NAME = re.compile(r"gen-[0-9]{6}")
 
 
 class ImageRejected(DataError):
@@ -266,19 +270,52 @@ class IndexStore:
         except SearchIndexError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise SearchIndexError(f"index generation {gen} is unreadable ({err}); re-run `partsearch index`") from None
+            raise SearchIndexError(
+                f"index generation {gen} is unreadable ({err}); re-run `partsearch index` with the same --images "
+                f"and --out {self.root} to recover it"
+            ) from None
         if not (len(entries) == len(arrays) == len(folded)):
             raise SearchIndexError(f"{gen}: manifest has {len(entries)} images but the arrays {len(folded)}; re-run `partsearch index`")
         ids = np.array([e.id for e in entries], dtype=np.int64)
         vectors = FaissIndex.load(gen / "vectors.faiss", folded, ids, meta["index_factory"])
         return Generation(name, meta, entries, arrays, folded, vectors)
 
+    def generations(self) -> list[str]:
+        """Names of the complete generations on disk, newest first."""
+        return sorted((p.name for p in self.root.glob("gen-*") if _GEN_NAME.fullmatch(p.name) and p.is_dir()),
+                      reverse=True)
+
+    def load_for_update(self) -> Generation | None:
+        """The live generation for a writer; when it is unreadable, the newest readable older one
+        (a warning says which), or None (build from the images again) when there is none."""
+        if not self.exists():
+            return None
+        try:
+            return self.load()
+        except SearchIndexError as err:
+            problem = str(err)
+        broken = self.current_file.read_text().strip()
+        for name in self.generations():
+            if name == broken:
+                continue
+            try:
+                gen = self.load(name)
+            except SearchIndexError:
+                continue
+            print(f"warning: {problem}; recovering from the previous generation {name}", file=sys.stderr)
+            return gen
+        print(f"warning: {problem}; no readable earlier generation, indexing the images again", file=sys.stderr)
+        return None
+
     def _next_name(self) -> str:
         numbers = [int(p.name.split("-")[1].split(".")[0]) for p in self.root.glob("gen-*") if p.name[4:10].isdigit()]
         return f"gen-{max(numbers, default=0) + 1:06d}"
 
-    def write(self, meta: dict, entries: list[Entry], arrays: GalleryArrays, folded: np.ndarray) -> Generation:
-        """Write a complete new generation and make it live (caller holds `lock`)."""
+    def write(self, meta: dict, entries: list[Entry], arrays: GalleryArrays, folded: np.ndarray,
+              previous: str | None = None) -> Generation:
+        """Write a complete new generation and make it live (caller holds `lock`). The generation
+        it was made from, `previous`, is kept beside it, so an unreadable live generation can be
+        recovered by the next writer (`load_for_update`); older ones are removed."""
         name = self._next_name()
         partial = self.root / f"{name}.partial"
         partial.mkdir(parents=True)
@@ -304,13 +341,14 @@ class IndexStore:
         _fsync(tmp)
         os.replace(tmp, self.current_file)
         _fsync(self.root)
-        self.cleanup(keep=name)
+        self.cleanup(keep={name, previous})
         return self.load(name)
 
-    def cleanup(self, keep: str) -> None:
-        """Remove partial and superseded generations (caller holds `lock`)."""
+    def cleanup(self, keep: set) -> None:
+        """Remove partial and superseded generations except those named in `keep` (caller holds
+        `lock`)."""
         for path in self.root.glob("gen-*"):
-            if path.name != keep:
+            if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -444,7 +482,8 @@ def build_index(
         raise DataError(f"--batch-size {batch_size}: must be at least 1")
     store = IndexStore(out_dir)
     with store.lock():
-        old = store.load() if store.exists() else None
+        old = store.load_for_update()
+        recovered = old is not None and old.name != store.current_name()
         if old is not None:
             check_model(old.meta, encoder, store.root)
         work = _WorkCache(store.root, encoder.fingerprint)
@@ -484,7 +523,7 @@ def build_index(
         kept_ids = {e.id for e in entries}
         removed = sum(1 for e in (old.entries if old else []) if e.id not in kept_ids)
         added = sum(1 for e in entries if e.id not in (old.rows if old else {}))
-        unchanged = (old is not None and not added and not removed
+        unchanged = (old is not None and not recovered and not added and not removed
                      and old.meta["index_factory"] == index_factory
                      and old.meta["images_root"] == str(images_root))
         if unchanged:
@@ -506,7 +545,7 @@ def build_index(
                 "folded_dim": int(folded.shape[1]),
                 "next_id": next_id,
             }
-            name = store.write(meta, entries, arrays, folded).name
+            name = store.write(meta, entries, arrays, folded, previous=old.name if old else None).name
         work.clear()
     return BuildReport(len(entries), added, removed, len(pending) - len(skipped),
                        reused, skipped, name, str(store.root))
@@ -566,7 +605,8 @@ def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
         meta = dict(old.meta, next_id=old.meta["next_id"] + 1)
         new_arrays = GalleryArrays.concat([old.arrays.take(range(len(old.entries))), arrays])
         try:
-            gen = store.write(meta, old.entries + [entry], new_arrays, np.concatenate([old.folded, folded]))
+            gen = store.write(meta, old.entries + [entry], new_arrays, np.concatenate([old.folded, folded]),
+                              previous=old.name)
         except BaseException:
             (store.uploads / rel).unlink(missing_ok=True)
             raise
@@ -584,7 +624,8 @@ def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
         row = old.rows[image_id]
         entry = old.entries[row]
         keep = [i for i in range(len(old.entries)) if i != row]
-        gen = store.write(old.meta, [old.entries[i] for i in keep], old.arrays.take(keep), old.folded[keep])
+        gen = store.write(old.meta, [old.entries[i] for i in keep], old.arrays.take(keep), old.folded[keep],
+                          previous=old.name)
         if entry.source == "uploads":
             store.image_path(old.meta, entry).unlink(missing_ok=True)
         return entry, gen
