@@ -16,3 +16,8 @@ class CheckpointError(UserError):
 
 class SearchIndexError(UserError):
     """A search index is missing, corrupt or was built with another model."""
+
+
+class StorageError(UserError):
+    """The disk refused a write (full, read-only, no permission). What was being written is
+    removed; what was there before stays as it was."""

@@ -1,12 +1,13 @@
 """The on-disk index: manifest, arrays, FAISS, incremental updates, model checks."""
 
+import errno
 import json
 
 import numpy as np
 import pytest
 from search_fakes import CROPS, FakeEncoder, make_crop, similarity
 
-from partsearch.errors import DataError, SearchIndexError
+from partsearch.errors import DataError, SearchIndexError, StorageError
 from partsearch.search.index import IndexStore, build_index, scan_images
 from partsearch.search.searcher import Searcher
 
@@ -141,3 +142,27 @@ def test_searcher_follows_a_generation_written_by_another_writer(index_dir, imag
     build_index(encoder, images_dir, index_dir, progress=False)
     assert len(searcher) == len(CROPS) + 1
     assert searcher.search("yellow", 1)[0].relpath == "late/yellow_yellow.png"
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_writing_a_generation_is_one_clear_error_and_leaves_nothing(
+        index_dir, images_dir, encoder, monkeypatch):
+    store = IndexStore(index_dir)
+    before = sorted(p.name for p in index_dir.iterdir())
+    make_crop(images_dir / "extra.png", "black", "black")
+    monkeypatch.setattr(np, "save", _disk_full)
+    with pytest.raises(StorageError, match=r"No space left on device.*free space"):
+        build_index(encoder, images_dir, index_dir, progress=False)
+    assert sorted(p.name for p in index_dir.iterdir() if p.name != "work") == before
+    assert store.load().meta["count"] == 6
+
+
+def test_disk_full_while_checkpointing_a_batch_leaves_no_temporary_file(index_dir, images_dir, encoder, monkeypatch):
+    make_crop(images_dir / "extra.png", "black", "black")
+    monkeypatch.setattr(np, "savez", _disk_full)
+    with pytest.raises(StorageError, match="embedded batch"):
+        build_index(encoder, images_dir, index_dir, progress=False)
+    assert [p for p in (index_dir / "work").rglob("*") if p.is_file()] == []

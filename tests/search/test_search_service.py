@@ -1,9 +1,11 @@
 """The HTTP service: every endpoint and every bad input, through FastAPI's TestClient."""
 
 import base64
+import errno
 import io
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -197,6 +199,35 @@ def test_delete_of_an_upload_removes_its_file_under_uploads(client, index_dir):
     assert entry.id == new_id and (index_dir / "uploads" / entry.path).is_file()
     assert client.delete(f"/api/images/{new_id}", headers={"X-API-Key": KEY}).status_code == 200
     assert not (index_dir / "uploads" / entry.path).exists()
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_upload_on_a_full_disk_is_a_json_507_and_writes_nothing(client, index_dir, monkeypatch):
+    before = IndexStore(index_dir).current_name()
+    monkeypatch.setattr(np, "save", _disk_full)
+    response = _upload(client, _png("yellow"))
+    assert response.status_code == 507 and "No space left on device" in response.json()["detail"]
+    assert _nothing_written(index_dir, before)
+    assert not list(index_dir.glob("gen-*.partial"))
+
+
+def test_delete_on_a_full_disk_is_a_json_507_and_keeps_the_image(client, index_dir, monkeypatch):
+    entry = IndexStore(index_dir).load().entries[0]
+    monkeypatch.setattr(np, "save", _disk_full)
+    response = client.delete(f"/api/images/{entry.id}", headers={"X-API-Key": KEY})
+    assert response.status_code == 507 and "No space left on device" in response.json()["detail"]
+    assert entry.id in IndexStore(index_dir).load().rows
+
+
+def test_an_unexpected_server_error_is_a_json_500(index_dir, encoder, monkeypatch):
+    searcher = Searcher(index_dir, encoder=encoder)
+    monkeypatch.setattr(searcher, "query", lambda *args: 1 / 0)
+    response = TestClient(create_app(searcher), raise_server_exceptions=False).post(
+        "/api/search", json={"query": "red"})
+    assert response.status_code == 500 and "ZeroDivisionError" in response.json()["detail"]
 
 
 def test_delete_of_unknown_id_is_404(client):

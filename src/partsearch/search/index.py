@@ -58,7 +58,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from partsearch.config import DataConfig
-from partsearch.errors import DataError, SearchIndexError
+from partsearch.errors import DataError, SearchIndexError, StorageError
 from partsearch.files import atomic_path
 from partsearch.search.encoder import Encoder, GalleryArrays
 
@@ -318,29 +318,42 @@ class IndexStore:
         recovered by the next writer (`load_for_update`); older ones are removed."""
         name = self._next_name()
         partial = self.root / f"{name}.partial"
-        partial.mkdir(parents=True)
         meta = dict(meta, count=len(entries), generation=name,
                     written=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         folded = np.ascontiguousarray(folded, dtype=np.float32)
         ids = np.array([e.id for e in entries], dtype=np.int64)
         vectors = FaissIndex.build(folded, ids, meta["index_factory"])
-        (partial / "meta.json").write_text(json.dumps(meta, indent=1))
-        (partial / "manifest.jsonl").write_text("".join(json.dumps(asdict(e)) + "\n" for e in entries))
-        np.save(partial / "folded.npy", folded)
-        np.save(partial / "global.npy", np.asarray(arrays.global_, np.float32))
-        np.save(partial / "coarse.npy", np.asarray(arrays.coarse, np.float32))
-        np.save(partial / "fine.npy", np.asarray(arrays.fine, np.float32))
-        np.save(partial / "foreground.npy", np.asarray(arrays.foreground, np.float16))
-        vectors.save(partial / "vectors.faiss")
-        for path in partial.iterdir():
-            _fsync(path)
-        os.rename(partial, self.root / name)
-        _fsync(self.root)
         tmp = self.root / "CURRENT.tmp"
-        tmp.write_text(name + "\n")
-        _fsync(tmp)
-        os.replace(tmp, self.current_file)
-        _fsync(self.root)
+        swapped = False
+        try:
+            with storage(f"index generation {partial}"):
+                partial.mkdir(parents=True)
+                (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+                (partial / "manifest.jsonl").write_text("".join(json.dumps(asdict(e)) + "\n" for e in entries))
+                np.save(partial / "folded.npy", folded)
+                np.save(partial / "global.npy", np.asarray(arrays.global_, np.float32))
+                np.save(partial / "coarse.npy", np.asarray(arrays.coarse, np.float32))
+                np.save(partial / "fine.npy", np.asarray(arrays.fine, np.float32))
+                np.save(partial / "foreground.npy", np.asarray(arrays.foreground, np.float16))
+                try:
+                    vectors.save(partial / "vectors.faiss")
+                except RuntimeError as err:  # FAISS reports a failed write this way
+                    raise OSError(f"FAISS could not write vectors.faiss ({str(err).strip().splitlines()[-1]})") from None
+                for path in partial.iterdir():
+                    _fsync(path)
+                os.rename(partial, self.root / name)
+                _fsync(self.root)
+                tmp.write_text(name + "\n")
+                _fsync(tmp)
+                os.replace(tmp, self.current_file)
+                swapped = True
+                _fsync(self.root)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            if not swapped:
+                shutil.rmtree(self.root / name, ignore_errors=True)
+            raise
         self.cleanup(keep={name, previous})
         return self.load(name)
 
@@ -350,6 +363,19 @@ class IndexStore:
         for path in self.root.glob("gen-*"):
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def storage(what: str) -> Iterator[None]:
+    """Turn a refused write (disk full, read-only, no permission) into one clear `StorageError`."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise StorageError(
+            f"cannot write {what}: {reason}; free space on that disk (or fix its permissions) and try again; "
+            "the index is as it was before"
+        ) from None
 
 
 def _fsync(path: Path) -> None:
@@ -406,7 +432,8 @@ class _WorkCache:
 
     def add(self, shas: list[str], arrays: GalleryArrays, folded: np.ndarray) -> None:
         self.batches += 1
-        with atomic_path(self.dir / f"batch-{self.batches:06d}.npz") as tmp:
+        final = self.dir / f"batch-{self.batches:06d}.npz"
+        with storage(f"embedded batch {final}"), atomic_path(final) as tmp:
             with open(tmp, "wb") as handle:  # a handle, so numpy adds no .npz suffix to the name
                 np.savez(handle, sha256=np.array(shas), folded=folded, global_=arrays.global_,
                          coarse=arrays.coarse, fine=arrays.fine, foreground=arrays.foreground.astype(np.float16))
@@ -599,7 +626,7 @@ def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
         arrays = encoder.encode_images([image])
         folded = encoder.fold_gallery(arrays)
         rel = sha[:32] + ACCEPTED_FORMATS[fmt]
-        with atomic_path(store.uploads / rel) as tmp:
+        with storage(f"upload {store.uploads / rel}"), atomic_path(store.uploads / rel) as tmp:
             tmp.write_bytes(data)
         entry = Entry(old.meta["next_id"], "uploads", rel, sha, len(data))
         meta = dict(old.meta, next_id=old.meta["next_id"] + 1)

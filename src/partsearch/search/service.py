@@ -1,6 +1,6 @@
 """`partsearch serve`: the search index over HTTP (FastAPI) with a web page.
 
-Endpoints (JSON unless said otherwise; errors are `{"detail": message}`):
+Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"detail": message}`):
 - `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
 - `POST /api/search` `{"query": str, "top_k": int = 10}` -> `{"query", "truncated", "results": [{"rank",
   "id", "score", "levels": {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name",
@@ -12,7 +12,8 @@ Endpoints (JSON unless said otherwise; errors are `{"detail": message}`):
   API key in the `X-API-Key` header; with no key configured they answer 403. An upload must decode
   as JPEG, PNG or WebP, within MAX_UPLOAD_BYTES and the pixel limit; otherwise 4xx and nothing is
   written. It is stored under INDEX_DIR/uploads/ and added to the index in a new generation. A delete
-  removes the image from the index; only an upload's file is deleted from disk, never the user's.
+  removes the image from the index; only an upload's file is deleted from disk, never the user's. A
+  full disk answers 507 and leaves the index as it was.
 
 Searches run concurrently on an immutable generation; uploads and deletes are serialised by a
 lock (and the index's file lock, so a concurrent `partsearch index` waits) and swap the generation.
@@ -27,11 +28,12 @@ import secrets
 import threading
 from pathlib import Path
 
-from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from partsearch.errors import StorageError
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
 from partsearch.search.searcher import QueryError, Searcher
@@ -62,6 +64,11 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     mutation = threading.Lock()
     app = FastAPI(title="partsearch", description="Text-based person search with part-level correspondence")
     app.state.searcher = searcher
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception):
+        # Still JSON, so the page can show it; the traceback goes to the server's log.
+        return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the server log"}, status_code=500)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     def lookup(image_id: str):
@@ -132,6 +139,8 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
                 raise HTTPException(413, str(err)) from None
             except index_ops.ImageRejected as err:
                 raise HTTPException(400, str(err)) from None
+            except StorageError as err:
+                raise HTTPException(507, str(err)) from None
             searcher.set_generation(gen)
         return JSONResponse({"id": entry.id, "name": entry.name, "added": added, "images": len(gen.entries),
                              "url": f"/api/images/{entry.id}"}, status_code=201 if added else 200)
@@ -145,6 +154,8 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
                 removed, gen = index_ops.delete_image(searcher.store, entry.id)
             except KeyError:
                 raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
+            except StorageError as err:
+                raise HTTPException(507, str(err)) from None
             searcher.set_generation(gen)
         return {"deleted": removed.id, "name": removed.name, "images": len(gen.entries)}
 
