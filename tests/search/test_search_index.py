@@ -166,3 +166,22 @@ def test_disk_full_while_checkpointing_a_batch_leaves_no_temporary_file(index_di
     with pytest.raises(StorageError, match="embedded batch"):
         build_index(encoder, images_dir, index_dir, progress=False)
     assert [p for p in (index_dir / "work").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("file,edit,named", [
+    ("manifest.jsonl", lambda e: dict(e, id="7"), "field 'id'"),
+    ("manifest.jsonl", lambda e: {k: v for k, v in e.items() if k != "sha256"}, "expected the fields"),
+    ("manifest.jsonl", lambda e: dict(e, path="../../outside.png"), "is not an indexed file"),
+    ("meta.json", lambda m: {k: v for k, v in m.items() if k != "index_factory"}, "field 'index_factory'"),
+    ("meta.json", lambda m: dict(m, next_id="12"), "field 'next_id'"),
+])
+def test_hand_edited_manifest_or_meta_is_a_clear_error_naming_the_file(index_dir, encoder, file, edit, named):
+    path = index_dir / IndexStore(index_dir).current_name() / file
+    if file == "meta.json":
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    else:
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([json.dumps(edit(json.loads(lines[0]))), *lines[1:]]) + "\n")
+    with pytest.raises(SearchIndexError, match=named) as err:
+        Searcher(index_dir, encoder=encoder)
+    assert file in str(err.value)

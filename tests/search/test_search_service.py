@@ -116,6 +116,21 @@ def test_explain_gives_part_scores_and_png_overlays(client):
         assert image.format == "PNG" and image.size == (32, 64)
 
 
+def _bomb() -> bytes:
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # ~60 kB on disk, 400 MP decoded
+    return bomb.getvalue()
+
+
+@pytest.mark.parametrize("content,reason", [(b"not an image at all", "not a readable"), (None, "pixel")])
+def test_explain_of_a_file_replaced_since_indexing_is_a_json_409(client, index_dir, images_dir, content, reason):
+    entry = IndexStore(index_dir).load().entries[0]
+    (images_dir / entry.path).write_bytes(_bomb() if content is None else content)
+    response = client.get(f"/api/images/{entry.id}/explain", params={"query": "red"})
+    assert response.status_code == 409 and reason in response.json()["detail"]
+    assert "re-run `partsearch index`" in response.json()["detail"]
+
+
 def test_explain_of_an_empty_query_is_422(client):
     assert client.get("/api/images/0/explain", params={"query": " "}).status_code == 422
 
@@ -168,9 +183,7 @@ def test_upload_over_the_byte_limit_is_413(index_dir, encoder):
 
 def test_decompression_bomb_is_413_before_decoding(client, index_dir):
     before = IndexStore(index_dir).current_name()
-    bomb = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # ~60 kB on disk, 400 MP decoded
-    response = _upload(client, bomb.getvalue(), "bomb.png")
+    response = _upload(client, _bomb(), "bomb.png")
     assert response.status_code == 413 and "pixel" in response.json()["detail"]
     assert _nothing_written(index_dir, before)
 

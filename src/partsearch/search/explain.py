@@ -16,6 +16,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from partsearch.search.index import MAX_IMAGE_PIXELS, decode_image
 from partsearch.search.searcher import Searcher, part_cosines, validate_query
 
 MAX_OVERLAY_HEIGHT = 256  # pixels; keeps the JSON small for large crops [ours]
@@ -59,8 +60,10 @@ def png_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def explain(searcher: Searcher, image_id: int, query: str) -> dict:
-    """Scores and overlays of image `image_id` for `query`. Raises KeyError for an unknown id.
+def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
+    """Scores and overlays of image `image_id` for `query`. Raises KeyError for an unknown id,
+    FileNotFoundError when its file is gone and `ImageRejected` when the file on disk is no longer
+    a readable image within `max_pixels` (replaced since indexing).
 
     Returns `{"id", "name", "query", "truncated", "score", "levels", "coarse": [N_c floats],
     "fine": [{"part", "score", "rows": [start, end) in the map, "overlay": PNG data URL}] (P),
@@ -72,8 +75,7 @@ def explain(searcher: Searcher, image_id: int, query: str) -> dict:
     g, c, f = part_cosines(gen.arrays, np.array([row]), emb)
     score = float(searcher.encoder.fold_query(emb)[0] @ gen.folded[row])
     foreground = np.asarray(gen.arrays.foreground[row], np.float32)
-    with Image.open(searcher.image_path(entry, gen)) as im:
-        image = im.convert("RGB")
+    image, _ = decode_image(searcher.image_path(entry, gen).read_bytes(), entry.path, max_pixels)
     if image.height > MAX_OVERLAY_HEIGHT:
         scale = MAX_OVERLAY_HEIGHT / image.height
         image = image.resize((max(1, round(image.width * scale)), MAX_OVERLAY_HEIGHT), Image.BILINEAR)

@@ -259,10 +259,12 @@ class IndexStore:
         name = name or self.current_name()
         gen = self.root / name
         try:
-            meta = json.loads((gen / "meta.json").read_text())
-            if meta.get("format") != FORMAT:
-                raise SearchIndexError(f"{gen}: format {meta.get('format')!r} is not {FORMAT}; rebuild the index")
-            entries = [Entry(**json.loads(line)) for line in (gen / "manifest.jsonl").read_text().splitlines() if line]
+            meta = _parse_meta(json.loads((gen / "meta.json").read_text()), gen / "meta.json")
+            manifest = gen / "manifest.jsonl"
+            entries = [_parse_entry(line, manifest, number)
+                       for number, line in enumerate(manifest.read_text().splitlines(), start=1) if line]
+            if len({e.id for e in entries}) != len(entries):
+                raise ValueError(f"{manifest}: an id appears twice")
             arrays = GalleryArrays(
                 *(np.load(gen / f"{n}.npy", mmap_mode="r") for n in ("global", "coarse", "fine", "foreground"))
             )
@@ -376,6 +378,40 @@ def storage(what: str) -> Iterator[None]:
             f"cannot write {what}: {reason}; free space on that disk (or fix its permissions) and try again; "
             "the index is as it was before"
         ) from None
+
+
+_META_FIELDS = {"format": str, "fingerprint": str, "images_root": str, "index_factory": str, "next_id": int,
+                "source": dict}
+_ENTRY_FIELDS = {"id": int, "source": str, "path": str, "sha256": str, "size": int}
+
+
+def _parse_meta(meta, path: Path) -> dict:
+    """meta.json, checked field by field, so a hand edit is named instead of failing later."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise SearchIndexError(f"{path}: format {meta.get('format')!r} is not {FORMAT}; rebuild the index")
+    for key, kind in _META_FIELDS.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ValueError(f"{path}: field {key!r} is {meta.get(key)!r}, not a {kind.__name__}")
+    return meta
+
+
+def _parse_entry(line: str, path: Path, number: int) -> Entry:
+    """One manifest line, checked: fields and types, a known source, and a relative path that stays
+    inside its folder (a hand-edited '../' path would serve files the index does not own)."""
+    where = f"{path} line {number}"
+    values = json.loads(line)
+    if not isinstance(values, dict) or set(values) != set(_ENTRY_FIELDS):
+        keys = sorted(values) if isinstance(values, dict) else type(values).__name__
+        raise ValueError(f"{where}: has {keys}, expected the fields {sorted(_ENTRY_FIELDS)}")
+    for key, kind in _ENTRY_FIELDS.items():
+        if not isinstance(values[key], kind) or isinstance(values[key], bool):
+            raise ValueError(f"{where}: field {key!r} is {values[key]!r}, not a {kind.__name__}")
+    rel = Path(values["path"])
+    if values["source"] not in SOURCES or rel.is_absolute() or ".." in rel.parts or not values["path"]:
+        raise ValueError(f"{where}: source {values['source']!r} / path {values['path']!r} is not an indexed file")
+    return Entry(**values)
 
 
 def _fsync(path: Path) -> None:

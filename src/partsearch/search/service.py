@@ -7,7 +7,8 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
   "relpath", "source", "url"}]}`. Empty query or top_k outside 1..1000 -> 422.
 - `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).
 - `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
-  overlays (foreground map and one per fine stripe) as PNG data URLs.
+  overlays (foreground map and one per fine stripe) as PNG data URLs. A file replaced since indexing
+  by one that is not an image within the pixel limit -> 409.
 - `POST /api/images` (multipart field `file`) and `DELETE /api/images/{id}`: only with the server's
   API key in the `X-API-Key` header; with no key configured they answer 403. An upload must decode
   as JPEG, PNG or WebP, within MAX_UPLOAD_BYTES and the pixel limit; otherwise 4xx and nothing is
@@ -117,13 +118,16 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     def explain_image(image_id: str, query: str = Query("")):
         entry, _, _ = lookup(image_id)
         try:
-            return explain(searcher, entry.id, query)
+            return explain(searcher, entry.id, query, max_pixels)
         except QueryError as err:
             raise HTTPException(422, str(err)) from None
         except KeyError:
             raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
         except FileNotFoundError:
             raise HTTPException(404, f"image {image_id} ({entry.path}) is no longer on disk") from None
+        except index_ops.ImageRejected as err:
+            raise HTTPException(409, f"image {image_id} changed on disk since it was indexed: {err}; "
+                                     "re-run `partsearch index`") from None
 
     @app.post("/api/images")
     def upload(file: UploadFile = File(...), x_api_key: str | None = Header(None)):
