@@ -1,5 +1,6 @@
 """The HTTP service: every endpoint and every bad input, through FastAPI's TestClient."""
 
+import asyncio
 import base64
 import errno
 import io
@@ -13,19 +14,21 @@ from search_fakes import COLOURS
 
 from partsearch.search.index import IndexStore
 from partsearch.search.searcher import Searcher
-from partsearch.search.service import create_app
+from partsearch.search.searcher import MAX_QUERY_CHARS
+from partsearch.search.service import MAX_REQUEST_BYTES, allowed_hosts, create_app
 
 KEY = "s3cret"
+LOCAL = "http://127.0.0.1:8000"
 
 
 @pytest.fixture
 def client(index_dir, encoder):
-    return TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY))
+    return TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY), base_url=LOCAL)
 
 
 @pytest.fixture
 def keyless(index_dir, encoder):
-    return TestClient(create_app(Searcher(index_dir, encoder=encoder)))
+    return TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=LOCAL)
 
 
 def _png(colour="red", size=(32, 64), fmt="PNG") -> bytes:
@@ -85,8 +88,73 @@ def test_long_query_is_truncated_and_says_so(client):
 
 
 def test_huge_query_is_cut_before_tokenizing_and_says_so(client):
-    body = client.post("/api/search", json={"query": "red" + "x" * 100_000, "top_k": 2}).json()
+    body = client.post("/api/search", json={"query": "red " + "x" * 50_000, "top_k": 2}).json()
     assert body["truncated"] is True and len(body["results"]) == 2
+
+
+def test_a_huge_query_is_never_echoed_back(client):
+    body = client.post("/api/search", json={"query": "red " + "x" * 50_000, "top_k": 2}).json()
+    assert body["query"] == ("red " + "x" * 50_000)[:MAX_QUERY_CHARS]
+
+
+def test_search_body_over_the_request_limit_is_413(client):
+    response = client.post("/api/search", json={"query": "red " + "x" * MAX_REQUEST_BYTES, "top_k": 2})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+def test_streamed_body_without_a_length_is_cut_at_the_limit(client):
+    chunks = (b"x" * 4096 for _ in range(MAX_REQUEST_BYTES // 4096 + 2))
+    response = client.post("/api/search", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_upload_key_is_checked_before_the_body_is_read(index_dir, encoder, key):
+    app = create_app(Searcher(index_dir, encoder=encoder), api_key=KEY)
+    reads, sent = [], []
+
+    async def receive():
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"host", b"127.0.0.1:8000"), (b"content-type", b"multipart/form-data; boundary=b"),
+               (b"content-length", b"400000000")] + ([(b"x-api-key", key.encode())] if key else [])
+    scope = {"type": "http", "method": "POST", "path": "/api/images", "raw_path": b"/api/images",
+             "query_string": b"", "headers": headers, "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "root_path": ""}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and reads == []
+
+
+def test_upload_over_the_body_limit_is_413_before_reading_it(client):
+    response = client.post("/api/images", content=b"x", headers={"X-API-Key": KEY, "content-length": "400000000"})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example"])
+def test_a_host_the_server_was_not_started_for_is_refused(index_dir, encoder, host):
+    client = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=f"http://{host}")
+    response = client.post("/api/search", json={"query": "red"})
+    assert response.status_code == 400 and "--allowed-host" in response.json()["detail"]
+    assert client.get("/").status_code == 400
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "[::1]:8000"])
+def test_loopback_names_are_answered_by_default(index_dir, encoder, host):
+    client = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=f"http://{host}")
+    assert client.post("/api/search", json={"query": "red"}).status_code == 200
+
+
+def test_serve_answers_its_bind_address_and_allowed_hosts(index_dir, encoder):
+    hosts = allowed_hosts("10.1.2.3", ["search.lan"])
+    app = create_app(Searcher(index_dir, encoder=encoder), allowed_hosts=hosts)
+    for host in ("10.1.2.3", "search.lan:8000", "localhost"):
+        assert TestClient(app, base_url=f"http://{host}").get("/healthz").status_code == 200
+    assert TestClient(app, base_url="http://other.lan").get("/healthz").status_code == 400
+    assert allowed_hosts("0.0.0.0", ["*"]) is None
 
 
 def test_image_is_served_by_id(client, index_dir, images_dir):
@@ -176,7 +244,8 @@ def test_corrupt_upload_is_400_and_writes_nothing(client, index_dir):
 
 
 def test_upload_over_the_byte_limit_is_413(index_dir, encoder):
-    small = TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY, max_upload_bytes=100))
+    small = TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY, max_upload_bytes=100),
+                       base_url=LOCAL)
     response = _upload(small, _png())
     assert response.status_code == 413 and "100 bytes" in response.json()["detail"]
 
@@ -238,7 +307,7 @@ def test_delete_on_a_full_disk_is_a_json_507_and_keeps_the_image(client, index_d
 def test_an_unexpected_server_error_is_a_json_500(index_dir, encoder, monkeypatch):
     searcher = Searcher(index_dir, encoder=encoder)
     monkeypatch.setattr(searcher, "query", lambda *args: 1 / 0)
-    response = TestClient(create_app(searcher), raise_server_exceptions=False).post(
+    response = TestClient(create_app(searcher), raise_server_exceptions=False, base_url=LOCAL).post(
         "/api/search", json={"query": "red"})
     assert response.status_code == 500 and "ZeroDivisionError" in response.json()["detail"]
 

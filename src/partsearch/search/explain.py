@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from partsearch.search.index import MAX_IMAGE_PIXELS, decode_image
-from partsearch.search.searcher import Searcher, part_cosines, validate_query
+from partsearch.search.searcher import MAX_QUERY_CHARS, Searcher, part_cosines, validate_query
 
 MAX_OVERLAY_HEIGHT = 256  # pixels; keeps the JSON small for large crops [ours]
 # A dark-to-bright heat colour scale (black, purple, red, orange, pale yellow).
@@ -87,7 +87,7 @@ def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX
         fine.append({"part": part, "score": float(f[0, part]), "rows": [int(start), int(end)],
                      "overlay": png_data_url(overlay(image, stripe))})
     return {
-        "id": entry.id, "name": entry.name, "query": query, "truncated": truncated, "score": score,
+        "id": entry.id, "name": entry.name, "query": query[:MAX_QUERY_CHARS], "truncated": truncated, "score": score,
         "levels": {"global": float(g[0]), "coarse": float(c[0].mean()), "fine": float(f[0].mean())},
         "coarse": [float(x) for x in c[0]], "fine": fine,
         "foreground": png_data_url(overlay(image, shown)),

@@ -48,7 +48,7 @@ class SearchResult:
 
 @dataclass
 class SearchResponse:
-    query: str
+    query: str  # as searched, cut at MAX_QUERY_CHARS: a huge request is never echoed back
     truncated: bool  # the query was cut at the tokenizer's limit
     results: list[SearchResult]
 
@@ -166,7 +166,7 @@ class Searcher:
                 name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
             ))
-        return SearchResponse(text, truncated, results)
+        return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results)
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
