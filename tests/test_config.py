@@ -43,3 +43,28 @@ def test_dump_round_trips(tmp_path):
     cfg.dump(tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
+
+
+@pytest.mark.parametrize("override", ["train.lr=.nan", "train.lr=.inf", "loss.margin=-.inf"])
+def test_a_non_finite_number_is_refused_naming_the_field(override):
+    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}: expected a finite number"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.batch_size=0", "data.batch_size: must be >= 1, got 0"),
+    ("data.num_workers=-1", "data.num_workers: must be >= 0, got -1"),
+    ("data.image_size=[0, 0]", r"data.image_size: every value must be >= 16, got \[0, 0\]"),
+    ("loss.margin=-5", "loss.margin: must be >= 0, got -5"),
+    ("data.random_erasing=1.5", "data.random_erasing: must be between 0 and 1, got 1.5"),
+])
+def test_a_value_outside_its_limits_is_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_every_shipped_config_is_within_the_limits():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        load_config(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if isinstance(value, (dict, list)):
@@ -228,8 +231,49 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# Bounds (inclusive; None = open) of numeric fields whose other values crash or silently do
+# nothing. Choices (backbone, optimizer, ...) and the bounds that need other fields are checked by
+# the module that uses them (train.optim, losses.criterion).
+LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "data.image_size": (16, None),
+    "data.max_tokens": (2, None),
+    "data.batch_size": (1, None),
+    "data.instances_per_id": (1, None),
+    "data.num_workers": (0, None),
+    "data.pad_crop": (0, None),
+    "data.random_erasing": (0, 1),
+    "data.max_image_pixels": (1, None),
+    "model.dim": (1, None),
+    "model.num_coarse": (1, None),
+    "model.num_fine": (1, None),
+    "model.dropout": (0, 1),
+    "loss.margin": (0, None),
+    "train.backbone_lr_factor": (0, None),
+    "train.weight_decay": (0, None),
+    "train.grad_clip": (0, None),
+    "train.max_steps": (0, None),
+    "train.time_limit_min": (0, None),
+    "eval.batch_size": (1, None),
+    "eval.memory_budget_mb": (1, None),
+}
+
+
+def check_limits(cfg: Config) -> None:
+    """Raise ConfigError naming the first value outside `LIMITS`."""
+    for key, (low, high) in LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if (low is not None and v < low) or (high is not None and v > high):
+                wanted = f">= {low}" if high is None else f"between {low} and {high}"
+                raise ConfigError(f"{key}: every value must be {wanted}, got {list(value)}" if isinstance(value, tuple)
+                                  else f"{key}: must be {wanted}, got {value}")
+
+
 def from_dict(values: dict[str, Any]) -> Config:
-    return _build(Config, values or {}, "")
+    cfg = _build(Config, values or {}, "")
+    check_limits(cfg)
+    return cfg
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
