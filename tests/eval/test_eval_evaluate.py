@@ -140,3 +140,9 @@ def test_eval_with_a_moved_dataset_suggests_data_root(trained_run, tmp_path, cap
     assert cli_main(["eval", str(run), "--device", "cpu"]) == 2
     assert "--data-root" in capsys.readouterr().err
     assert cli_main(["eval", str(run), "--device", "cpu", "--data-root", root]) == 0
+
+
+def test_eval_json_into_a_folder_is_refused_before_any_work(tmp_path, capsys):
+    assert cli_main(["eval", str(tmp_path / "no-run"), "--json", str(tmp_path) + "/", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "eval_test.json" in err

@@ -27,7 +27,7 @@ from partsearch.config import Config
 from partsearch.data.datasets import build_gallery_loader, build_query_loader
 from partsearch.data.formats import Record
 from partsearch.device import autocast, resolve_device
-from partsearch.errors import DataError
+from partsearch.errors import DataError, UserError
 from partsearch.files import write_text_atomic
 from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.model import Embeddings
@@ -175,6 +175,9 @@ def main(args: argparse.Namespace) -> int:
     from partsearch.data.formats import load_dataset
     from partsearch.train.checkpoint import load_run
 
+    if args.json and (Path(args.json).is_dir() or args.json.endswith(("/", "\\"))):
+        raise UserError(f"--json {args.json}: is a folder; give a file name, e.g. "
+                        f"{Path(args.json) / f'eval_{args.split}.json'}")
     device = resolve_device(args.device)
     run = load_run(args.run_dir, args.checkpoint, device)
     cfg = run.cfg
