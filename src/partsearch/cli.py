@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from partsearch import __version__
-from partsearch.errors import UserError
+from partsearch.errors import UserError, user_message
 
 COMMANDS = {
     "synth": ("synth", "generate a SynthPEDES dataset in CUHK-PEDES layout"),
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
