@@ -8,8 +8,11 @@ Errors a user can cause (`partsearch.errors.UserError`) print one clear line and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import shutil
 import sys
+from pathlib import Path
 
 from partsearch import __version__
 from partsearch.errors import UserError, user_message
@@ -24,6 +27,22 @@ COMMANDS = {
     "serve": ("serve", "serve an index over HTTP with a web page"),
     "demo": ("demo", "the whole job on synthetic data: generate, train, evaluate, index, search, report"),
 }
+
+
+def invocation() -> str:
+    """How to type this installation's `partsearch` in the user's shell, for printed commands that
+    work as shown: the bare name when it is on PATH, otherwise the path of the script next to this
+    Python (e.g. `.venv/bin/partsearch` after `make demo`, whose venv is not activated), otherwise
+    `python -m partsearch`."""
+    script = Path(sys.executable).parent / "partsearch"
+    found = shutil.which("partsearch")
+    if found and script.is_file() and Path(found).resolve() == script.resolve():
+        return "partsearch"
+    if script.is_file():
+        with contextlib.suppress(ValueError):
+            return str(script.absolute().relative_to(Path.cwd()))
+        return str(script.absolute())
+    return f"{sys.executable} -m partsearch"
 
 
 def build_parser() -> argparse.ArgumentParser:
