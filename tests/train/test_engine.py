@@ -1,5 +1,6 @@
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,6 +180,20 @@ def test_train_command_refuses_an_existing_run_before_loading_data(tmp_path, cap
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "run" / "best.pt").read_bytes() == b"old run"
+
+
+def test_run_config_stores_a_relative_data_root_relative_to_the_run(tiny_cfg, synth_root, tmp_path, monkeypatch):
+    import os
+
+    from partsearch.config import load_config
+    from partsearch.train.checkpoint import run_data_path
+
+    monkeypatch.chdir(synth_root.parent)
+    run = train(tiny_cfg("train.max_steps=1", f"data.root={synth_root.name}"), tmp_path / "run")
+    stored = load_config(run / "config.yaml").data.root
+    assert stored == os.path.relpath(synth_root, run)
+    monkeypatch.chdir(tmp_path)
+    assert Path(run_data_path(run, stored)).resolve() == synth_root.resolve()
 
 
 def test_load_run_rebuilds_the_trained_model(tiny_cfg, tmp_path):

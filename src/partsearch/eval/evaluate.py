@@ -173,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
     """`partsearch eval RUN_DIR [--checkpoint best|last|PATH] [--split val|test] [--data-root DIR]
     [--json OUT] [--device auto|cpu|cuda]`."""
     from partsearch.data.formats import load_dataset
-    from partsearch.train.checkpoint import load_run
+    from partsearch.train.checkpoint import load_run, run_data_path
 
     if args.json and (Path(args.json).is_dir() or args.json.endswith(("/", "\\"))):
         raise UserError(f"--json {args.json}: is a folder; give a file name, e.g. "
@@ -181,9 +181,10 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     run = load_run(args.run_dir, args.checkpoint, device)
     cfg = run.cfg
-    root = args.data_root or cfg.data.root
+    root = args.data_root or run_data_path(args.run_dir, cfg.data.root)
+    jsonl_file = run_data_path(args.run_dir, cfg.data.jsonl_file)
     try:
-        splits = load_dataset(cfg.data.dataset, root, jsonl_file=cfg.data.jsonl_file or None)
+        splits = load_dataset(cfg.data.dataset, root, jsonl_file=jsonl_file or None)
     except DataError as err:
         hint = "" if args.data_root else "; if the dataset moved since training, pass --data-root DIR"
         raise DataError(f"{err}{hint}") from None

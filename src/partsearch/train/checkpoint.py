@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,31 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], sections: tuple[str
             if sa.get(key) != sb.get(key):
                 out.append(f"{section}.{key}: {sa.get(key)!r} -> {sb.get(key)!r}")
     return out
+
+
+DATA_PATHS = ("root", "jsonl_file")  # the data.* fields that are paths
+
+
+def portable_config(cfg: Config, run_dir: str | Path) -> Config:
+    """A copy of `cfg` for the run's `config.yaml`: relative data paths (relative to the directory
+    training started in) are rewritten relative to `run_dir`, so evaluation works from any
+    directory and a run moved together with its data still finds it. Absolute paths stay."""
+    out = from_dict(cfg.to_dict())
+    for key in DATA_PATHS:
+        value = getattr(cfg.data, key)
+        if value and not Path(value).is_absolute():
+            setattr(out.data, key, os.path.relpath(Path(value).resolve(), Path(run_dir).resolve()))
+    return out
+
+
+def run_data_path(run_dir: str | Path, value: str) -> str:
+    """A data path of a run's config as usable from here: relative paths are relative to the run
+    directory (`portable_config`); runs written before that stored them relative to the directory
+    training started in, which is tried second."""
+    if not value or Path(value).is_absolute():
+        return value
+    from_run = Path(run_dir) / value
+    return str(from_run) if from_run.exists() or not Path(value).exists() else value
 
 
 def fingerprint(model: torch.nn.Module, cfg: Config) -> str:

@@ -41,7 +41,8 @@ from partsearch.errors import CheckpointError, UserError
 from partsearch.losses.criterion import PartSearchCriterion, check_loss_config
 from partsearch.train import distributed
 from partsearch.train.checkpoint import (
-    FORMAT, config_differences, load_checkpoint, load_state_checked, rng_state, save_checkpoint, set_rng_state,
+    FORMAT, config_differences, load_checkpoint, load_state_checked, portable_config, rng_state, save_checkpoint,
+    set_rng_state,
 )
 from partsearch.train.optim import build_optimizer, build_scheduler, check_train_config
 
@@ -199,7 +200,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             _remove_previous_run(run_dir)
-        cfg.dump(run_dir / "config.yaml")
+        portable_config(cfg, run_dir).dump(run_dir / "config.yaml")
     seed_everything(tc.seed)
     if splits is None:
         splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
