@@ -2,6 +2,8 @@
 
 import errno
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ def test_index_records_every_image_relative_to_the_root(index_dir, images_dir):
     assert sorted(e["path"] for e in lines) == sorted(CROPS)
     assert all(set(e) == {"id", "source", "path", "sha256", "size"} for e in lines)
     meta = IndexStore(index_dir).load().meta
-    assert meta["images_root"] == str(images_dir.resolve())
+    assert meta["images_root"] == "../images" and meta["images_root_absolute"] == str(images_dir.resolve())
     assert meta["fingerprint"] == "fake-model-1"
 
 
@@ -185,3 +187,19 @@ def test_hand_edited_manifest_or_meta_is_a_clear_error_naming_the_file(index_dir
     with pytest.raises(SearchIndexError, match=named) as err:
         Searcher(index_dir, encoder=encoder)
     assert file in str(err.value)
+
+
+def test_an_index_moved_with_its_images_reads_them_where_they_now_are(tmp_path, index_dir, images_dir, encoder):
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.move(index_dir, moved / "index")
+    shutil.move(images_dir, moved / "images")
+    searcher = Searcher(moved / "index", encoder=encoder)
+    top = searcher.search("red", 1)[0]
+    assert Path(top.path) == moved / "images" / top.relpath and Path(top.path).is_file()
+
+
+def test_an_index_moved_alone_still_finds_its_images(tmp_path, index_dir, images_dir, encoder):
+    shutil.move(index_dir, tmp_path / "deeper" / "index")
+    top = Searcher(tmp_path / "deeper" / "index", encoder=encoder).search("red", 1)[0]
+    assert Path(top.path) == images_dir.resolve() / top.relpath

@@ -4,8 +4,9 @@ Layout of INDEX_DIR (format `partsearch-index/1`):
 
     CURRENT                 name of the live generation, swapped with os.replace
     gen-000007/
-      meta.json             format, model fingerprint, run dir + checkpoint, images root,
-                            index factory, widths, next free id
+      meta.json             format, model fingerprint, run dir + checkpoint, images root (paths
+                            relative to INDEX_DIR, absolute beside them), index factory, widths,
+                            next free id
       manifest.jsonl        one JSON object per image, row order = array order:
                             {"id": int, "source": "images"|"uploads", "path": relative posix path,
                              "sha256": hex, "size": bytes}
@@ -251,8 +252,29 @@ class IndexStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def locate(self, meta: dict, key: str, section: dict | None = None) -> Path | None:
+        """A path the index records (`images_root`, or `run_dir` / `checkpoint` of `source`),
+        None when it records none. Paths are kept relative to the index directory, with the
+        absolute path beside them (`<key>_absolute`): the relative one is used when it exists
+        (index and files moved together), else the absolute one (the index moved alone)."""
+        values = meta if section is None else section
+        relative, absolute = values.get(key) or "", values.get(f"{key}_absolute") or ""
+        candidates = [Path(os.path.normpath(self.root / p)) for p in (relative, absolute) if p]
+        for path in candidates:
+            if path.exists():
+                return path
+        return candidates[0] if candidates else None
+
+    def images_root(self, meta: dict) -> Path:
+        return self.locate(meta, "images_root")
+
+    def run_source(self, meta: dict) -> tuple[Path | None, Path | None]:
+        """(run directory, checkpoint) of the model the index was built with."""
+        source = meta.get("source", {})
+        return self.locate(meta, "run_dir", source), self.locate(meta, "checkpoint", source)
+
     def image_path(self, meta: dict, entry: Entry) -> Path:
-        base = Path(meta["images_root"]) if entry.source == "images" else self.uploads
+        base = self.images_root(meta) if entry.source == "images" else self.uploads
         return base / entry.path
 
     def load(self, name: str | None = None) -> Generation:
@@ -422,6 +444,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def portable_source(source: dict, root: Path) -> dict:
+    """The encoder's `run_dir` / `checkpoint` as paths relative to the index `root`, each with its
+    absolute path beside it (see `IndexStore.locate`), so an index moved with its run still finds it."""
+    out = dict(source)
+    for key in ("run_dir", "checkpoint"):
+        if source.get(key):
+            absolute = Path(source[key]).resolve()
+            out[key], out[f"{key}_absolute"] = os.path.relpath(absolute, root), str(absolute)
+    return out
+
+
 def check_model(meta: dict, encoder: Encoder, root: Path) -> None:
     if meta["fingerprint"] != encoder.fingerprint:
         raise SearchIndexError(
@@ -588,7 +621,7 @@ def build_index(
         added = sum(1 for e in entries if e.id not in (old.rows if old else {}))
         unchanged = (old is not None and not recovered and not added and not removed
                      and old.meta["index_factory"] == index_factory
-                     and old.meta["images_root"] == str(images_root))
+                     and store.images_root(old.meta).resolve() == images_root)
         if unchanged:
             name = old.name
         else:
@@ -599,8 +632,9 @@ def build_index(
             meta = {
                 "format": FORMAT,
                 "fingerprint": encoder.fingerprint,
-                "source": dict(encoder.source),
-                "images_root": str(images_root),
+                "source": portable_source(encoder.source, store.root),
+                "images_root": os.path.relpath(images_root, store.root),
+                "images_root_absolute": str(images_root),
                 "index_factory": index_factory,
                 "dim": encoder.dim,
                 "num_coarse": encoder.num_coarse,

@@ -90,14 +90,15 @@ class Searcher:
         if encoder is None:
             from partsearch.search.encoder import RunEncoder
 
-            source = self.generation.meta.get("source", {})
-            checkpoint = source.get("checkpoint", "")
-            if not checkpoint or not Path(checkpoint).exists():
+            run_dir, checkpoint = self.store.run_source(self.generation.meta)
+            if checkpoint is None or not checkpoint.exists():
+                recorded = self.generation.meta.get("source", {})
                 raise SearchIndexError(
-                    f"index {self.store.root} was built from checkpoint {checkpoint!r}, which is not there; "
-                    "index the images again with a run that exists"
+                    f"index {self.store.root} was built from checkpoint "
+                    f"{recorded.get('checkpoint_absolute') or recorded.get('checkpoint')!r}, which is not there; "
+                    "name the run with --run RUN_DIR if it moved, or index the images again with a run that exists"
                 )
-            encoder = RunEncoder(source.get("run_dir"), checkpoint, device)
+            encoder = RunEncoder(run_dir, str(checkpoint), device)
         self.encoder = encoder
         self.vector_index = vector_index
         self.set_generation(self.generation)
@@ -188,8 +189,19 @@ def format_table(response: SearchResponse) -> str:
     return "\n".join(lines)
 
 
+def open_searcher(index_dir: str | Path, run_dir: str | None = None, checkpoint: str = "best") -> Searcher:
+    """A Searcher over `index_dir` with the model of `run_dir` when given (the index checks it is
+    the model it was built with), otherwise the run the index records."""
+    encoder = None
+    if run_dir:
+        from partsearch.search.encoder import RunEncoder
+
+        encoder = RunEncoder(run_dir, checkpoint)
+    return Searcher(index_dir, encoder=encoder)
+
+
 def main(args: argparse.Namespace) -> int:
-    searcher = Searcher(args.index_dir)
+    searcher = open_searcher(args.index_dir, args.run, args.checkpoint)
     response = searcher.query(args.query, args.top_k)
     print(json.dumps(response.to_dict(), indent=1) if args.json else format_table(response))
     return 0

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from partsearch.errors import StorageError
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
-from partsearch.search.searcher import QueryError, Searcher
+from partsearch.search.searcher import QueryError, Searcher, open_searcher
 
 WEB_DIR = Path(__file__).parent / "web"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # [ours]
@@ -247,7 +247,8 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn
 
     hosts = allowed_hosts(args.host, args.allowed_host)
-    app = create_app(args.index_dir, api_key=args.api_key, allowed_hosts=hosts)
+    app = create_app(open_searcher(args.index_dir, args.run, args.checkpoint), api_key=args.api_key,
+                     allowed_hosts=hosts)
     searcher = app.state.searcher
     print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
