@@ -68,3 +68,28 @@ def test_every_shipped_config_is_within_the_limits():
 
     for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         load_config(path)
+
+
+@pytest.mark.parametrize("override,meant", [
+    ("train.learning_rate=1e-3", "lr"), ("train.LR=1e-3", "lr"), ("data.bs=8", "batch_size"),
+    ("train.epoch=3", "epochs"), ("train.weight_decy=0", "weight_decay"),
+])
+def test_did_you_mean_suggests_the_key_that_was_meant(override, meant):
+    with pytest.raises(ConfigError, match=f"did you mean '{meant}'"):
+        load_config(None, [override])
+
+
+def test_a_bad_key_from_the_command_line_is_not_blamed_on_the_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.LR=1e-3"])
+    assert str(err.value).startswith("command line: unknown config key 'train.LR'")
+    assert str(path) not in str(err.value)
+
+
+def test_a_bad_key_in_the_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  LR: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown config key 'train.LR'"):
+        load_config(path, ["train.epochs=2"])

@@ -28,7 +28,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ConfigError(UserError):
-    """A configuration value or key a user wrote is wrong; the message says what to write."""
+    """A configuration value or key a user wrote is wrong; the message says what to write.
+    `key` is the dotted key at fault when known, so the message can say where it was written."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -165,9 +170,23 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+# Names people write for a key, from other tools and papers [ours].
+ALIASES = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "bs": "batch_size",
+           "workers": "num_workers", "max_epochs": "epochs", "num_epochs": "epochs", "clip_grad": "grad_clip",
+           "max_length": "max_tokens", "max_len": "max_tokens", "embed_dim": "dim", "steps": "max_steps"}
+
+
 def _nearest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """'; did you mean X?' for a mistyped key: same name in another case, a known alias, the
+    initials of a snake_case name (learning_rate -> lr), then a close spelling; nothing rather than
+    a far-fetched guess."""
+    lower = name.lower()
+    initials = "".join(part[0] for part in lower.split("_") if part)
+    candidates = [o for o in options if o.lower() == lower]
+    candidates += [ALIASES[lower]] if ALIASES.get(lower) in options else []
+    candidates += [initials] if "_" in lower and initials in options else []
+    candidates += difflib.get_close_matches(lower, options, n=1, cutoff=0.6)
+    return f"; did you mean '{candidates[0]}'?" if candidates else f"; valid keys: {', '.join(options)}"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -176,12 +195,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}", key=where)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {value!r}", key=where)
         return value
     if hint is float:
         if isinstance(value, str):
@@ -191,22 +210,22 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {value!r}", key=where)
         if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}", key=where)
         return float(value)
     if hint is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {value!r}", key=where)
         return "" if value is None else str(value)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", key=where)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], where) for v in value)
         if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}")
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}", key=where)
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if origin in (typing.Union, types.UnionType):
         return value
@@ -215,14 +234,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}", key=prefix.rstrip(".") or None)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         where = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"unknown config key '{where}'{_nearest(key, names)}")
+            raise ConfigError(f"unknown config key '{where}'{_nearest(key, names)}", key=where)
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value or {}, where + ".")
@@ -267,7 +286,7 @@ def check_limits(cfg: Config) -> None:
             if (low is not None and v < low) or (high is not None and v > high):
                 wanted = f">= {low}" if high is None else f"between {low} and {high}"
                 raise ConfigError(f"{key}: every value must be {wanted}, got {list(value)}" if isinstance(value, tuple)
-                                  else f"{key}: must be {wanted}, got {value}")
+                                  else f"{key}: must be {wanted}, got {value}", key=key)
 
 
 def from_dict(values: dict[str, Any]) -> Config:
@@ -297,7 +316,7 @@ def merge_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     for text in overrides:
         (section, key), value = parse_override(text)
         if section not in sections:
-            raise ConfigError(f"unknown config section '{section}'{_nearest(section, sections)}")
+            raise ConfigError(f"unknown config section '{section}'{_nearest(section, sections)}", key=section)
         values.setdefault(section, {})[key] = value
     return values
 
@@ -315,8 +334,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    overrides = list(overrides or [])
     try:
-        return from_dict(merge_overrides(values, list(overrides or [])))
+        return from_dict(merge_overrides(values, overrides))
     except ConfigError as err:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{err}") from None
+        # Name where the faulty key was written: the command line (an override) or the file.
+        written = [text.split("=", 1)[0].strip() for text in overrides]
+        from_line = err.key is None or any(k == err.key or k.startswith(err.key + ".") for k in written)
+        if path is None or (from_line and overrides):
+            raise ConfigError(f"command line: {err}" if overrides else str(err), key=err.key) from None
+        raise ConfigError(f"{path}: {err}", key=err.key) from None
