@@ -10,7 +10,7 @@ import pytest
 from search_fakes import CROPS, FakeEncoder, make_crop, similarity
 
 from partsearch.errors import DataError, SearchIndexError, StorageError
-from partsearch.search.index import IndexStore, build_index, scan_images
+from partsearch.search.index import ImageRejected, IndexStore, build_index, decode_image, scan_images
 from partsearch.search.searcher import Searcher
 
 
@@ -203,3 +203,9 @@ def test_an_index_moved_alone_still_finds_its_images(tmp_path, index_dir, images
     shutil.move(index_dir, tmp_path / "deeper" / "index")
     top = Searcher(tmp_path / "deeper" / "index", encoder=encoder).search("red", 1)[0]
     assert Path(top.path) == images_dir.resolve() / top.relpath
+
+
+def test_an_unreadable_image_is_named_by_its_file_not_by_a_memory_buffer():
+    with pytest.raises(ImageRejected) as err:
+        decode_image(b"this is no image", "a/broken.png")
+    assert str(err.value).startswith("a/broken.png: not a readable") and "BytesIO" not in str(err.value)

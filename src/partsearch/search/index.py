@@ -121,7 +121,10 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> 
         raise
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(f"{name}: over the pixel limit ({err})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError:
+        # PIL's own text names the in-memory buffer (<_io.BytesIO object at 0x...>), not the file.
+        raise ImageRejected(f"{name}: not a readable JPEG/PNG/WebP image (unrecognised content)") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageRejected(f"{name}: not a readable JPEG/PNG/WebP image ({err})") from None
 
 
