@@ -209,3 +209,10 @@ def test_an_unreadable_image_is_named_by_its_file_not_by_a_memory_buffer():
     with pytest.raises(ImageRejected) as err:
         decode_image(b"this is no image", "a/broken.png")
     assert str(err.value).startswith("a/broken.png: not a readable") and "BytesIO" not in str(err.value)
+
+
+def test_hidden_files_and_folders_are_not_indexed(images_dir):
+    make_crop(images_dir / ".thumbnails" / "red_blue.jpg", "red", "blue")
+    make_crop(images_dir / "a" / ".cache" / "x.png", "red", "blue")
+    make_crop(images_dir / "a" / ".hidden.png", "red", "blue")
+    assert scan_images(images_dir) == sorted(CROPS)

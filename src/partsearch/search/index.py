@@ -468,12 +468,14 @@ def check_model(meta: dict, encoder: Encoder, root: Path) -> None:
 
 
 def scan_images(root: Path) -> list[str]:
-    """Relative posix paths of every jpg/jpeg/png/webp under `root`, sorted."""
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    """Relative posix paths of every jpg/jpeg/png/webp under `root`, sorted. Hidden files and
+    everything in hidden folders (.thumbnails, .git, a tool's cache) are left out."""
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in rel.parts) and path.is_file():
+            found.append(rel.as_posix())
+    return sorted(found)
 
 
 class _WorkCache:
