@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from search_fakes import FakeEncoder, make_crop
 
+from partsearch.errors import SearchIndexError
 from partsearch.search.index import PAUSE_ENV, IndexStore, build_index
 from partsearch.search.searcher import Searcher
 
@@ -123,3 +124,10 @@ def test_rerun_rebuilds_from_the_images_when_no_generation_is_readable(index_dir
     assert build_index(encoder, images_dir, index_dir, progress=False).total == 6
     assert encoder.embedded == 6
     assert len(Searcher(index_dir, encoder=FakeEncoder())) == 6
+
+
+def test_a_misspelled_index_factory_is_refused_before_embedding(tmp_path, images_dir):
+    encoder = CountingEncoder()
+    with pytest.raises(SearchIndexError, match="'Flaat' is not a FAISS index factory string"):
+        build_index(encoder, images_dir, tmp_path / "index", index_factory="Flaat", progress=False)
+    assert encoder.embedded == 0

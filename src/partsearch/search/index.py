@@ -202,6 +202,18 @@ class FaissIndex:
         return scores, ids
 
 
+def check_factory(factory: str, dim: int) -> None:
+    """Refuse a string FAISS cannot parse before any image is embedded (whether the gallery is
+    large enough for it is known only at the end)."""
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        raise SearchIndexError(
+            f"--index-factory {factory!r} is not a FAISS index factory string; use Flat (exact), HNSW32 "
+            "or IVF1024,PQ32 (approximate)"
+        ) from None
+
+
 @dataclass
 class Generation:
     """One complete, immutable generation of an index, loaded."""
@@ -581,6 +593,7 @@ def build_index(
         raise DataError(f"--images {images_dir}: no such folder")
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: must be at least 1")
+    check_factory(index_factory, encoder.dim * (1 + encoder.num_coarse + encoder.num_fine))
     store = IndexStore(out_dir)
     with store.lock():
         old = store.load_for_update()
