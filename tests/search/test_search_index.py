@@ -216,3 +216,13 @@ def test_hidden_files_and_folders_are_not_indexed(images_dir):
     make_crop(images_dir / "a" / ".cache" / "x.png", "red", "blue")
     make_crop(images_dir / "a" / ".hidden.png", "red", "blue")
     assert scan_images(images_dir) == sorted(CROPS)
+
+
+def test_searching_a_run_directory_says_to_build_an_index_from_it(tmp_path, encoder):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")
+    with pytest.raises(SearchIndexError) as err:
+        Searcher(run, encoder=encoder)
+    assert "is a training run, not a search index" in str(err.value)
+    assert f"--out {run.resolve()}" not in str(err.value) and "--out INDEX_DIR" in str(err.value)

@@ -251,6 +251,11 @@ class IndexStore:
         try:
             return self.current_file.read_text().strip()
         except FileNotFoundError:
+            if any((self.root / name).is_file() for name in ("best.pt", "last.pt")):
+                raise SearchIndexError(
+                    f"{self.root} is a training run, not a search index; build an index with this run "
+                    f"(`partsearch index {self.root} --images DIR --out INDEX_DIR`) and search INDEX_DIR"
+                ) from None
             raise SearchIndexError(
                 f"{self.root} is not a search index (no CURRENT file); build one with "
                 f"`partsearch index RUN_DIR --images DIR --out {self.root}`"
