@@ -358,3 +358,21 @@ def test_searches_run_while_uploads_change_the_index(client):
         codes = list(pool.map(ask, range(40)))
     assert codes.count(201) == 4 and codes.count(200) == 36
     assert client.get("/healthz").json()["images"] == 10
+
+
+def test_a_busy_port_is_one_clear_error_before_anything_claims_to_serve(tmp_path, capsys):
+    import argparse
+    import socket
+
+    from partsearch.errors import UserError
+    from partsearch.search.service import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        args = argparse.Namespace(index_dir=str(tmp_path / "no-index"), host="127.0.0.1", port=port,
+                                  allowed_host=[], api_key=None, run=None, checkpoint="best")
+        with pytest.raises(UserError, match=rf"cannot listen on 127.0.0.1:{port}.*--port"):
+            main(args)
+    assert "serving" not in capsys.readouterr().out

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import re
 import secrets
+import socket
 import threading
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from partsearch.errors import StorageError
+from partsearch.errors import StorageError, UserError
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
 from partsearch.search.searcher import QueryError, Searcher, open_searcher
@@ -243,13 +244,36 @@ def allowed_hosts(bind: str, extra: list[str] | None) -> tuple[str, ...] | None:
     return None if "*" in names else tuple(dict.fromkeys(names))
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, taken before the model is loaded, so a busy port is one
+    clear error at once (and nothing claims to be serving)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as err:
+        raise UserError(f"--host {host!r}: not an address to listen on ({err})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port "
+                        "(or stop what is using it)") from None
+    return sock
+
+
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    hosts = allowed_hosts(args.host, args.allowed_host)
-    app = create_app(open_searcher(args.index_dir, args.run, args.checkpoint), api_key=args.api_key,
-                     allowed_hosts=hosts)
-    searcher = app.state.searcher
-    print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    sock = listen(args.host, args.port)
+    try:
+        hosts = allowed_hosts(args.host, args.allowed_host)
+        app = create_app(open_searcher(args.index_dir, args.run, args.checkpoint), api_key=args.api_key,
+                         allowed_hosts=hosts)
+        searcher = app.state.searcher
+        print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
