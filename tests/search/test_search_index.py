@@ -226,3 +226,10 @@ def test_searching_a_run_directory_says_to_build_an_index_from_it(tmp_path, enco
         Searcher(run, encoder=encoder)
     assert "is a training run, not a search index" in str(err.value)
     assert f"--out {run.resolve()}" not in str(err.value) and "--out INDEX_DIR" in str(err.value)
+
+
+def test_search_command_checks_top_k_before_loading_anything(tmp_path, capsys):
+    from partsearch.cli import main
+
+    assert main(["search", str(tmp_path / "no-index"), "red", "--top-k", "0"]) == 2
+    assert "top_k=0 is out of range" in capsys.readouterr().err

@@ -201,6 +201,7 @@ def open_searcher(index_dir: str | Path, run_dir: str | None = None, checkpoint:
 
 
 def main(args: argparse.Namespace) -> int:
+    validate_query(args.query, args.top_k)  # before the model is loaded, so a typo costs nothing
     searcher = open_searcher(args.index_dir, args.run, args.checkpoint)
     response = searcher.query(args.query, args.top_k)
     print(json.dumps(response.to_dict(), indent=1) if args.json else format_table(response))
