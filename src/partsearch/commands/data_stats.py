@@ -10,7 +10,7 @@ DATASETS = ("CUHK-PEDES", "ICFG-PEDES", "RSTPReid", "SynthPEDES", "jsonl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="annotation format of the dataset")
     parser.add_argument("--root", required=True, help="dataset root (annotation file + imgs/)")
     parser.add_argument("--jsonl-file", default="", help="for --dataset jsonl: the annotation file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -6,13 +6,13 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("index_dir")
+    parser.add_argument("index_dir", help="an index directory written by `partsearch index`")
     parser.add_argument("--run", default=None, metavar="RUN_DIR",
                         help="the trained run to embed queries with (default: the run the index records; "
                              "give it when the run moved)")
-    parser.add_argument("--checkpoint", default="best", help="with --run: best | last | PATH (default best)")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--checkpoint", default="best", help="with --run: best | last | PATH")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port")
     parser.add_argument(
         "--allowed-host", action="append", default=[], metavar="NAME",
         help="a Host name (as in the browser's address bar) to answer besides 127.0.0.1, localhost, ::1 and "
