@@ -24,7 +24,7 @@ import torch
 from partsearch.config import Config, ConfigError, from_dict, load_config
 from partsearch.errors import CheckpointError
 from partsearch.files import atomic_path
-from partsearch.hub import WeightsError, resolve_weights
+from partsearch.hub import WeightsError, quiet_weight_loading, resolve_weights
 
 FORMAT = "partsearch/1"
 
@@ -183,6 +183,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     from partsearch.data.tokenizers import build_tokenizer
     from partsearch.model.model import build_model
 
+    quiet_weight_loading()
     run_dir = Path(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
     payload = load_checkpoint(path, map_location="cpu")

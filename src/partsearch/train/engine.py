@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from partsearch.config import Config, ConfigError, load_config
 from partsearch.device import autocast
 from partsearch.errors import CheckpointError, UserError
+from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import PartSearchCriterion, check_loss_config
 from partsearch.train import distributed
 from partsearch.train.checkpoint import (
@@ -196,6 +197,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
 
     tc = cfg.train
     device = ctx.device
+    quiet_weight_loading()
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
