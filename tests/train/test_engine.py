@@ -248,3 +248,9 @@ def test_time_limit_stops_after_the_first_step_with_a_checkpoint(tiny_cfg, tmp_p
     run = train(tiny_cfg("train.time_limit_min=1e-6"), tmp_path / "run")
     assert load_checkpoint(run / "last.pt")["step"] == 1
     assert "time limit" in capsys.readouterr().out
+
+
+def test_progress_with_max_steps_counts_only_the_epochs_the_run_reaches(tiny_cfg, tmp_path, capsys):
+    train(tiny_cfg("train.epochs=10", "train.max_steps=2"), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "epoch 1/1 (stops at step 2)" in err and "1/10" not in err

@@ -322,7 +322,8 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     while epoch < tc.epochs and not stopped:
         skip = pos["batch"] if epoch == pos["epoch"] else 0
         epoch_loader = _epoch_loader(loader, epoch, skip, tc.seed)
-        bar = _progress(len(loader), skip, f"epoch {epoch + 1}/{tc.epochs}", ctx.is_main)
+        total, desc = _bar_extent(len(loader), skip, epoch, pos["step"], steps_per_epoch, tc)
+        bar = _progress(total, skip, desc, ctx.is_main)
         done = skip
         for i, batch in enumerate(epoch_loader, start=skip):
             images = batch["image"].to(device, non_blocking=True)
@@ -405,6 +406,16 @@ def _out_of_time(start: float, limit_min: float, ctx: distributed.DistContext) -
         flag = flag.to(ctx.device)
         torch.distributed.broadcast(flag, src=0)
     return bool(flag.item())
+
+
+def _bar_extent(batches: int, skip: int, epoch: int, step: int, steps_per_epoch: int, tc) -> tuple[int, str]:
+    """(total, label) of one epoch's progress bar: with `max_steps` the bar ends where the run
+    will stop and counts only the epochs it will reach, so `--max-steps 12` never shows "epoch 1/10"."""
+    if not tc.max_steps:
+        return batches, f"epoch {epoch + 1}/{tc.epochs}"
+    epochs = min(tc.epochs, max(epoch + 1, math.ceil(tc.max_steps / steps_per_epoch)))
+    total = min(batches, skip + max(0, tc.max_steps - step) * tc.accumulate)
+    return total, f"epoch {epoch + 1}/{epochs} (stops at step {tc.max_steps})"
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
