@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from search_fakes import CROPS, FakeEncoder, make_crop, similarity
 
 from partsearch.errors import DataError, SearchIndexError, StorageError
@@ -233,3 +234,33 @@ def test_search_command_checks_top_k_before_loading_anything(tmp_path, capsys):
 
     assert main(["search", str(tmp_path / "no-index"), "red", "--top-k", "0"]) == 2
     assert "top_k=0 is out of range" in capsys.readouterr().err
+
+
+def test_the_match_threshold_separates_matching_from_other_pairs_best():
+    from partsearch.search.threshold import best_threshold
+
+    scores = np.array([[0.9, 0.1], [0.3, 0.8]])
+    matches = np.array([[True, False], [False, True]])
+    assert best_threshold(scores, matches) == pytest.approx(0.55)
+
+
+def test_a_measured_threshold_accepts_true_pairs_of_the_split(images_dir, encoder):
+    from partsearch.data.formats import Record
+    from partsearch.search.threshold import measure
+
+    records = [Record(rel, pid, (f"{top} {bottom}",), "val") for pid, (rel, (top, bottom)) in enumerate(CROPS.items())]
+    threshold = measure(encoder, records, images_dir, 10_000)
+    folded = encoder.fold_gallery(encoder.encode_images([Image.open(images_dir / r.image) for r in records]))
+    own = [float(encoder.fold_query(encoder.encode_texts([r.captions[0]])[0])[0] @ folded[i])
+           for i, r in enumerate(records)]
+    assert min(own) >= threshold
+
+
+def test_search_answers_carry_the_score_range_and_the_indexs_match_threshold(tmp_path, images_dir, encoder,
+                                                                            monkeypatch):
+    from partsearch.search import threshold
+
+    monkeypatch.setattr(threshold, "for_run", lambda enc: 1.5)
+    build_index(encoder, images_dir, tmp_path / "index", progress=False)
+    body = Searcher(tmp_path / "index", encoder=encoder).query("red", 2).to_dict()
+    assert body["score_max"] == 3.0 and body["match_threshold"] == 1.5

@@ -376,3 +376,9 @@ def test_a_busy_port_is_one_clear_error_before_anything_claims_to_serve(tmp_path
         with pytest.raises(UserError, match=rf"cannot listen on 127.0.0.1:{port}.*--port"):
             main(args)
     assert "serving" not in capsys.readouterr().out
+
+
+def test_a_malformed_search_request_is_one_readable_line(client):
+    response = client.post("/api/search", json={"query": "red", "top_k": None})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("top_k: ") and isinstance(response.json()["detail"], str)

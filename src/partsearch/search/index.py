@@ -6,7 +6,7 @@ Layout of INDEX_DIR (format `partsearch-index/1`):
     gen-000007/
       meta.json             format, model fingerprint, run dir + checkpoint, images root (paths
                             relative to INDEX_DIR, absolute beside them), index factory, widths,
-                            next free id
+                            next free id, match threshold (`threshold.py`; null when unknown)
       manifest.jsonl        one JSON object per image, row order = array order:
                             {"id": int, "source": "images"|"uploads", "path": relative posix path,
                              "sha256": hex, "size": bytes}
@@ -436,6 +436,9 @@ def _parse_meta(meta, path: Path) -> dict:
     for key, kind in _META_FIELDS.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise ValueError(f"{path}: field {key!r} is {meta.get(key)!r}, not a {kind.__name__}")
+    threshold = meta.get("match_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise ValueError(f"{path}: field 'match_threshold' is {threshold!r}, not a number or null")
     return meta
 
 
@@ -599,6 +602,9 @@ def build_index(
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: must be at least 1")
     check_factory(index_factory, encoder.dim * (1 + encoder.num_coarse + encoder.num_fine))
+    from partsearch.search import threshold as match_threshold
+
+    threshold = match_threshold.for_run(encoder)
     store = IndexStore(out_dir)
     with store.lock():
         old = store.load_for_update()
@@ -664,6 +670,7 @@ def build_index(
                 "num_fine": encoder.num_fine,
                 "folded_dim": int(folded.shape[1]),
                 "next_id": next_id,
+                "match_threshold": threshold,
             }
             name = store.write(meta, entries, arrays, folded, previous=old.name if old else None).name
         work.clear()

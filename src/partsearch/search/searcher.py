@@ -51,9 +51,12 @@ class SearchResponse:
     query: str  # as searched, cut at MAX_QUERY_CHARS: a huge request is never echoed back
     truncated: bool  # the query was cut at the tokenizer's limit
     results: list[SearchResult]
+    score_max: float = 3.0  # the largest possible score, w_g + w_c + w_f (scores lie in [-max, max])
+    match_threshold: float | None = None  # below it a result is a weak match (`threshold.py`)
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "truncated": self.truncated, "results": [r.to_dict() for r in self.results]}
+        return {"query": self.query, "truncated": self.truncated, "score_max": self.score_max,
+                "match_threshold": self.match_threshold, "results": [r.to_dict() for r in self.results]}
 
 
 def validate_query(text: str, k: int) -> str:
@@ -167,7 +170,8 @@ class Searcher:
                 name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
             ))
-        return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results)
+        return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),
+                              gen.meta.get("match_threshold"))
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
@@ -181,6 +185,10 @@ def format_table(response: SearchResponse) -> str:
     lines = []
     if response.truncated:
         lines.append("note: the query was longer than the tokenizer limit and was truncated")
+    threshold = response.match_threshold
+    if threshold is not None and response.results and response.results[0].score < threshold:
+        lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, the match "
+                     "threshold measured on the validation split)")
     lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")
     for r in response.results:
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "

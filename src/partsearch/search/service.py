@@ -2,7 +2,8 @@
 
 Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"detail": message}`):
 - `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
-- `POST /api/search` `{"query": str, "top_k": int = 10}` -> `{"query", "truncated", "results": [{"rank",
+- `POST /api/search` `{"query": str, "top_k": int = 10}` -> `{"query", "truncated", "score_max",
+  "match_threshold" (null when unknown), "results": [{"rank",
   "id", "score", "levels": {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name",
   "relpath", "source", "url"}]}`. Empty query or top_k outside 1..1000 -> 422.
 - `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).
@@ -31,6 +32,7 @@ import threading
 from pathlib import Path
 
 from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -143,6 +145,13 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     app = FastAPI(title="partsearch", description="Text-based person search with part-level correspondence")
     app.state.searcher = searcher
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts, api_key=api_key, max_upload_bytes=max_upload_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        # One readable line ("top_k: Input should be a valid integer"), not pydantic's list.
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'request'}: {e.get('msg', '')}"
+                 for e in err.errors()]
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception):
