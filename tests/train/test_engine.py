@@ -254,3 +254,16 @@ def test_progress_with_max_steps_counts_only_the_epochs_the_run_reaches(tiny_cfg
     train(tiny_cfg("train.epochs=10", "train.max_steps=2"), tmp_path / "run")
     err = capsys.readouterr().err
     assert "epoch 1/1 (stops at step 2)" in err and "1/10" not in err
+
+
+def test_best_and_last_share_one_copy_on_disk_when_they_are_the_same_checkpoint(tiny_cfg, tmp_path):
+    import os
+
+    run = train(tiny_cfg("train.max_steps=1"), tmp_path / "run")
+    assert os.stat(run / "best.pt").st_ino == os.stat(run / "last.pt").st_ino
+
+
+def test_rewriting_last_never_changes_a_linked_best(tiny_cfg, tmp_path):
+    evaluator = scripted_evaluator([50.0, 10.0])
+    run = train(tiny_cfg("train.epochs=2"), tmp_path / "run", evaluator=evaluator)
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1 and load_checkpoint(run / "last.pt")["epoch"] == 2

@@ -42,8 +42,8 @@ from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import PartSearchCriterion, check_loss_config
 from partsearch.train import distributed
 from partsearch.train.checkpoint import (
-    FORMAT, config_differences, load_checkpoint, load_state_checked, portable_config, rng_state, save_checkpoint,
-    set_rng_state,
+    FORMAT, config_differences, link_checkpoint, load_checkpoint, load_state_checked, portable_config, rng_state,
+    save_checkpoint, set_rng_state,
 )
 from partsearch.train.optim import build_optimizer, build_scheduler, check_train_config
 
@@ -308,7 +308,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
             payload = payload_now(epoch, batch)
             save_checkpoint(last_path, payload)
             if no_selection or (evaluated and evaluated["improved"]) or not best_path.exists():
-                save_checkpoint(best_path, payload)
+                link_checkpoint(last_path, best_path)
         last_good = f"{last_path} (step {pos['step']})"
         ctx.barrier()
 
