@@ -264,3 +264,13 @@ def test_search_answers_carry_the_score_range_and_the_indexs_match_threshold(tmp
     build_index(encoder, images_dir, tmp_path / "index", progress=False)
     body = Searcher(tmp_path / "index", encoder=encoder).query("red", 2).to_dict()
     assert body["score_max"] == 3.0 and body["match_threshold"] == 1.5
+
+
+def test_the_search_table_says_when_no_result_is_a_good_match(index_dir, encoder):
+    from partsearch.search.searcher import format_table
+
+    response = Searcher(index_dir, encoder=encoder).query("a person in a purple coat", 2)
+    response.match_threshold = response.results[0].score + 0.1
+    assert "no result is a good match" in format_table(response)
+    response.match_threshold = response.results[0].score - 0.1
+    assert "no result is a good match" not in format_table(response)
