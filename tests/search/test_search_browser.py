@@ -31,19 +31,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(index_dir, encoder):
-    port = _free_port()
-    config = uvicorn.Config(create_app(Searcher(index_dir, encoder=encoder)), host="127.0.0.1", port=port,
-                            log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    yield from _serve(Searcher(index_dir, encoder=encoder))
 
 
 def test_page_searches_and_explains_a_match(server, tmp_path, monkeypatch):
