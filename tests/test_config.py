@@ -43,3 +43,53 @@ def test_dump_round_trips(tmp_path):
     cfg.dump(tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
+
+
+@pytest.mark.parametrize("override", ["train.lr=.nan", "train.lr=.inf", "loss.margin=-.inf"])
+def test_a_non_finite_number_is_refused_naming_the_field(override):
+    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}: expected a finite number"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.batch_size=0", "data.batch_size: must be >= 1, got 0"),
+    ("data.num_workers=-1", "data.num_workers: must be >= 0, got -1"),
+    ("data.image_size=[0, 0]", r"data.image_size: every value must be >= 16, got \[0, 0\]"),
+    ("loss.margin=-5", "loss.margin: must be >= 0, got -5"),
+    ("data.random_erasing=1.5", "data.random_erasing: must be between 0 and 1, got 1.5"),
+])
+def test_a_value_outside_its_limits_is_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_every_shipped_config_is_within_the_limits():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override,meant", [
+    ("train.learning_rate=1e-3", "lr"), ("train.LR=1e-3", "lr"), ("data.bs=8", "batch_size"),
+    ("train.epoch=3", "epochs"), ("train.weight_decy=0", "weight_decay"),
+])
+def test_did_you_mean_suggests_the_key_that_was_meant(override, meant):
+    with pytest.raises(ConfigError, match=f"did you mean '{meant}'"):
+        load_config(None, [override])
+
+
+def test_a_bad_key_from_the_command_line_is_not_blamed_on_the_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.LR=1e-3"])
+    assert str(err.value).startswith("command line: unknown config key 'train.LR'")
+    assert str(path) not in str(err.value)
+
+
+def test_a_bad_key_in_the_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  LR: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown config key 'train.LR'"):
+        load_config(path, ["train.epochs=2"])

@@ -8,11 +8,14 @@ Errors a user can cause (`partsearch.errors.UserError`) print one clear line and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import shutil
 import sys
+from pathlib import Path
 
 from partsearch import __version__
-from partsearch.errors import UserError
+from partsearch.errors import UserError, user_message
 
 COMMANDS = {
     "synth": ("synth", "generate a SynthPEDES dataset in CUHK-PEDES layout"),
@@ -27,6 +30,33 @@ COMMANDS = {
 }
 
 
+def invocation() -> str:
+    """How to type this installation's `partsearch` in the user's shell, for printed commands that
+    work as shown: the bare name when it is on PATH, otherwise the path of the script next to this
+    Python (e.g. `.venv/bin/partsearch` after `make demo`, whose venv is not activated), otherwise
+    `python -m partsearch`."""
+    script = Path(sys.executable).parent / "partsearch"
+    found = shutil.which("partsearch")
+    if found and script.is_file() and Path(found).resolve() == script.resolve():
+        return "partsearch"
+    if script.is_file():
+        with contextlib.suppress(ValueError):
+            return str(script.absolute().relative_to(Path.cwd()))
+        return str(script.absolute())
+    return f"{sys.executable} -m partsearch"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to each option's help, except where there is nothing to show (no
+    value, a flag that is off) or the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default in ([], "") \
+                or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="partsearch",
@@ -36,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"partsearch.commands.{module}")
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
         mod.add_arguments(cmd)
         cmd.set_defaults(_run=mod.run)
     return parser
@@ -51,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

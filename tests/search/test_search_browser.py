@@ -31,19 +31,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(index_dir, encoder):
-    port = _free_port()
-    config = uvicorn.Config(create_app(Searcher(index_dir, encoder=encoder)), host="127.0.0.1", port=port,
-                            log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    yield from _serve(Searcher(index_dir, encoder=encoder))
 
 
 def test_page_searches_and_explains_a_match(server, tmp_path, monkeypatch):
@@ -80,3 +68,131 @@ def test_page_searches_and_explains_a_match(server, tmp_path, monkeypatch):
             browser.close()
     assert (tmp_path / "search.png").stat().st_size > 0
     assert outside == []
+
+
+@pytest.fixture
+def big_server(tmp_path, encoder, monkeypatch):
+    """A gallery of 80 crops in five colours (no yellow), and a match threshold of 2.9 (a perfect
+    colour match scores 3)."""
+    from search_fakes import COLOURS, make_crop
+
+    from partsearch.search import threshold
+    from partsearch.search.index import build_index
+
+    monkeypatch.setattr(threshold, "for_run", lambda enc: 2.9)
+    colours = [c for c in COLOURS if c != "yellow"]
+    for i in range(80):
+        make_crop(tmp_path / "big" / f"{i:02d}.png", colours[i % 5], colours[(i // 5) % 5], size=(32 + i % 7, 64))
+    build_index(encoder, tmp_path / "big", tmp_path / "big_index", progress=False)
+    yield from _serve(Searcher(tmp_path / "big_index", encoder=encoder))
+
+
+def _serve(searcher):
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=shutil.which("chromium") or CHROMIUM, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _search(page, server, query, top_k):
+    page.goto(server + "/")
+    page.fill("#query", query)
+    page.fill("#top-k", str(top_k))
+    page.click("#search-button")
+    page.wait_for_selector("#results .card")
+
+
+def test_on_a_phone_the_page_does_not_scroll_sideways_and_the_panel_fits(big_server, browser):
+    page = browser.new_page(viewport={"width": 375, "height": 740})
+    _search(page, big_server, "red", 12)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.locator("#results .card").nth(7).click()
+    page.wait_for_selector("#detail:not([hidden]) #maps figure")
+    box = page.locator("#detail").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 375 and box["y"] >= 0 and box["y"] < 740
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_the_panel_opens_in_view_from_a_card_far_down(big_server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 600})
+    _search(page, big_server, "red", 80)
+    card = page.locator("#results .card").nth(70)
+    card.scroll_into_view_if_needed()
+    card.click()
+    page.wait_for_selector("#detail:not([hidden]) #maps figure")
+    box = page.locator("#detail").bounding_box()
+    assert 0 <= box["y"] < 600 and box["y"] + 40 < 600
+
+
+def test_cards_open_with_the_keyboard_and_escape_closes_the_panel(big_server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _search(page, big_server, "red", 6)
+    page.locator("#results .card").nth(2).focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#detail:not([hidden]) #maps figure")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#detail[hidden]", state="attached")
+    assert page.evaluate("document.activeElement.dataset.id") == page.locator("#results .card").nth(2).get_attribute("data-id")
+
+
+def test_a_blank_top_k_is_a_plain_message(big_server, browser):
+    page = browser.new_page()
+    page.goto(big_server + "/")
+    page.fill("#query", "red")
+    page.fill("#top-k", "")
+    page.click("#search-button")
+    page.wait_for_selector("#status.error")
+    text = page.inner_text("#status")
+    assert "1 to 1000" in text and "{" not in text and "[" not in text
+
+
+def test_scores_are_absolute_and_a_query_nobody_matches_says_so(big_server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _search(page, big_server, "red", 5)
+    assert "No result is a good match" not in page.inner_text("#status")
+    _search(page, big_server, "a person in a yellow coat", 5)
+    assert "No result is a good match" in page.inner_text("#status")
+    assert page.locator("#results .card.weak").count() == 5
+    best = float(page.locator("#results .card .rank").first.inner_text().split()[1])
+    first_bar = page.locator("#results .card .bar > span").first.evaluate("s => parseFloat(s.style.width)")
+    assert best < 2.9 and first_bar == pytest.approx(100 * best / 3, abs=0.1)  # its share of 3, not 100%
+
+
+def test_fine_parts_are_named_by_their_body_region_when_the_server_names_it(big_server, browser):
+    import json
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+
+    def with_regions(route):
+        body = route.fetch().json()
+        for part, name in zip(body["fine"], ["head", "upper body", None]):
+            if name:
+                part["region"] = name
+        route.fulfill(json=body)
+
+    page.route("**/explain?*", with_regions)
+    _search(page, big_server, "red", 3)
+    page.locator("#results .card").first.click()
+    page.wait_for_selector("#detail:not([hidden]) #maps figure")
+    labels = [t.split(" ")[0:2] for t in page.locator("#maps figcaption").all_inner_texts()]
+    assert [" ".join(x) for x in labels] == ["foreground", "head 1.000", "upper body", "part 3"]
+    assert json  # the route handler above rewrote JSON answers

@@ -1,13 +1,17 @@
 """An indexer killed with SIGKILL mid-run leaves the previous index valid; the next run completes it."""
 
+import io
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 from search_fakes import FakeEncoder, make_crop
 
+from partsearch.errors import SearchIndexError
 from partsearch.search.index import PAUSE_ENV, IndexStore, build_index
 from partsearch.search.searcher import Searcher
 
@@ -69,9 +73,61 @@ def test_killed_indexer_leaves_the_previous_index_valid_and_the_next_run_complet
 
 def test_leftover_partial_generation_is_ignored_and_cleaned(index_dir, images_dir, encoder):
     store = IndexStore(index_dir)
+    before = store.current_name()
     (store.root / "gen-000099.partial").mkdir()
     (store.root / "gen-000099.partial" / "meta.json").write_text("{")
     assert len(Searcher(index_dir, encoder=encoder)) == 6
     make_crop(images_dir / "extra.png", "black", "black")
     build_index(encoder, images_dir, index_dir, progress=False)
-    assert [p.name for p in store.root.glob("gen-*")] == [store.current_name()]
+    assert sorted(p.name for p in store.root.glob("gen-*")) == [before, store.current_name()]
+
+
+def _truncated_npz() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, sha256=np.array(["x"]), folded=np.zeros((1, 4), np.float32))
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+@pytest.mark.parametrize("name,content", [
+    ("batch-000001.tmp.npz", _truncated_npz()),  # a temporary cut by kill -9 (older versions' name)
+    ("batch-000001.npz", b""),
+    ("batch-000001.npz", _truncated_npz()),
+    ("batch-000001.npz", b"PK\x03\x04 not a zip"),
+])
+def test_unreadable_work_batch_counts_as_not_done(index_dir, images_dir, name, content):
+    encoder = CountingEncoder()
+    work = index_dir / "work" / encoder.fingerprint[:32]
+    work.mkdir(parents=True)
+    (work / name).write_bytes(content)
+    make_crop(images_dir / "new.png", "black", "white")
+    report = build_index(encoder, images_dir, index_dir, progress=False)
+    assert encoder.embedded == 1 and report.total == 7
+    assert not (index_dir / "work").exists()
+
+
+def test_rerun_recovers_an_unreadable_generation_from_the_previous_one(index_dir, images_dir, capsys):
+    make_crop(images_dir / "extra.png", "black", "black")
+    build_index(FakeEncoder(), images_dir, index_dir, progress=False)
+    store = IndexStore(index_dir)
+    (store.root / store.current_name() / "folded.npy").write_bytes(b"garbage")
+    encoder = CountingEncoder()
+    report = build_index(encoder, images_dir, index_dir, progress=False)
+    assert encoder.embedded == 1 and report.total == 7  # only the image the previous generation lacked
+    assert "recovering from the previous generation" in capsys.readouterr().err
+    assert len(Searcher(index_dir, encoder=FakeEncoder())) == 7
+
+
+def test_rerun_rebuilds_from_the_images_when_no_generation_is_readable(index_dir, images_dir):
+    store = IndexStore(index_dir)
+    (store.root / store.current_name() / "meta.json").write_text("{")
+    encoder = CountingEncoder()
+    assert build_index(encoder, images_dir, index_dir, progress=False).total == 6
+    assert encoder.embedded == 6
+    assert len(Searcher(index_dir, encoder=FakeEncoder())) == 6
+
+
+def test_a_misspelled_index_factory_is_refused_before_embedding(tmp_path, images_dir):
+    encoder = CountingEncoder()
+    with pytest.raises(SearchIndexError, match="'Flaat' is not a FAISS index factory string"):
+        build_index(encoder, images_dir, tmp_path / "index", index_factory="Flaat", progress=False)
+    assert encoder.embedded == 0

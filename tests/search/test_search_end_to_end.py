@@ -155,6 +155,30 @@ def test_missing_run_is_a_clear_error(built, tmp_path):
         Searcher(index, device="cpu")
 
 
+def test_an_index_moved_with_its_run_and_images_finds_them_there(built, tmp_path):
+    import shutil
+
+    run, images, index = built
+    moved = tmp_path / "moved"
+    for path in (run, images, index):
+        shutil.copytree(path, moved / path.name)
+    searcher = Searcher(moved / "index", device="cpu")
+    assert searcher.encoder.source["checkpoint"] == str((moved / "run" / "best.pt").resolve())
+    assert searcher.search(QUERY, 1)[0].path.startswith(str(moved / "images"))
+
+
+def test_search_takes_the_run_explicitly_when_it_moved(built, tmp_path, capsys):
+    _, images, _ = built
+    run = write_random_run(tmp_path / "run", seed=0)
+    index = tmp_path / "index"
+    assert cli(["index", str(run), "--images", str(images), "--out", str(index), "--device", "cpu"]) == 0
+    run.rename(tmp_path / "moved_run")
+    assert cli(["search", str(index), QUERY, "--top-k", "1"]) == 2
+    assert "--run" in capsys.readouterr().err
+    assert cli(["search", str(index), QUERY, "--top-k", "1", "--run", str(tmp_path / "moved_run")]) == 0
+    assert "rank" in capsys.readouterr().out
+
+
 def test_serve_command_answers_on_loopback_only(built):
     _, _, index = built
     with socket.socket() as s:

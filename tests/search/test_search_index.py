@@ -1,13 +1,17 @@
 """The on-disk index: manifest, arrays, FAISS, incremental updates, model checks."""
 
+import errno
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from search_fakes import CROPS, FakeEncoder, make_crop, similarity
 
-from partsearch.errors import DataError, SearchIndexError
-from partsearch.search.index import IndexStore, build_index, scan_images
+from partsearch.errors import DataError, SearchIndexError, StorageError
+from partsearch.search.index import ImageRejected, IndexStore, build_index, decode_image, scan_images
 from partsearch.search.searcher import Searcher
 
 
@@ -21,7 +25,7 @@ def test_index_records_every_image_relative_to_the_root(index_dir, images_dir):
     assert sorted(e["path"] for e in lines) == sorted(CROPS)
     assert all(set(e) == {"id", "source", "path", "sha256", "size"} for e in lines)
     meta = IndexStore(index_dir).load().meta
-    assert meta["images_root"] == str(images_dir.resolve())
+    assert meta["images_root"] == "../images" and meta["images_root_absolute"] == str(images_dir.resolve())
     assert meta["fingerprint"] == "fake-model-1"
 
 
@@ -141,3 +145,132 @@ def test_searcher_follows_a_generation_written_by_another_writer(index_dir, imag
     build_index(encoder, images_dir, index_dir, progress=False)
     assert len(searcher) == len(CROPS) + 1
     assert searcher.search("yellow", 1)[0].relpath == "late/yellow_yellow.png"
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_writing_a_generation_is_one_clear_error_and_leaves_nothing(
+        index_dir, images_dir, encoder, monkeypatch):
+    store = IndexStore(index_dir)
+    before = sorted(p.name for p in index_dir.iterdir())
+    make_crop(images_dir / "extra.png", "black", "black")
+    monkeypatch.setattr(np, "save", _disk_full)
+    with pytest.raises(StorageError, match=r"No space left on device.*free space"):
+        build_index(encoder, images_dir, index_dir, progress=False)
+    assert sorted(p.name for p in index_dir.iterdir() if p.name != "work") == before
+    assert store.load().meta["count"] == 6
+
+
+def test_disk_full_while_checkpointing_a_batch_leaves_no_temporary_file(index_dir, images_dir, encoder, monkeypatch):
+    make_crop(images_dir / "extra.png", "black", "black")
+    monkeypatch.setattr(np, "savez", _disk_full)
+    with pytest.raises(StorageError, match="embedded batch"):
+        build_index(encoder, images_dir, index_dir, progress=False)
+    assert [p for p in (index_dir / "work").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("file,edit,named", [
+    ("manifest.jsonl", lambda e: dict(e, id="7"), "field 'id'"),
+    ("manifest.jsonl", lambda e: {k: v for k, v in e.items() if k != "sha256"}, "expected the fields"),
+    ("manifest.jsonl", lambda e: dict(e, path="../../outside.png"), "is not an indexed file"),
+    ("meta.json", lambda m: {k: v for k, v in m.items() if k != "index_factory"}, "field 'index_factory'"),
+    ("meta.json", lambda m: dict(m, next_id="12"), "field 'next_id'"),
+])
+def test_hand_edited_manifest_or_meta_is_a_clear_error_naming_the_file(index_dir, encoder, file, edit, named):
+    path = index_dir / IndexStore(index_dir).current_name() / file
+    if file == "meta.json":
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    else:
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([json.dumps(edit(json.loads(lines[0]))), *lines[1:]]) + "\n")
+    with pytest.raises(SearchIndexError, match=named) as err:
+        Searcher(index_dir, encoder=encoder)
+    assert file in str(err.value)
+
+
+def test_an_index_moved_with_its_images_reads_them_where_they_now_are(tmp_path, index_dir, images_dir, encoder):
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.move(index_dir, moved / "index")
+    shutil.move(images_dir, moved / "images")
+    searcher = Searcher(moved / "index", encoder=encoder)
+    top = searcher.search("red", 1)[0]
+    assert Path(top.path) == moved / "images" / top.relpath and Path(top.path).is_file()
+
+
+def test_an_index_moved_alone_still_finds_its_images(tmp_path, index_dir, images_dir, encoder):
+    shutil.move(index_dir, tmp_path / "deeper" / "index")
+    top = Searcher(tmp_path / "deeper" / "index", encoder=encoder).search("red", 1)[0]
+    assert Path(top.path) == images_dir.resolve() / top.relpath
+
+
+def test_an_unreadable_image_is_named_by_its_file_not_by_a_memory_buffer():
+    with pytest.raises(ImageRejected) as err:
+        decode_image(b"this is no image", "a/broken.png")
+    assert str(err.value).startswith("a/broken.png: not a readable") and "BytesIO" not in str(err.value)
+
+
+def test_hidden_files_and_folders_are_not_indexed(images_dir):
+    make_crop(images_dir / ".thumbnails" / "red_blue.jpg", "red", "blue")
+    make_crop(images_dir / "a" / ".cache" / "x.png", "red", "blue")
+    make_crop(images_dir / "a" / ".hidden.png", "red", "blue")
+    assert scan_images(images_dir) == sorted(CROPS)
+
+
+def test_searching_a_run_directory_says_to_build_an_index_from_it(tmp_path, encoder):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")
+    with pytest.raises(SearchIndexError) as err:
+        Searcher(run, encoder=encoder)
+    assert "is a training run, not a search index" in str(err.value)
+    assert f"--out {run.resolve()}" not in str(err.value) and "--out INDEX_DIR" in str(err.value)
+
+
+def test_search_command_checks_top_k_before_loading_anything(tmp_path, capsys):
+    from partsearch.cli import main
+
+    assert main(["search", str(tmp_path / "no-index"), "red", "--top-k", "0"]) == 2
+    assert "top_k=0 is out of range" in capsys.readouterr().err
+
+
+def test_the_match_threshold_separates_matching_from_other_pairs_best():
+    from partsearch.search.threshold import best_threshold
+
+    scores = np.array([[0.9, 0.1], [0.3, 0.8]])
+    matches = np.array([[True, False], [False, True]])
+    assert best_threshold(scores, matches) == pytest.approx(0.55)
+
+
+def test_a_measured_threshold_accepts_true_pairs_of_the_split(images_dir, encoder):
+    from partsearch.data.formats import Record
+    from partsearch.search.threshold import measure
+
+    records = [Record(rel, pid, (f"{top} {bottom}",), "val") for pid, (rel, (top, bottom)) in enumerate(CROPS.items())]
+    threshold = measure(encoder, records, images_dir, 10_000)
+    folded = encoder.fold_gallery(encoder.encode_images([Image.open(images_dir / r.image) for r in records]))
+    own = [float(encoder.fold_query(encoder.encode_texts([r.captions[0]])[0])[0] @ folded[i])
+           for i, r in enumerate(records)]
+    assert min(own) >= threshold
+
+
+def test_search_answers_carry_the_score_range_and_the_indexs_match_threshold(tmp_path, images_dir, encoder,
+                                                                            monkeypatch):
+    from partsearch.search import threshold
+
+    monkeypatch.setattr(threshold, "for_run", lambda enc: 1.5)
+    build_index(encoder, images_dir, tmp_path / "index", progress=False)
+    body = Searcher(tmp_path / "index", encoder=encoder).query("red", 2).to_dict()
+    assert body["score_max"] == 3.0 and body["match_threshold"] == 1.5
+
+
+def test_the_search_table_says_when_no_result_is_a_good_match(index_dir, encoder):
+    from partsearch.search.searcher import format_table
+
+    response = Searcher(index_dir, encoder=encoder).query("a person in a purple coat", 2)
+    response.match_threshold = response.results[0].score + 0.1
+    assert "no result is a good match" in format_table(response)
+    response.match_threshold = response.results[0].score - 0.1
+    assert "no result is a good match" not in format_table(response)

@@ -1,9 +1,12 @@
 """The HTTP service: every endpoint and every bad input, through FastAPI's TestClient."""
 
+import asyncio
 import base64
+import errno
 import io
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -11,19 +14,21 @@ from search_fakes import COLOURS
 
 from partsearch.search.index import IndexStore
 from partsearch.search.searcher import Searcher
-from partsearch.search.service import create_app
+from partsearch.search.searcher import MAX_QUERY_CHARS
+from partsearch.search.service import MAX_REQUEST_BYTES, allowed_hosts, create_app
 
 KEY = "s3cret"
+LOCAL = "http://127.0.0.1:8000"
 
 
 @pytest.fixture
 def client(index_dir, encoder):
-    return TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY))
+    return TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY), base_url=LOCAL)
 
 
 @pytest.fixture
 def keyless(index_dir, encoder):
-    return TestClient(create_app(Searcher(index_dir, encoder=encoder)))
+    return TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=LOCAL)
 
 
 def _png(colour="red", size=(32, 64), fmt="PNG") -> bytes:
@@ -83,8 +88,73 @@ def test_long_query_is_truncated_and_says_so(client):
 
 
 def test_huge_query_is_cut_before_tokenizing_and_says_so(client):
-    body = client.post("/api/search", json={"query": "red" + "x" * 100_000, "top_k": 2}).json()
+    body = client.post("/api/search", json={"query": "red " + "x" * 50_000, "top_k": 2}).json()
     assert body["truncated"] is True and len(body["results"]) == 2
+
+
+def test_a_huge_query_is_never_echoed_back(client):
+    body = client.post("/api/search", json={"query": "red " + "x" * 50_000, "top_k": 2}).json()
+    assert body["query"] == ("red " + "x" * 50_000)[:MAX_QUERY_CHARS]
+
+
+def test_search_body_over_the_request_limit_is_413(client):
+    response = client.post("/api/search", json={"query": "red " + "x" * MAX_REQUEST_BYTES, "top_k": 2})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+def test_streamed_body_without_a_length_is_cut_at_the_limit(client):
+    chunks = (b"x" * 4096 for _ in range(MAX_REQUEST_BYTES // 4096 + 2))
+    response = client.post("/api/search", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_upload_key_is_checked_before_the_body_is_read(index_dir, encoder, key):
+    app = create_app(Searcher(index_dir, encoder=encoder), api_key=KEY)
+    reads, sent = [], []
+
+    async def receive():
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"host", b"127.0.0.1:8000"), (b"content-type", b"multipart/form-data; boundary=b"),
+               (b"content-length", b"400000000")] + ([(b"x-api-key", key.encode())] if key else [])
+    scope = {"type": "http", "method": "POST", "path": "/api/images", "raw_path": b"/api/images",
+             "query_string": b"", "headers": headers, "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "root_path": ""}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and reads == []
+
+
+def test_upload_over_the_body_limit_is_413_before_reading_it(client):
+    response = client.post("/api/images", content=b"x", headers={"X-API-Key": KEY, "content-length": "400000000"})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example"])
+def test_a_host_the_server_was_not_started_for_is_refused(index_dir, encoder, host):
+    client = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=f"http://{host}")
+    response = client.post("/api/search", json={"query": "red"})
+    assert response.status_code == 400 and "--allowed-host" in response.json()["detail"]
+    assert client.get("/").status_code == 400
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "[::1]:8000"])
+def test_loopback_names_are_answered_by_default(index_dir, encoder, host):
+    client = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=f"http://{host}")
+    assert client.post("/api/search", json={"query": "red"}).status_code == 200
+
+
+def test_serve_answers_its_bind_address_and_allowed_hosts(index_dir, encoder):
+    hosts = allowed_hosts("10.1.2.3", ["search.lan"])
+    app = create_app(Searcher(index_dir, encoder=encoder), allowed_hosts=hosts)
+    for host in ("10.1.2.3", "search.lan:8000", "localhost"):
+        assert TestClient(app, base_url=f"http://{host}").get("/healthz").status_code == 200
+    assert TestClient(app, base_url="http://other.lan").get("/healthz").status_code == 400
+    assert allowed_hosts("0.0.0.0", ["*"]) is None
 
 
 def test_image_is_served_by_id(client, index_dir, images_dir):
@@ -112,6 +182,21 @@ def test_explain_gives_part_scores_and_png_overlays(client):
         assert url.startswith("data:image/png;base64,")
         image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
         assert image.format == "PNG" and image.size == (32, 64)
+
+
+def _bomb() -> bytes:
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # ~60 kB on disk, 400 MP decoded
+    return bomb.getvalue()
+
+
+@pytest.mark.parametrize("content,reason", [(b"not an image at all", "not a readable"), (None, "pixel")])
+def test_explain_of_a_file_replaced_since_indexing_is_a_json_409(client, index_dir, images_dir, content, reason):
+    entry = IndexStore(index_dir).load().entries[0]
+    (images_dir / entry.path).write_bytes(_bomb() if content is None else content)
+    response = client.get(f"/api/images/{entry.id}/explain", params={"query": "red"})
+    assert response.status_code == 409 and reason in response.json()["detail"]
+    assert "re-run `partsearch index`" in response.json()["detail"]
 
 
 def test_explain_of_an_empty_query_is_422(client):
@@ -159,30 +244,72 @@ def test_corrupt_upload_is_400_and_writes_nothing(client, index_dir):
 
 
 def test_upload_over_the_byte_limit_is_413(index_dir, encoder):
-    small = TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY, max_upload_bytes=100))
+    small = TestClient(create_app(Searcher(index_dir, encoder=encoder), api_key=KEY, max_upload_bytes=100),
+                       base_url=LOCAL)
     response = _upload(small, _png())
     assert response.status_code == 413 and "100 bytes" in response.json()["detail"]
 
 
 def test_decompression_bomb_is_413_before_decoding(client, index_dir):
     before = IndexStore(index_dir).current_name()
-    bomb = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # ~60 kB on disk, 400 MP decoded
-    response = _upload(client, bomb.getvalue(), "bomb.png")
+    response = _upload(client, _bomb(), "bomb.png")
     assert response.status_code == 413 and "pixel" in response.json()["detail"]
     assert _nothing_written(index_dir, before)
 
 
-def test_delete_removes_from_manifest_vectors_and_disk(client, index_dir, images_dir):
+def test_delete_removes_from_manifest_and_vectors(client, index_dir):
     entry = IndexStore(index_dir).load().entries[0]
     response = client.delete(f"/api/images/{entry.id}", headers={"X-API-Key": KEY})
     assert response.status_code == 200 and response.json()["images"] == 5
     gen = IndexStore(index_dir).load()
     assert entry.id not in gen.rows and len(gen.vectors) == 5
-    assert not (images_dir / entry.path).exists()
     assert client.get(f"/api/images/{entry.id}").status_code == 404
     ids = [r["id"] for r in client.post("/api/search", json={"query": "red", "top_k": 10}).json()["results"]]
     assert entry.id not in ids and len(ids) == 5
+
+
+def test_delete_of_a_gallery_image_never_touches_the_users_file(client, index_dir, images_dir):
+    entry = IndexStore(index_dir).load().entries[0]
+    data = (images_dir / entry.path).read_bytes()
+    assert client.delete(f"/api/images/{entry.id}", headers={"X-API-Key": KEY}).status_code == 200
+    assert (images_dir / entry.path).read_bytes() == data
+
+
+def test_delete_of_an_upload_removes_its_file_under_uploads(client, index_dir):
+    new_id = _upload(client, _png("yellow")).json()["id"]
+    entry = IndexStore(index_dir).load().entries[-1]
+    assert entry.id == new_id and (index_dir / "uploads" / entry.path).is_file()
+    assert client.delete(f"/api/images/{new_id}", headers={"X-API-Key": KEY}).status_code == 200
+    assert not (index_dir / "uploads" / entry.path).exists()
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_upload_on_a_full_disk_is_a_json_507_and_writes_nothing(client, index_dir, monkeypatch):
+    before = IndexStore(index_dir).current_name()
+    monkeypatch.setattr(np, "save", _disk_full)
+    response = _upload(client, _png("yellow"))
+    assert response.status_code == 507 and "No space left on device" in response.json()["detail"]
+    assert _nothing_written(index_dir, before)
+    assert not list(index_dir.glob("gen-*.partial"))
+
+
+def test_delete_on_a_full_disk_is_a_json_507_and_keeps_the_image(client, index_dir, monkeypatch):
+    entry = IndexStore(index_dir).load().entries[0]
+    monkeypatch.setattr(np, "save", _disk_full)
+    response = client.delete(f"/api/images/{entry.id}", headers={"X-API-Key": KEY})
+    assert response.status_code == 507 and "No space left on device" in response.json()["detail"]
+    assert entry.id in IndexStore(index_dir).load().rows
+
+
+def test_an_unexpected_server_error_is_a_json_500(index_dir, encoder, monkeypatch):
+    searcher = Searcher(index_dir, encoder=encoder)
+    monkeypatch.setattr(searcher, "query", lambda *args: 1 / 0)
+    response = TestClient(create_app(searcher), raise_server_exceptions=False, base_url=LOCAL).post(
+        "/api/search", json={"query": "red"})
+    assert response.status_code == 500 and "ZeroDivisionError" in response.json()["detail"]
 
 
 def test_delete_of_unknown_id_is_404(client):
@@ -231,3 +358,27 @@ def test_searches_run_while_uploads_change_the_index(client):
         codes = list(pool.map(ask, range(40)))
     assert codes.count(201) == 4 and codes.count(200) == 36
     assert client.get("/healthz").json()["images"] == 10
+
+
+def test_a_busy_port_is_one_clear_error_before_anything_claims_to_serve(tmp_path, capsys):
+    import argparse
+    import socket
+
+    from partsearch.errors import UserError
+    from partsearch.search.service import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        args = argparse.Namespace(index_dir=str(tmp_path / "no-index"), host="127.0.0.1", port=port,
+                                  allowed_host=[], api_key=None, run=None, checkpoint="best")
+        with pytest.raises(UserError, match=rf"cannot listen on 127.0.0.1:{port}.*--port"):
+            main(args)
+    assert "serving" not in capsys.readouterr().out
+
+
+def test_a_malformed_search_request_is_one_readable_line(client):
+    response = client.post("/api/search", json={"query": "red", "top_k": None})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("top_k: ") and isinstance(response.json()["detail"], str)

@@ -1,5 +1,6 @@
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +155,47 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
         train(tiny_cfg(), tmp_path / "run", resume=True)
 
 
+def test_training_into_a_directory_holding_a_run_is_refused_and_keeps_it(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=1"), tmp_path / "run")
+    before = {name: (run / name).read_bytes() for name in ("best.pt", "last.pt", "metrics.jsonl")}
+    with pytest.raises(CheckpointError, match=r"already holds a run .*--resume.*--overwrite"):
+        train(tiny_cfg("train.max_steps=2"), run)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_overwrite_replaces_the_run_without_mixing_the_logs(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=3"), tmp_path / "run")
+    train(tiny_cfg("train.max_steps=1"), run, overwrite=True)
+    assert [r["step"] for r in records(run) if "loss" in r] == [1]
+    assert load_checkpoint(run / "best.pt")["step"] == 1
+
+
+def test_train_command_refuses_an_existing_run_before_loading_data(tmp_path, capsys):
+    from partsearch.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  root: /nonexistent\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pt").write_bytes(b"old run")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "run" / "best.pt").read_bytes() == b"old run"
+
+
+def test_run_config_stores_a_relative_data_root_relative_to_the_run(tiny_cfg, synth_root, tmp_path, monkeypatch):
+    import os
+
+    from partsearch.config import load_config
+    from partsearch.train.checkpoint import run_data_path
+
+    monkeypatch.chdir(synth_root.parent)
+    run = train(tiny_cfg("train.max_steps=1", f"data.root={synth_root.name}"), tmp_path / "run")
+    stored = load_config(run / "config.yaml").data.root
+    assert stored == os.path.relpath(synth_root, run)
+    monkeypatch.chdir(tmp_path)
+    assert Path(run_data_path(run, stored)).resolve() == synth_root.resolve()
+
+
 def test_load_run_rebuilds_the_trained_model(tiny_cfg, tmp_path):
     run = train(tiny_cfg("train.max_steps=2"), tmp_path / "run")
     loaded = load_run(run, "last")
@@ -206,3 +248,22 @@ def test_time_limit_stops_after_the_first_step_with_a_checkpoint(tiny_cfg, tmp_p
     run = train(tiny_cfg("train.time_limit_min=1e-6"), tmp_path / "run")
     assert load_checkpoint(run / "last.pt")["step"] == 1
     assert "time limit" in capsys.readouterr().out
+
+
+def test_progress_with_max_steps_counts_only_the_epochs_the_run_reaches(tiny_cfg, tmp_path, capsys):
+    train(tiny_cfg("train.epochs=10", "train.max_steps=2"), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "epoch 1/1 (stops at step 2)" in err and "1/10" not in err
+
+
+def test_best_and_last_share_one_copy_on_disk_when_they_are_the_same_checkpoint(tiny_cfg, tmp_path):
+    import os
+
+    run = train(tiny_cfg("train.max_steps=1"), tmp_path / "run")
+    assert os.stat(run / "best.pt").st_ino == os.stat(run / "last.pt").st_ino
+
+
+def test_rewriting_last_never_changes_a_linked_best(tiny_cfg, tmp_path):
+    evaluator = scripted_evaluator([50.0, 10.0])
+    run = train(tiny_cfg("train.epochs=2"), tmp_path / "run", evaluator=evaluator)
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1 and load_checkpoint(run / "last.pt")["epoch"] == 2

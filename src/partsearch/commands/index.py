@@ -12,10 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="best", help="best | last | PATH")
     parser.add_argument(
         "--index-factory", default="Flat",
-        help="FAISS index factory: Flat (exact, default), HNSW32, IVF1024,PQ32 (approximate, exact re-ranking)",
+        help="FAISS index factory: Flat (exact), HNSW32, IVF1024,PQ32 (approximate, exact re-ranking)",
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64, help="images embedded at once (and per checkpointed batch)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:

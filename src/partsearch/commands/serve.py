@@ -1,4 +1,4 @@
-"""`partsearch serve INDEX_DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY]`."""
+"""`partsearch serve INDEX_DIR [--host 127.0.0.1] [--port 8000] [--allowed-host NAME] [--api-key KEY]`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("index_dir")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("index_dir", help="an index directory written by `partsearch index`")
+    parser.add_argument("--run", default=None, metavar="RUN_DIR",
+                        help="the trained run to embed queries with (default: the run the index records; "
+                             "give it when the run moved)")
+    parser.add_argument("--checkpoint", default="best", help="with --run: best | last | PATH")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port")
+    parser.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="a Host name (as in the browser's address bar) to answer besides 127.0.0.1, localhost, ::1 and "
+             "--host; repeat for several, '*' for any. Other names are refused (DNS rebinding)",
+    )
     parser.add_argument(
         "--api-key", default=None,
         help="enables upload/delete endpoints for requests carrying this key (X-API-Key header)",

@@ -19,9 +19,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (reid_raw.json + imgs/)")
-    parser.add_argument("--ids", type=int, default=1000, help="number of identities (default 1000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", default="128x64", help="image size HxW (default 128x64)")
+    parser.add_argument("--ids", type=int, default=1000, help="number of identities")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same dataset)")
+    parser.add_argument("--size", default="128x64", help="image size HxW")
 
 
 def run(args: argparse.Namespace) -> int:

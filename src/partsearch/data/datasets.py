@@ -24,6 +24,24 @@ SAMPLERS = ("identity", "random")
 _SHOWN = 5  # bad files named in a report
 
 
+CHECK_HINT = "find every bad image first with `partsearch data-stats --check-images`"
+
+
+def find_bad_images(records: list[Record], image_root: str | Path, max_pixels: int,
+                    progress: bool = False) -> list[tuple[Record, str]]:
+    """Decode every record's image; returns (record, why) for each one that is missing, corrupt
+    or over `max_pixels`, so bad files are found before training instead of mid-epoch."""
+    from tqdm import tqdm
+
+    bad = []
+    for record in tqdm(records, desc="checking images", unit="img", disable=not progress):
+        try:
+            load_image(Path(image_root) / record.image, max_pixels)
+        except DataError as err:
+            bad.append((record, str(err)))
+    return bad
+
+
 def _check_images(records: list[Record], image_root: Path, max_pixels: int, skip_bad: bool) -> list[Record]:
     """With `skip_bad`, decode every image and drop the records whose image fails; otherwise only
     check that every file exists (cheap) and leave corrupt files to fail, named, when read."""
@@ -35,14 +53,10 @@ def _check_images(records: list[Record], image_root: Path, max_pixels: int, skip
                 f"{image_root / missing[0]}; fix the dataset or set data.skip_bad_images=true"
             )
         return records
-    kept, bad = [], []
-    for record in records:
-        try:
-            load_image(image_root / record.image, max_pixels)
-        except DataError as err:
-            bad.append(str(err))
-            continue
-        kept.append(record)
+    failures = find_bad_images(records, image_root, max_pixels)
+    failed = {id(record) for record, _ in failures}
+    kept = [record for record in records if id(record) not in failed]
+    bad = [why for _, why in failures]
     if bad:
         log.warning("skipped %d of %d images (data.skip_bad_images): %s", len(bad), len(records),
                     "; ".join(bad[:_SHOWN]))
@@ -74,7 +88,10 @@ class TrainPairs(Dataset):
     def __getitem__(self, index: int) -> dict:
         image_index, _ = self.pairs[index]
         record = self.records[image_index]
-        image = load_image(self.image_root / record.image, self.max_pixels)
+        try:
+            image = load_image(self.image_root / record.image, self.max_pixels)
+        except DataError as err:
+            raise DataError(f"{err}; set data.skip_bad_images=true to leave such images out, or {CHECK_HINT}") from None
         return {
             "image": self.transform(image),
             "ids": self.ids[index],

@@ -27,7 +27,7 @@ from partsearch.config import Config
 from partsearch.data.datasets import build_gallery_loader, build_query_loader
 from partsearch.data.formats import Record
 from partsearch.device import autocast, resolve_device
-from partsearch.errors import DataError
+from partsearch.errors import DataError, UserError
 from partsearch.files import write_text_atomic
 from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.model import Embeddings
@@ -169,14 +169,17 @@ def write_json(path: str | Path, results: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(results, indent=2) + "\n")
 
 
-def load_split(cfg: Config, split: str, data_root: str | None = None):
-    """(the dataset's splits, the records of `split`) for a run's config; DataError naming the fix
-    when the dataset moved or has no such split."""
+def load_split(cfg: Config, split: str, data_root: str | None = None, run_dir: str | Path | None = None):
+    """(the dataset's splits, the records of `split`) for a run's config; a relative data path in
+    the config of `run_dir` is read relative to the run. DataError naming the fix when the dataset
+    moved or has no such split."""
     from partsearch.data.formats import load_dataset
+    from partsearch.train.checkpoint import run_data_path
 
-    root = data_root or cfg.data.root
+    root = data_root or (run_data_path(run_dir, cfg.data.root) if run_dir is not None else cfg.data.root)
+    jsonl_file = run_data_path(run_dir, cfg.data.jsonl_file) if run_dir is not None else cfg.data.jsonl_file
     try:
-        splits = load_dataset(cfg.data.dataset, root, jsonl_file=cfg.data.jsonl_file or None)
+        splits = load_dataset(cfg.data.dataset, root, jsonl_file=jsonl_file or None)
     except DataError as err:
         hint = "" if data_root else "; if the dataset moved since training, pass --data-root DIR"
         raise DataError(f"{err}{hint}") from None
@@ -191,10 +194,13 @@ def main(args: argparse.Namespace) -> int:
     from partsearch.eval.parts import diagnose, summary
     from partsearch.train.checkpoint import load_run
 
+    if args.json and (Path(args.json).is_dir() or args.json.endswith(("/", "\\"))):
+        raise UserError(f"--json {args.json}: is a folder; give a file name, e.g. "
+                        f"{Path(args.json) / f'eval_{args.split}.json'}")
     device = resolve_device(args.device)
     run = load_run(args.run_dir, args.checkpoint, device)
     cfg = run.cfg
-    splits, records = load_split(cfg, args.split, args.data_root)
+    splits, records = load_split(cfg, args.split, args.data_root, run_dir=args.run_dir)
     results = evaluate_model(run.model, run.tokenizer, cfg, records, splits.image_root, device)
     results["parts"] = summary(diagnose(run.model, cfg, records, splits.image_root, run.tokenizer, device))
     split = "TEST" if args.split == "test" else args.split

@@ -57,6 +57,7 @@ class Encoder(Protocol):
     num_coarse: int  # N_c
     num_fine: int  # P
     source: dict  # where the model came from: {"run_dir": ..., "checkpoint": ...}
+    weights: tuple[float, float, float]  # (w_g, w_c, w_f) of the similarity
 
     def encode_images(self, images: list[Image.Image]) -> GalleryArrays: ...
 

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from partsearch.eval.parts import stripe_regions
-from partsearch.search.searcher import Searcher, coarse_display, part_cosines, validate_query
+from partsearch.search.index import MAX_IMAGE_PIXELS, decode_image
+from partsearch.search.searcher import MAX_QUERY_CHARS, Searcher, coarse_display, part_cosines, validate_query
 
 
 MAX_OVERLAY_HEIGHT = 256  # pixels; keeps the JSON small for large crops [ours]
@@ -61,8 +62,10 @@ def png_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def explain(searcher: Searcher, image_id: int, query: str) -> dict:
-    """Scores and overlays of image `image_id` for `query`. Raises KeyError for an unknown id.
+def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
+    """Scores and overlays of image `image_id` for `query`. Raises KeyError for an unknown id,
+    FileNotFoundError when its file is gone and `ImageRejected` when the file on disk is no longer
+    a readable image within `max_pixels` (replaced since indexing).
 
     Returns `{"id", "name", "query", "truncated", "score", "levels", "coarse": [N_c floats],
     "coarse_display": [[label, cosine]] (the tokens as far as they differ), "fine": [{"part",
@@ -75,8 +78,7 @@ def explain(searcher: Searcher, image_id: int, query: str) -> dict:
     g, c, f = part_cosines(gen.arrays, np.array([row]), emb)
     score = float(searcher.encoder.fold_query(emb)[0] @ gen.folded[row])
     foreground = np.asarray(gen.arrays.foreground[row], np.float32)
-    with Image.open(searcher.image_path(entry, gen)) as im:
-        image = im.convert("RGB")
+    image, _ = decode_image(searcher.image_path(entry, gen).read_bytes(), entry.path, max_pixels)
     if image.height > MAX_OVERLAY_HEIGHT:
         scale = MAX_OVERLAY_HEIGHT / image.height
         image = image.resize((max(1, round(image.width * scale)), MAX_OVERLAY_HEIGHT), Image.BILINEAR)
@@ -90,7 +92,7 @@ def explain(searcher: Searcher, image_id: int, query: str) -> dict:
         fine.append({"part": part, "region": regions[part], "score": float(f[0, part]), "rows": [int(start), int(end)],
                      "overlay": png_data_url(overlay(image, stripe))})
     return {
-        "id": entry.id, "name": entry.name, "query": query, "truncated": truncated, "score": score,
+        "id": entry.id, "name": entry.name, "query": query[:MAX_QUERY_CHARS], "truncated": truncated, "score": score,
         "levels": {"global": float(g[0]), "coarse": float(c[0].mean()), "fine": float(f[0].mean())},
         "coarse": [float(x) for x in c[0]], "coarse_display": [[k, v] for k, v in coarse_display([float(x) for x in c[0]])],
         "fine": fine,

@@ -4,8 +4,9 @@ Layout of INDEX_DIR (format `partsearch-index/1`):
 
     CURRENT                 name of the live generation, swapped with os.replace
     gen-000007/
-      meta.json             format, model fingerprint, run dir + checkpoint, images root,
-                            index factory, widths, next free id
+      meta.json             format, model fingerprint, run dir + checkpoint, images root (paths
+                            relative to INDEX_DIR, absolute beside them), index factory, widths,
+                            next free id, match threshold (`threshold.py`; null when unknown)
       manifest.jsonl        one JSON object per image, row order = array order:
                             {"id": int, "source": "images"|"uploads", "path": relative posix path,
                              "sha256": hex, "size": bytes}
@@ -15,7 +16,8 @@ Layout of INDEX_DIR (format `partsearch-index/1`):
       fine.npy              (G, P, d) float32
       foreground.npy        (G, h, w) float16, the image foreground maps (for explanations)
       vectors.faiss         the FAISS index over folded.npy (rebuilt from it when missing)
-    work/<fingerprint>/     embedded batches of an unfinished run (batch-*.npz), for resuming
+    work/<fingerprint>/     embedded batches of an unfinished run (batch-NNNNNN.npz), for resuming;
+                            an unreadable batch counts as not done
     uploads/                images added over HTTP (their manifest source is "uploads")
     .lock                   flock taken by every writer (indexer, service)
 
@@ -24,6 +26,9 @@ Images are never copied: paths are relative to the recorded images root (or to u
 A writer builds a complete new generation directory, then swaps CURRENT: a crash at any point,
 even `kill -9`, leaves the previous generation live, and the embedded batches in work/ let the
 next run continue where it stopped. Unchanged files (same sha256) are never embedded again.
+The generation a writer started from is kept beside the new one (older ones are removed): when the
+live generation is unreadable (a damaged disk, a hand edit), the next `partsearch index` recovers
+from it, or, when none is readable, indexes the images again.
 
 Testing hook [ours]: with `PARTSEARCH_INDEX_PAUSE_AFTER_BATCHES=N` the indexer prints
 `partsearch-index: paused` to stderr after checkpointing N batches and sleeps, so a test can kill it.
@@ -41,7 +46,9 @@ import json
 import os
 import shutil
 import sys
+import re
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -52,7 +59,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from partsearch.config import DataConfig
-from partsearch.errors import DataError, SearchIndexError
+from partsearch.errors import DataError, SearchIndexError, StorageError
 from partsearch.files import atomic_path
 from partsearch.search.encoder import Encoder, GalleryArrays
 
@@ -64,6 +71,8 @@ MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 RERANK_FACTOR = 10
 PAUSE_ENV = "PARTSEARCH_INDEX_PAUSE_AFTER_BATCHES"
 SOURCES = ("images", "uploads")
+_BATCH_NAME = re.compile(r"batch-[0-9]{6}\.npz")
+_GEN_NAME = re.compile(r"gen-[0-9]{6}")
 
 
 class ImageRejected(DataError):
@@ -112,7 +121,10 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> 
         raise
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(f"{name}: over the pixel limit ({err})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError:
+        # PIL's own text names the in-memory buffer (<_io.BytesIO object at 0x...>), not the file.
+        raise ImageRejected(f"{name}: not a readable JPEG/PNG/WebP image (unrecognised content)") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageRejected(f"{name}: not a readable JPEG/PNG/WebP image ({err})") from None
 
 
@@ -190,6 +202,18 @@ class FaissIndex:
         return scores, ids
 
 
+def check_factory(factory: str, dim: int) -> None:
+    """Refuse a string FAISS cannot parse before any image is embedded (whether the gallery is
+    large enough for it is known only at the end)."""
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        raise SearchIndexError(
+            f"--index-factory {factory!r} is not a FAISS index factory string; use Flat (exact), HNSW32 "
+            "or IVF1024,PQ32 (approximate)"
+        ) from None
+
+
 @dataclass
 class Generation:
     """One complete, immutable generation of an index, loaded."""
@@ -227,6 +251,11 @@ class IndexStore:
         try:
             return self.current_file.read_text().strip()
         except FileNotFoundError:
+            if any((self.root / name).is_file() for name in ("best.pt", "last.pt")):
+                raise SearchIndexError(
+                    f"{self.root} is a training run, not a search index; build an index with this run "
+                    f"(`partsearch index {self.root} --images DIR --out INDEX_DIR`) and search INDEX_DIR"
+                ) from None
             raise SearchIndexError(
                 f"{self.root} is not a search index (no CURRENT file); build one with "
                 f"`partsearch index RUN_DIR --images DIR --out {self.root}`"
@@ -243,18 +272,41 @@ class IndexStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def locate(self, meta: dict, key: str, section: dict | None = None) -> Path | None:
+        """A path the index records (`images_root`, or `run_dir` / `checkpoint` of `source`),
+        None when it records none. Paths are kept relative to the index directory, with the
+        absolute path beside them (`<key>_absolute`): the relative one is used when it exists
+        (index and files moved together), else the absolute one (the index moved alone)."""
+        values = meta if section is None else section
+        relative, absolute = values.get(key) or "", values.get(f"{key}_absolute") or ""
+        candidates = [Path(os.path.normpath(self.root / p)) for p in (relative, absolute) if p]
+        for path in candidates:
+            if path.exists():
+                return path
+        return candidates[0] if candidates else None
+
+    def images_root(self, meta: dict) -> Path:
+        return self.locate(meta, "images_root")
+
+    def run_source(self, meta: dict) -> tuple[Path | None, Path | None]:
+        """(run directory, checkpoint) of the model the index was built with."""
+        source = meta.get("source", {})
+        return self.locate(meta, "run_dir", source), self.locate(meta, "checkpoint", source)
+
     def image_path(self, meta: dict, entry: Entry) -> Path:
-        base = Path(meta["images_root"]) if entry.source == "images" else self.uploads
+        base = self.images_root(meta) if entry.source == "images" else self.uploads
         return base / entry.path
 
     def load(self, name: str | None = None) -> Generation:
         name = name or self.current_name()
         gen = self.root / name
         try:
-            meta = json.loads((gen / "meta.json").read_text())
-            if meta.get("format") != FORMAT:
-                raise SearchIndexError(f"{gen}: format {meta.get('format')!r} is not {FORMAT}; rebuild the index")
-            entries = [Entry(**json.loads(line)) for line in (gen / "manifest.jsonl").read_text().splitlines() if line]
+            meta = _parse_meta(json.loads((gen / "meta.json").read_text()), gen / "meta.json")
+            manifest = gen / "manifest.jsonl"
+            entries = [_parse_entry(line, manifest, number)
+                       for number, line in enumerate(manifest.read_text().splitlines(), start=1) if line]
+            if len({e.id for e in entries}) != len(entries):
+                raise ValueError(f"{manifest}: an id appears twice")
             arrays = GalleryArrays(
                 *(np.load(gen / f"{n}.npy", mmap_mode="r") for n in ("global", "coarse", "fine", "foreground"))
             )
@@ -262,52 +314,149 @@ class IndexStore:
         except SearchIndexError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise SearchIndexError(f"index generation {gen} is unreadable ({err}); re-run `partsearch index`") from None
+            raise SearchIndexError(
+                f"index generation {gen} is unreadable ({err}); re-run `partsearch index` with the same --images "
+                f"and --out {self.root} to recover it"
+            ) from None
         if not (len(entries) == len(arrays) == len(folded)):
             raise SearchIndexError(f"{gen}: manifest has {len(entries)} images but the arrays {len(folded)}; re-run `partsearch index`")
         ids = np.array([e.id for e in entries], dtype=np.int64)
         vectors = FaissIndex.load(gen / "vectors.faiss", folded, ids, meta["index_factory"])
         return Generation(name, meta, entries, arrays, folded, vectors)
 
+    def generations(self) -> list[str]:
+        """Names of the complete generations on disk, newest first."""
+        return sorted((p.name for p in self.root.glob("gen-*") if _GEN_NAME.fullmatch(p.name) and p.is_dir()),
+                      reverse=True)
+
+    def load_for_update(self) -> Generation | None:
+        """The live generation for a writer; when it is unreadable, the newest readable older one
+        (a warning says which), or None (build from the images again) when there is none."""
+        if not self.exists():
+            return None
+        try:
+            return self.load()
+        except SearchIndexError as err:
+            problem = str(err)
+        broken = self.current_file.read_text().strip()
+        for name in self.generations():
+            if name == broken:
+                continue
+            try:
+                gen = self.load(name)
+            except SearchIndexError:
+                continue
+            print(f"warning: {problem}; recovering from the previous generation {name}", file=sys.stderr)
+            return gen
+        print(f"warning: {problem}; no readable earlier generation, indexing the images again", file=sys.stderr)
+        return None
+
     def _next_name(self) -> str:
         numbers = [int(p.name.split("-")[1].split(".")[0]) for p in self.root.glob("gen-*") if p.name[4:10].isdigit()]
         return f"gen-{max(numbers, default=0) + 1:06d}"
 
-    def write(self, meta: dict, entries: list[Entry], arrays: GalleryArrays, folded: np.ndarray) -> Generation:
-        """Write a complete new generation and make it live (caller holds `lock`)."""
+    def write(self, meta: dict, entries: list[Entry], arrays: GalleryArrays, folded: np.ndarray,
+              previous: str | None = None) -> Generation:
+        """Write a complete new generation and make it live (caller holds `lock`). The generation
+        it was made from, `previous`, is kept beside it, so an unreadable live generation can be
+        recovered by the next writer (`load_for_update`); older ones are removed."""
         name = self._next_name()
         partial = self.root / f"{name}.partial"
-        partial.mkdir(parents=True)
         meta = dict(meta, count=len(entries), generation=name,
                     written=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         folded = np.ascontiguousarray(folded, dtype=np.float32)
         ids = np.array([e.id for e in entries], dtype=np.int64)
         vectors = FaissIndex.build(folded, ids, meta["index_factory"])
-        (partial / "meta.json").write_text(json.dumps(meta, indent=1))
-        (partial / "manifest.jsonl").write_text("".join(json.dumps(asdict(e)) + "\n" for e in entries))
-        np.save(partial / "folded.npy", folded)
-        np.save(partial / "global.npy", np.asarray(arrays.global_, np.float32))
-        np.save(partial / "coarse.npy", np.asarray(arrays.coarse, np.float32))
-        np.save(partial / "fine.npy", np.asarray(arrays.fine, np.float32))
-        np.save(partial / "foreground.npy", np.asarray(arrays.foreground, np.float16))
-        vectors.save(partial / "vectors.faiss")
-        for path in partial.iterdir():
-            _fsync(path)
-        os.rename(partial, self.root / name)
-        _fsync(self.root)
         tmp = self.root / "CURRENT.tmp"
-        tmp.write_text(name + "\n")
-        _fsync(tmp)
-        os.replace(tmp, self.current_file)
-        _fsync(self.root)
-        self.cleanup(keep=name)
+        swapped = False
+        try:
+            with storage(f"index generation {partial}"):
+                partial.mkdir(parents=True)
+                (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+                (partial / "manifest.jsonl").write_text("".join(json.dumps(asdict(e)) + "\n" for e in entries))
+                np.save(partial / "folded.npy", folded)
+                np.save(partial / "global.npy", np.asarray(arrays.global_, np.float32))
+                np.save(partial / "coarse.npy", np.asarray(arrays.coarse, np.float32))
+                np.save(partial / "fine.npy", np.asarray(arrays.fine, np.float32))
+                np.save(partial / "foreground.npy", np.asarray(arrays.foreground, np.float16))
+                try:
+                    vectors.save(partial / "vectors.faiss")
+                except RuntimeError as err:  # FAISS reports a failed write this way
+                    raise OSError(f"FAISS could not write vectors.faiss ({str(err).strip().splitlines()[-1]})") from None
+                for path in partial.iterdir():
+                    _fsync(path)
+                os.rename(partial, self.root / name)
+                _fsync(self.root)
+                tmp.write_text(name + "\n")
+                _fsync(tmp)
+                os.replace(tmp, self.current_file)
+                swapped = True
+                _fsync(self.root)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            if not swapped:
+                shutil.rmtree(self.root / name, ignore_errors=True)
+            raise
+        self.cleanup(keep={name, previous})
         return self.load(name)
 
-    def cleanup(self, keep: str) -> None:
-        """Remove partial and superseded generations (caller holds `lock`)."""
+    def cleanup(self, keep: set) -> None:
+        """Remove partial and superseded generations except those named in `keep` (caller holds
+        `lock`)."""
         for path in self.root.glob("gen-*"):
-            if path.name != keep:
+            if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def storage(what: str) -> Iterator[None]:
+    """Turn a refused write (disk full, read-only, no permission) into one clear `StorageError`."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise StorageError(
+            f"cannot write {what}: {reason}; free space on that disk (or fix its permissions) and try again; "
+            "the index is as it was before"
+        ) from None
+
+
+_META_FIELDS = {"format": str, "fingerprint": str, "images_root": str, "index_factory": str, "next_id": int,
+                "source": dict}
+_ENTRY_FIELDS = {"id": int, "source": str, "path": str, "sha256": str, "size": int}
+
+
+def _parse_meta(meta, path: Path) -> dict:
+    """meta.json, checked field by field, so a hand edit is named instead of failing later."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise SearchIndexError(f"{path}: format {meta.get('format')!r} is not {FORMAT}; rebuild the index")
+    for key, kind in _META_FIELDS.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ValueError(f"{path}: field {key!r} is {meta.get(key)!r}, not a {kind.__name__}")
+    threshold = meta.get("match_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise ValueError(f"{path}: field 'match_threshold' is {threshold!r}, not a number or null")
+    return meta
+
+
+def _parse_entry(line: str, path: Path, number: int) -> Entry:
+    """One manifest line, checked: fields and types, a known source, and a relative path that stays
+    inside its folder (a hand-edited '../' path would serve files the index does not own)."""
+    where = f"{path} line {number}"
+    values = json.loads(line)
+    if not isinstance(values, dict) or set(values) != set(_ENTRY_FIELDS):
+        keys = sorted(values) if isinstance(values, dict) else type(values).__name__
+        raise ValueError(f"{where}: has {keys}, expected the fields {sorted(_ENTRY_FIELDS)}")
+    for key, kind in _ENTRY_FIELDS.items():
+        if not isinstance(values[key], kind) or isinstance(values[key], bool):
+            raise ValueError(f"{where}: field {key!r} is {values[key]!r}, not a {kind.__name__}")
+    rel = Path(values["path"])
+    if values["source"] not in SOURCES or rel.is_absolute() or ".." in rel.parts or not values["path"]:
+        raise ValueError(f"{where}: source {values['source']!r} / path {values['path']!r} is not an indexed file")
+    return Entry(**values)
 
 
 def _fsync(path: Path) -> None:
@@ -316,6 +465,17 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def portable_source(source: dict, root: Path) -> dict:
+    """The encoder's `run_dir` / `checkpoint` as paths relative to the index `root`, each with its
+    absolute path beside it (see `IndexStore.locate`), so an index moved with its run still finds it."""
+    out = dict(source)
+    for key in ("run_dir", "checkpoint"):
+        if source.get(key):
+            absolute = Path(source[key]).resolve()
+            out[key], out[f"{key}_absolute"] = os.path.relpath(absolute, root), str(absolute)
+    return out
 
 
 def check_model(meta: dict, encoder: Encoder, root: Path) -> None:
@@ -328,41 +488,51 @@ def check_model(meta: dict, encoder: Encoder, root: Path) -> None:
 
 
 def scan_images(root: Path) -> list[str]:
-    """Relative posix paths of every jpg/jpeg/png/webp under `root`, sorted."""
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    """Relative posix paths of every jpg/jpeg/png/webp under `root`, sorted. Hidden files and
+    everything in hidden folders (.thumbnails, .git, a tool's cache) are left out."""
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in rel.parts) and path.is_file():
+            found.append(rel.as_posix())
+    return sorted(found)
 
 
 class _WorkCache:
-    """Embedded batches of an unfinished run, keyed by sha256 (`work/<fingerprint>/batch-*.npz`)."""
+    """Embedded batches of an unfinished run, keyed by sha256 (`work/<fingerprint>/batch-NNNNNN.npz`).
+
+    Only complete batches count: a batch is written to a hidden temporary name and renamed, and a
+    file that is not a readable batch (cut short, emptied, a leftover temporary) is ignored, so
+    its images are embedded again instead of blocking the index."""
 
     def __init__(self, root: Path, fingerprint: str):
         self.dir = root / "work" / fingerprint[:32]
         self.shas: dict[str, tuple[GalleryArrays, np.ndarray, int]] = {}
         self.batches = 0
         for path in sorted(self.dir.glob("batch-*.npz")):
+            if not _BATCH_NAME.fullmatch(path.name):
+                continue
+            self.batches = max(self.batches, int(path.name[6:12]))
             try:
                 with np.load(path) as z:
                     arrays = GalleryArrays(z["global_"], z["coarse"], z["fine"], z["foreground"])
                     folded, shas = z["folded"], [str(s) for s in z["sha256"]]
-            except (OSError, ValueError, KeyError):
+                if not len(shas) == len(folded) == len(arrays):
+                    continue
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 continue  # a batch cut short by a crash is embedded again
             for i, sha in enumerate(shas):
                 self.shas[sha] = (arrays, folded, i)
-            self.batches += 1
 
     def add(self, shas: list[str], arrays: GalleryArrays, folded: np.ndarray) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.batches += 1
         final = self.dir / f"batch-{self.batches:06d}.npz"
-        tmp = self.dir / f"batch-{self.batches:06d}.tmp.npz"
-        np.savez(tmp, sha256=np.array(shas), folded=folded, global_=arrays.global_, coarse=arrays.coarse,
-                 fine=arrays.fine, foreground=arrays.foreground.astype(np.float16))
-        _fsync(tmp)
-        os.replace(tmp, final)
+        with storage(f"embedded batch {final}"), atomic_path(final) as tmp:
+            with open(tmp, "wb") as handle:  # a handle, so numpy adds no .npz suffix to the name
+                np.savez(handle, sha256=np.array(shas), folded=folded, global_=arrays.global_,
+                         coarse=arrays.coarse, fine=arrays.fine, foreground=arrays.foreground.astype(np.float16))
+                handle.flush()
+                os.fsync(handle.fileno())
         for i, sha in enumerate(shas):
             self.shas[sha] = (arrays, folded, i)
 
@@ -431,9 +601,14 @@ def build_index(
         raise DataError(f"--images {images_dir}: no such folder")
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: must be at least 1")
+    check_factory(index_factory, encoder.dim * (1 + encoder.num_coarse + encoder.num_fine))
+    from partsearch.search import threshold as match_threshold
+
+    threshold = match_threshold.for_run(encoder)
     store = IndexStore(out_dir)
     with store.lock():
-        old = store.load() if store.exists() else None
+        old = store.load_for_update()
+        recovered = old is not None and old.name != store.current_name()
         if old is not None:
             check_model(old.meta, encoder, store.root)
         work = _WorkCache(store.root, encoder.fingerprint)
@@ -473,9 +648,9 @@ def build_index(
         kept_ids = {e.id for e in entries}
         removed = sum(1 for e in (old.entries if old else []) if e.id not in kept_ids)
         added = sum(1 for e in entries if e.id not in (old.rows if old else {}))
-        unchanged = (old is not None and not added and not removed
+        unchanged = (old is not None and not recovered and not added and not removed
                      and old.meta["index_factory"] == index_factory
-                     and old.meta["images_root"] == str(images_root))
+                     and store.images_root(old.meta).resolve() == images_root)
         if unchanged:
             name = old.name
         else:
@@ -486,16 +661,18 @@ def build_index(
             meta = {
                 "format": FORMAT,
                 "fingerprint": encoder.fingerprint,
-                "source": dict(encoder.source),
-                "images_root": str(images_root),
+                "source": portable_source(encoder.source, store.root),
+                "images_root": os.path.relpath(images_root, store.root),
+                "images_root_absolute": str(images_root),
                 "index_factory": index_factory,
                 "dim": encoder.dim,
                 "num_coarse": encoder.num_coarse,
                 "num_fine": encoder.num_fine,
                 "folded_dim": int(folded.shape[1]),
                 "next_id": next_id,
+                "match_threshold": threshold,
             }
-            name = store.write(meta, entries, arrays, folded).name
+            name = store.write(meta, entries, arrays, folded, previous=old.name if old else None).name
         work.clear()
     return BuildReport(len(entries), added, removed, len(pending) - len(skipped),
                        reused, skipped, name, str(store.root))
@@ -549,13 +726,14 @@ def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
         arrays = encoder.encode_images([image])
         folded = encoder.fold_gallery(arrays)
         rel = sha[:32] + ACCEPTED_FORMATS[fmt]
-        with atomic_path(store.uploads / rel) as tmp:
+        with storage(f"upload {store.uploads / rel}"), atomic_path(store.uploads / rel) as tmp:
             tmp.write_bytes(data)
         entry = Entry(old.meta["next_id"], "uploads", rel, sha, len(data))
         meta = dict(old.meta, next_id=old.meta["next_id"] + 1)
         new_arrays = GalleryArrays.concat([old.arrays.take(range(len(old.entries))), arrays])
         try:
-            gen = store.write(meta, old.entries + [entry], new_arrays, np.concatenate([old.folded, folded]))
+            gen = store.write(meta, old.entries + [entry], new_arrays, np.concatenate([old.folded, folded]),
+                              previous=old.name)
         except BaseException:
             (store.uploads / rel).unlink(missing_ok=True)
             raise
@@ -563,7 +741,9 @@ def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
 
 
 def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
-    """Remove one image from the manifest, the vectors and the disk."""
+    """Remove one image from the manifest and the vectors. Only a file the index owns (an upload,
+    under uploads/) is deleted from disk; a file in the images folder belongs to the user and is
+    never touched (the next `partsearch index` of that folder adds it again)."""
     with store.lock():
         old = store.load()
         if image_id not in old.rows:
@@ -571,8 +751,10 @@ def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
         row = old.rows[image_id]
         entry = old.entries[row]
         keep = [i for i in range(len(old.entries)) if i != row]
-        gen = store.write(old.meta, [old.entries[i] for i in keep], old.arrays.take(keep), old.folded[keep])
-        store.image_path(old.meta, entry).unlink(missing_ok=True)
+        gen = store.write(old.meta, [old.entries[i] for i in keep], old.arrays.take(keep), old.folded[keep],
+                          previous=old.name)
+        if entry.source == "uploads":
+            store.image_path(old.meta, entry).unlink(missing_ok=True)
         return entry, gen
 
 

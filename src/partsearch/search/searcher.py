@@ -64,12 +64,15 @@ class SearchResult:
 
 @dataclass
 class SearchResponse:
-    query: str
+    query: str  # as searched, cut at MAX_QUERY_CHARS: a huge request is never echoed back
     truncated: bool  # the query was cut at the tokenizer's limit
     results: list[SearchResult]
+    score_max: float = 3.0  # the largest possible score, w_g + w_c + w_f (scores lie in [-max, max])
+    match_threshold: float | None = None  # below it a result is a weak match (`threshold.py`)
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "truncated": self.truncated, "results": [r.to_dict() for r in self.results]}
+        return {"query": self.query, "truncated": self.truncated, "score_max": self.score_max,
+                "match_threshold": self.match_threshold, "results": [r.to_dict() for r in self.results]}
 
 
 def validate_query(text: str, k: int) -> str:
@@ -106,14 +109,15 @@ class Searcher:
         if encoder is None:
             from partsearch.search.encoder import RunEncoder
 
-            source = self.generation.meta.get("source", {})
-            checkpoint = source.get("checkpoint", "")
-            if not checkpoint or not Path(checkpoint).exists():
+            run_dir, checkpoint = self.store.run_source(self.generation.meta)
+            if checkpoint is None or not checkpoint.exists():
+                recorded = self.generation.meta.get("source", {})
                 raise SearchIndexError(
-                    f"index {self.store.root} was built from checkpoint {checkpoint!r}, which is not there; "
-                    "index the images again with a run that exists"
+                    f"index {self.store.root} was built from checkpoint "
+                    f"{recorded.get('checkpoint_absolute') or recorded.get('checkpoint')!r}, which is not there; "
+                    "name the run with --run RUN_DIR if it moved, or index the images again with a run that exists"
                 )
-            encoder = RunEncoder(source.get("run_dir"), checkpoint, device)
+            encoder = RunEncoder(run_dir, str(checkpoint), device)
         self.encoder = encoder
         self.vector_index = vector_index
         self.set_generation(self.generation)
@@ -183,7 +187,8 @@ class Searcher:
                 regions=list(regions), name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
             ))
-        return SearchResponse(text, truncated, results)
+        return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),
+                              gen.meta.get("match_threshold"))
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
@@ -197,6 +202,10 @@ def format_table(response: SearchResponse) -> str:
     lines = []
     if response.truncated:
         lines.append("note: the query was longer than the tokenizer limit and was truncated")
+    threshold = response.match_threshold
+    if threshold is not None and response.results and response.results[0].score < threshold:
+        lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, the match "
+                     "threshold measured on the validation split)")
     lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")
     for r in response.results:
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "
@@ -206,8 +215,20 @@ def format_table(response: SearchResponse) -> str:
     return "\n".join(lines)
 
 
+def open_searcher(index_dir: str | Path, run_dir: str | None = None, checkpoint: str = "best") -> Searcher:
+    """A Searcher over `index_dir` with the model of `run_dir` when given (the index checks it is
+    the model it was built with), otherwise the run the index records."""
+    encoder = None
+    if run_dir:
+        from partsearch.search.encoder import RunEncoder
+
+        encoder = RunEncoder(run_dir, checkpoint)
+    return Searcher(index_dir, encoder=encoder)
+
+
 def main(args: argparse.Namespace) -> int:
-    searcher = Searcher(args.index_dir)
+    validate_query(args.query, args.top_k)  # before the model is loaded, so a typo costs nothing
+    searcher = open_searcher(args.index_dir, args.run, args.checkpoint)
     response = searcher.query(args.query, args.top_k)
     print(json.dumps(response.to_dict(), indent=1) if args.json else format_table(response))
     return 0

@@ -1,17 +1,21 @@
 """`partsearch serve`: the search index over HTTP (FastAPI) with a web page.
 
-Endpoints (JSON unless said otherwise; errors are `{"detail": message}`):
+Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"detail": message}`):
 - `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
-- `POST /api/search` `{"query": str, "top_k": int = 10}` -> `{"query", "truncated", "results": [{"rank",
+- `POST /api/search` `{"query": str, "top_k": int = 10}` -> `{"query", "truncated", "score_max",
+  "match_threshold" (null when unknown), "results": [{"rank",
   "id", "score", "levels": {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name",
   "relpath", "source", "url"}]}`. Empty query or top_k outside 1..1000 -> 422.
 - `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).
 - `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
-  overlays (foreground map and one per fine stripe) as PNG data URLs.
+  overlays (foreground map and one per fine stripe) as PNG data URLs. A file replaced since indexing
+  by one that is not an image within the pixel limit -> 409.
 - `POST /api/images` (multipart field `file`) and `DELETE /api/images/{id}`: only with the server's
   API key in the `X-API-Key` header; with no key configured they answer 403. An upload must decode
   as JPEG, PNG or WebP, within MAX_UPLOAD_BYTES and the pixel limit; otherwise 4xx and nothing is
-  written. It is stored under INDEX_DIR/uploads/ and added to the index in a new generation.
+  written. It is stored under INDEX_DIR/uploads/ and added to the index in a new generation. A delete
+  removes the image from the index; only an upload's file is deleted from disk, never the user's. A
+  full disk answers 507 and leaves the index as it was.
 
 Searches run concurrently on an immutable generation; uploads and deletes are serialised by a
 lock (and the index's file lock, so a concurrent `partsearch index` waits) and swap the generation.
@@ -23,20 +27,26 @@ from __future__ import annotations
 import argparse
 import re
 import secrets
+import socket
 import threading
 from pathlib import Path
 
-from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from partsearch.errors import StorageError, UserError
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
-from partsearch.search.searcher import QueryError, Searcher
+from partsearch.search.searcher import QueryError, Searcher, open_searcher
 
 WEB_DIR = Path(__file__).parent / "web"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # [ours]
+MAX_REQUEST_BYTES = 64 * 1024  # any request body but an upload's; a search is a sentence [ours]
+MULTIPART_OVERHEAD = 64 * 1024  # an upload body may exceed the file by its multipart headers [ours]
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ID = re.compile(r"[0-9]{1,18}")
 _MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
@@ -52,15 +62,101 @@ def _parse_id(image_id: str) -> int:
     return int(image_id)
 
 
+def host_name(header: str) -> str:
+    """The name in a Host header, without the port: 'localhost:8000' -> 'localhost', '[::1]:80' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class RequestGuard:
+    """ASGI middleware that decides before any route reads a body [ours]:
+
+    - the Host header must name a host the server was started for (`allowed_hosts`; None accepts
+      any), so a page on another site cannot reach a loopback server through DNS rebinding;
+    - uploads and deletes need the API key, checked before a byte of the upload is read;
+    - a body over the limit (an upload's `max_upload_bytes` plus multipart headers, any other
+      request's MAX_REQUEST_BYTES) is 413: at once when Content-Length says so, otherwise as soon as
+      the streamed body passes it.
+    Every refusal is JSON `{"detail": message}`.
+    """
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...] | None, api_key: str | None, max_upload_bytes: int):
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+        self.api_key = api_key
+        self.upload_limit = max_upload_bytes + MULTIPART_OVERHEAD
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.refusal(headers, scope["method"], scope["path"])
+        if refusal is not None:
+            await JSONResponse({"detail": refusal[1]}, status_code=refusal[0])(scope, receive, send)
+            return
+        limit = self.upload_limit if _is_upload(scope["method"], scope["path"]) else MAX_REQUEST_BYTES
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def refusal(self, headers: dict[str, str], method: str, path: str) -> tuple[int, str] | None:
+        """(status, message) of a request refused on its headers alone, or None."""
+        host = headers.get("host", "")
+        if self.allowed is not None and host_name(host) not in self.allowed:
+            return 400, (f"Host {host!r} is not a name this server answers to ({', '.join(sorted(self.allowed))}); "
+                         "start it with --allowed-host NAME")
+        upload = _is_upload(method, path)
+        if upload or (method == "DELETE" and path.startswith("/api/images/")):
+            given = headers.get("x-api-key")
+            if self.api_key is None:
+                return 403, "uploads and deletes are off: start the server with --api-key KEY"
+            if given is None or not secrets.compare_digest(given.encode(), self.api_key.encode()):
+                return 401, "missing or wrong X-API-Key header"
+        limit = self.upload_limit if upload else MAX_REQUEST_BYTES
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > limit:
+            return 413, f"request body of {length} bytes is over the limit of {limit} bytes"
+        return None
+
+
+def _is_upload(method: str, path: str) -> bool:
+    return method == "POST" and path == "/api/images"
+
+
 def create_app(index: str | Path | Searcher, api_key: str | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               max_pixels: int = index_ops.MAX_IMAGE_PIXELS) -> FastAPI:
+               max_pixels: int = index_ops.MAX_IMAGE_PIXELS,
+               allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> FastAPI:
     """The FastAPI app over an index directory (its model is loaded from the run it records) or
-    over a ready `Searcher`."""
+    over a ready `Searcher`. Requests must name one of `allowed_hosts` in their Host header
+    (loopback names by default; None accepts any)."""
     searcher = index if isinstance(index, Searcher) else Searcher(index)
     mutation = threading.Lock()
     app = FastAPI(title="partsearch", description="Text-based person search with part-level correspondence")
     app.state.searcher = searcher
+    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts, api_key=api_key, max_upload_bytes=max_upload_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        # One readable line ("top_k: Input should be a valid integer"), not pydantic's list.
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'request'}: {e.get('msg', '')}"
+                 for e in err.errors()]
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception):
+        # Still JSON, so the page can show it; the traceback goes to the server's log.
+        return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the server log"}, status_code=500)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     def lookup(image_id: str):
@@ -68,12 +164,6 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             return searcher.entry(_parse_id(image_id))
         except KeyError:
             raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
-
-    def require_key(given: str | None) -> None:
-        if api_key is None:
-            raise HTTPException(403, "uploads and deletes are off: start the server with --api-key KEY")
-        if given is None or not secrets.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -109,17 +199,20 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     def explain_image(image_id: str, query: str = Query("")):
         entry, _, _ = lookup(image_id)
         try:
-            return explain(searcher, entry.id, query)
+            return explain(searcher, entry.id, query, max_pixels)
         except QueryError as err:
             raise HTTPException(422, str(err)) from None
         except KeyError:
             raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
         except FileNotFoundError:
             raise HTTPException(404, f"image {image_id} ({entry.path}) is no longer on disk") from None
+        except index_ops.ImageRejected as err:
+            raise HTTPException(409, f"image {image_id} changed on disk since it was indexed: {err}; "
+                                     "re-run `partsearch index`") from None
 
     @app.post("/api/images")
     def upload(file: UploadFile = File(...), x_api_key: str | None = Header(None)):
-        require_key(x_api_key)
+        # The key was checked by RequestGuard before the body was read; the parameter documents it.
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"{file.filename}: over the upload limit of {max_upload_bytes} bytes")
@@ -131,30 +224,65 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
                 raise HTTPException(413, str(err)) from None
             except index_ops.ImageRejected as err:
                 raise HTTPException(400, str(err)) from None
+            except StorageError as err:
+                raise HTTPException(507, str(err)) from None
             searcher.set_generation(gen)
         return JSONResponse({"id": entry.id, "name": entry.name, "added": added, "images": len(gen.entries),
                              "url": f"/api/images/{entry.id}"}, status_code=201 if added else 200)
 
     @app.delete("/api/images/{image_id}")
     def delete(image_id: str, x_api_key: str | None = Header(None)):
-        require_key(x_api_key)
         entry, _, _ = lookup(image_id)
         with mutation:
             try:
                 removed, gen = index_ops.delete_image(searcher.store, entry.id)
             except KeyError:
                 raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
+            except StorageError as err:
+                raise HTTPException(507, str(err)) from None
             searcher.set_generation(gen)
         return {"deleted": removed.id, "name": removed.name, "images": len(gen.entries)}
 
     return app
 
 
+def allowed_hosts(bind: str, extra: list[str] | None) -> tuple[str, ...] | None:
+    """The Host names to answer: loopback names, the bind address unless it is a wildcard, and
+    `--allowed-host` names; '*' among them accepts any."""
+    names = [*LOOPBACK_HOSTS, *([] if bind in ("0.0.0.0", "::", "") else [bind]), *(extra or [])]
+    return None if "*" in names else tuple(dict.fromkeys(names))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, taken before the model is loaded, so a busy port is one
+    clear error at once (and nothing claims to be serving)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as err:
+        raise UserError(f"--host {host!r}: not an address to listen on ({err})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port "
+                        "(or stop what is using it)") from None
+    return sock
+
+
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    app = create_app(args.index_dir, api_key=args.api_key)
-    searcher = app.state.searcher
-    print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    sock = listen(args.host, args.port)
+    try:
+        hosts = allowed_hosts(args.host, args.allowed_host)
+        app = create_app(open_searcher(args.index_dir, args.run, args.checkpoint), api_key=args.api_key,
+                         allowed_hosts=hosts)
+        searcher = app.state.searcher
+        print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

@@ -38,10 +38,12 @@ from torch.utils.data import DataLoader
 from partsearch.config import Config, ConfigError, load_config
 from partsearch.device import autocast
 from partsearch.errors import CheckpointError, UserError
+from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import PartSearchCriterion, check_loss_config
 from partsearch.train import distributed
 from partsearch.train.checkpoint import (
-    FORMAT, config_differences, load_checkpoint, load_state_checked, rng_state, save_checkpoint, set_rng_state,
+    FORMAT, config_differences, link_checkpoint, load_checkpoint, load_state_checked, portable_config, rng_state,
+    save_checkpoint, set_rng_state,
 )
 from partsearch.train.optim import build_optimizer, build_scheduler, check_train_config
 
@@ -133,6 +135,36 @@ def _format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
 
 
+# What a run writes into its directory; a fresh run (not --resume) removes the previous run's copies.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "tb")
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over a directory that holds a trained one, so its checkpoints
+    and log are never replaced or mixed by accident."""
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise CheckpointError(f"cannot resume: {run_dir / 'last.pt'} does not exist; train without --resume first")
+        return
+    held = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
+    if held and not overwrite:
+        raise CheckpointError(
+            f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume, "
+            "replace it with --overwrite, or choose another --out"
+        )
+
+
+def _remove_previous_run(run_dir: Path) -> None:
+    import shutil
+
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -141,13 +173,15 @@ def train(
     *,
     splits: Any = None,
     tokenizer: Any = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train `cfg` into `run_dir` and return it. `splits` / `tokenizer` may be passed when the
-    caller already built them (the command does, for the evaluator); otherwise they are built here."""
+    caller already built them (the command does, for the evaluator); otherwise they are built here.
+    A directory that already holds a run is refused unless `resume` (continue it) or `overwrite`
+    (replace it)."""
     check_config(cfg)
     run_dir = Path(run_dir)
-    if resume and not (run_dir / "last.pt").is_file():
-        raise CheckpointError(f"cannot resume: {run_dir / 'last.pt'} does not exist; train without --resume first")
+    check_run_dir(run_dir, resume, overwrite)
     ctx = distributed.setup(cfg.train.device)
     try:
         return _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx)
@@ -163,9 +197,12 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
 
     tc = cfg.train
     device = ctx.device
+    quiet_weight_loading()
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run_dir / "config.yaml")
+        if not resume:
+            _remove_previous_run(run_dir)
+        portable_config(cfg, run_dir).dump(run_dir / "config.yaml")
     seed_everything(tc.seed)
     if splits is None:
         splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
@@ -271,7 +308,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
             payload = payload_now(epoch, batch)
             save_checkpoint(last_path, payload)
             if no_selection or (evaluated and evaluated["improved"]) or not best_path.exists():
-                save_checkpoint(best_path, payload)
+                link_checkpoint(last_path, best_path)
         last_good = f"{last_path} (step {pos['step']})"
         ctx.barrier()
 
@@ -285,7 +322,8 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     while epoch < tc.epochs and not stopped:
         skip = pos["batch"] if epoch == pos["epoch"] else 0
         epoch_loader = _epoch_loader(loader, epoch, skip, tc.seed)
-        bar = _progress(len(loader), skip, f"epoch {epoch + 1}/{tc.epochs}", ctx.is_main)
+        total, desc = _bar_extent(len(loader), skip, epoch, pos["step"], steps_per_epoch, tc)
+        bar = _progress(total, skip, desc, ctx.is_main)
         done = skip
         for i, batch in enumerate(epoch_loader, start=skip):
             images = batch["image"].to(device, non_blocking=True)
@@ -370,6 +408,16 @@ def _out_of_time(start: float, limit_min: float, ctx: distributed.DistContext) -
     return bool(flag.item())
 
 
+def _bar_extent(batches: int, skip: int, epoch: int, step: int, steps_per_epoch: int, tc) -> tuple[int, str]:
+    """(total, label) of one epoch's progress bar: with `max_steps` the bar ends where the run
+    will stop and counts only the epochs it will reach, so `--max-steps 12` never shows "epoch 1/10"."""
+    if not tc.max_steps:
+        return batches, f"epoch {epoch + 1}/{tc.epochs}"
+    epochs = min(tc.epochs, max(epoch + 1, math.ceil(tc.max_steps / steps_per_epoch)))
+    total = min(batches, skip + max(0, tc.max_steps - step) * tc.accumulate)
+    return total, f"epoch {epoch + 1}/{epochs} (stops at step {tc.max_steps})"
+
+
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     if not enabled:
         return None
@@ -404,10 +452,12 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     check_config(cfg)
     run_dir = Path(args.out) if args.out else Path(cfg.train.out_dir) / (cfg.train.name or Path(args.config).stem)
+    check_run_dir(run_dir, args.resume, args.overwrite)
     splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
     tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
     from partsearch.eval.evaluate import Evaluator
 
     evaluator = Evaluator(cfg, splits, tokenizer)
-    train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer)
+    train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer,
+          overwrite=args.overwrite)
     return 0

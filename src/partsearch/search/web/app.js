@@ -3,6 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 let lastQuery = "";
+let scoreMax = 3;
+let openedFrom = null;  // the card whose explanation is shown, to give focus back on close
 
 function setStatus(text, isError) {
   $("status").textContent = text;
@@ -32,11 +34,18 @@ async function fetchJSON(url, options) {
 function renderResults(body) {
   const grid = $("results");
   grid.replaceChildren();
-  const maxScore = Math.max(...body.results.map((r) => Math.abs(r.score)), 1e-6);
+  // Bars are absolute: the score's share of its largest possible value (the sum of the level
+  // weights, 3 by default), never relative to the first result.
+  scoreMax = body.score_max || 3;
+  const threshold = typeof body.match_threshold === "number" ? body.match_threshold : null;
   for (const r of body.results) {
     const card = document.createElement("div");
-    card.className = "card";
+    const weak = threshold !== null && r.score < threshold;
+    card.className = weak ? "card weak" : "card";
     card.dataset.id = r.id;
+    card.tabIndex = 0;
+    card.setAttribute("role", "button");
+    card.setAttribute("aria-label", `rank ${r.rank}, ${r.name}, score ${r.score.toFixed(3)}${weak ? ", weak match" : ""}; show why`);
     const img = document.createElement("img");
     img.src = r.url;
     img.alt = r.name;
@@ -47,12 +56,28 @@ function renderResults(body) {
     name.className = "name";
     name.textContent = r.name;
     name.title = r.relpath;
-    card.append(img, rank, bar(r.score, maxScore), name);
+    card.append(img, rank, bar(r.score, scoreMax), name);
     card.addEventListener("click", () => showDetail(r.id, card));
+    card.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        showDetail(r.id, card);
+      }
+    });
     grid.appendChild(card);
   }
   const note = body.truncated ? " (query truncated at the tokenizer limit)" : "";
-  setStatus(`${body.results.length} results for “${body.query}”${note}`, false);
+  let text = `${body.results.length} results for “${body.query}”${note}`;
+  if (threshold !== null && body.results.length && body.results[0].score < threshold) {
+    text += `. No result is a good match: the best score, ${body.results[0].score.toFixed(3)}, is below ` +
+      `${threshold.toFixed(3)}, where matching and non-matching pairs part on the validation split.`;
+  }
+  setStatus(text, false);
+  $("weak-note").hidden = false;
+  $("weak-note").textContent = `Scores run from −${scoreMax} to +${scoreMax} (a sum of three cosines: ` +
+    "global, coarse, fine); a bar is the score's share of the top. " + (threshold === null
+      ? "No match threshold is known for this model."
+      : `Dimmed cards score below ${threshold.toFixed(3)}, the validation split's match threshold.`);
 }
 
 function scoreRow(label, value) {
@@ -85,27 +110,43 @@ function mapTile(label, src, score) {
 async function showDetail(id, card) {
   document.querySelectorAll(".card.selected").forEach((c) => c.classList.remove("selected"));
   card.classList.add("selected");
+  openedFrom = card;
   try {
     const e = await fetchJSON(`/api/images/${id}/explain?query=${encodeURIComponent(lastQuery)}`);
     $("detail-title").textContent = e.name;
-    $("detail-score").textContent = `score ${e.score.toFixed(3)} for “${e.query}”`;
+    $("detail-score").textContent = `score ${e.score.toFixed(3)} of at most ${scoreMax} for “${e.query}”`;
     $("levels").replaceChildren(
       scoreRow("global", e.levels.global), scoreRow("coarse (mean)", e.levels.coarse),
       scoreRow("fine (mean)", e.levels.fine));
     $("maps").replaceChildren(
       mapTile("foreground", e.foreground),
-      ...e.fine.map((p) => mapTile(`part ${p.part + 1}`, p.overlay, p.score)));
+      ...e.fine.map((p) => mapTile(p.region || `part ${p.part + 1}`, p.overlay, p.score)));
     $("coarse").replaceChildren(...e.coarse.map((v, j) => scoreRow(`token ${j + 1}`, v)));
     $("detail").hidden = false;
+    // The panel stays in view (sticky beside the grid, or a full-screen sheet on a phone); focus
+    // moves into it so the keyboard and screen readers follow.
+    $("close-detail").focus({ preventScroll: true });
   } catch (err) {
     setStatus(`explanation failed: ${err.message}`, true);
   }
 }
 
+function closeDetail() {
+  if ($("detail").hidden) return;
+  $("detail").hidden = true;
+  if (openedFrom && openedFrom.isConnected) openedFrom.focus();
+}
+
 $("search-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   lastQuery = $("query").value;
-  const topK = parseInt($("top-k").value, 10);
+  const topKText = $("top-k").value.trim();
+  const topK = Number(topKText);
+  if (!/^[0-9]+$/.test(topKText) || topK < 1 || topK > 1000) {
+    setStatus("top: enter a whole number from 1 to 1000", true);
+    $("top-k").focus();
+    return;
+  }
   setStatus("searching…", false);
   $("detail").hidden = true;
   try {
@@ -120,4 +161,7 @@ $("search-form").addEventListener("submit", async (event) => {
   }
 });
 
-$("close-detail").addEventListener("click", () => { $("detail").hidden = true; });
+$("close-detail").addEventListener("click", closeDetail);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeDetail();
+});
