@@ -87,7 +87,7 @@ def format_table(summary: dict, results: dict) -> str:
 
 def _finished(run_dir: Path, epochs: int) -> bool:
     from partsearch.errors import CheckpointError
-    from partsearch.train.checkpoint import load_checkpoint
+    from partsearch.runs import load_checkpoint
 
     try:
         return load_checkpoint(run_dir / "last.pt")["epoch"] >= epochs
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from partsearch.data.synth import generate
     from partsearch.data.tokenizers import build_tokenizer
     from partsearch.eval.evaluate import Evaluator
-    from partsearch.train.checkpoint import load_run
+    from partsearch.runs import load_run
     from partsearch.train.engine import train
 
     torch.set_num_threads(args.threads)

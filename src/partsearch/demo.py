@@ -140,7 +140,7 @@ def main(args: argparse.Namespace) -> int:
     from partsearch.search.encoder import RunEncoder
     from partsearch.search.index import build_index
     from partsearch.search.searcher import Searcher
-    from partsearch.train.checkpoint import load_run
+    from partsearch.runs import load_run
     from partsearch.train.engine import train
 
     started = time.perf_counter()

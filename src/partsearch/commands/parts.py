@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.eval.evaluate import load_split
     from partsearch.eval.parts import diagnose, format_report, summary
     from partsearch.files import write_text_atomic
-    from partsearch.train.checkpoint import load_run
+    from partsearch.runs import load_run
 
     device = resolve_device(args.device)
     run_ = load_run(args.run_dir, args.checkpoint, device)

@@ -174,7 +174,7 @@ def load_split(cfg: Config, split: str, data_root: str | None = None, run_dir: s
     the config of `run_dir` is read relative to the run. DataError naming the fix when the dataset
     moved or has no such split."""
     from partsearch.data.formats import load_dataset
-    from partsearch.train.checkpoint import run_data_path
+    from partsearch.runs import run_data_path
 
     root = data_root or (run_data_path(run_dir, cfg.data.root) if run_dir is not None else cfg.data.root)
     jsonl_file = run_data_path(run_dir, cfg.data.jsonl_file) if run_dir is not None else cfg.data.jsonl_file
@@ -192,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
     """`partsearch eval RUN_DIR [--checkpoint best|last|PATH] [--split val|test] [--data-root DIR]
     [--json OUT] [--device auto|cpu|cuda]`."""
     from partsearch.eval.parts import diagnose, summary
-    from partsearch.train.checkpoint import load_run
+    from partsearch.runs import load_run
 
     if args.json and (Path(args.json).is_dir() or args.json.endswith(("/", "\\"))):
         raise UserError(f"--json {args.json}: is a folder; give a file name, e.g. "

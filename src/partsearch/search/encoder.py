@@ -2,7 +2,7 @@
 
 The index, the searcher and the service only talk to an `Encoder`, so their logic can be tested
 with a tiny stand-in; `RunEncoder` (the default everywhere) wraps a trained run loaded with
-`partsearch.train.checkpoint.load_run`.
+`partsearch.runs.load_run`.
 
 All arrays cross this boundary as float32 numpy arrays with L2-normalised vectors:
 `GalleryArrays(global_ (B, d), coarse (B, N_c, d), fine (B, P, d), foreground (B, h, w))`.
@@ -75,14 +75,14 @@ class Encoder(Protocol):
 
 
 class RunEncoder:
-    """An `Encoder` over a trained run directory (`checkpoint.load_run`)."""
+    """An `Encoder` over a trained run directory (`partsearch.runs.load_run`)."""
 
     def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto", run=None):
         import torch
 
         from partsearch.data.transforms import build_transforms
         from partsearch.device import resolve_device
-        from partsearch.train.checkpoint import load_run
+        from partsearch.runs import load_run
 
         self._torch = torch
         self.device = str(resolve_device(device))

@@ -66,7 +66,7 @@ def for_run(encoder) -> float | None:
         return None
     from partsearch.data.formats import load_dataset
     from partsearch.errors import UserError
-    from partsearch.train.checkpoint import run_data_path
+    from partsearch.runs import run_data_path
 
     run_dir = Path(run.path).parent
     path = run_dir / FILE
