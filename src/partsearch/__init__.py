@@ -7,7 +7,7 @@ learnable tokens shared by both modalities, trained with a commonality-based mar
 
 __version__ = "0.1.0"
 
-__all__ = ["Searcher", "__version__"]
+__all__ = ["Searcher", "load", "__version__"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from partsearch.search.searcher import Searcher
 
         return Searcher
+    if name == "load":
+        from partsearch.runs import load
+
+        return load
     raise AttributeError(name)

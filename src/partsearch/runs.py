@@ -91,13 +91,16 @@ def fingerprint(model: torch.nn.Module, cfg: Config) -> str:
 
 @dataclass
 class LoadedRun:
-    """A trained model ready for inference (eval mode), with what built it."""
+    """A trained model ready for inference (eval mode), with what built it: `cfg` (the resolved
+    config), `tokenizer` (texts -> ids and mask), `transform` (PIL image -> normalised tensor at
+    the model's input size), the checkpoint `path` and the weights' `fingerprint`."""
 
     cfg: Config
     model: torch.nn.Module
     tokenizer: Any
     path: Path
     fingerprint: str
+    transform: Any = None
 
 
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str = "best") -> Path:
@@ -131,6 +134,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     raises a CheckpointError listing the mismatching keys.
     """
     from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.data.transforms import build_transforms
     from partsearch.model.model import build_model
 
     quiet_weight_loading()
@@ -150,4 +154,22 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     diff = config_differences(ckpt_cfg.to_dict(), cfg.to_dict())
     load_state_checked(model, payload["model"], "model", path, diff)
     model.to(device).eval()
-    return LoadedRun(cfg=cfg, model=model, tokenizer=tokenizer, path=path, fingerprint=fingerprint(model, cfg))
+    return LoadedRun(cfg=cfg, model=model, tokenizer=tokenizer, path=path, fingerprint=fingerprint(model, cfg),
+                     transform=build_transforms(cfg.data, train=False))
+
+
+def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "auto") -> LoadedRun:
+    """`partsearch.load`: the one way to get a trained model, like CLIP's `load()`.
+
+    Returns a `LoadedRun` with `.model` (eval mode, on `device`: auto = the GPU when there is one),
+    `.tokenizer`, `.transform` and `.cfg`::
+
+        run = partsearch.load("runs/demo/run")
+        image = run.transform(PIL.Image.open("crop.jpg").convert("RGB"))[None]
+        tokens = run.tokenizer(["a woman in a red coat"])
+        image_emb = run.model.encode_image(image)
+        text_emb = run.model.encode_text(tokens.ids, tokens.mask)
+    """
+    from partsearch.device import resolve_device
+
+    return load_run(run_dir, checkpoint, resolve_device(str(device)))

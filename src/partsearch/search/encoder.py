@@ -89,7 +89,7 @@ class RunEncoder:
         self.run = run if run is not None else load_run(run_dir, checkpoint, self.device)
         self.run.model.eval()
         cfg = self.run.cfg
-        self.transform = build_transforms(cfg.data, train=False)
+        self.transform = self.run.transform or build_transforms(cfg.data, train=False)
         self.fingerprint = str(self.run.fingerprint)
         self.dim = int(cfg.model.dim)
         self.num_coarse = int(cfg.model.num_coarse)

@@ -1,0 +1,40 @@
+"""`partsearch.load`: the one way to get a trained model (DESIGN.md)."""
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import partsearch
+from partsearch.cli import main
+from partsearch.config import load_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_overrides):
+    from partsearch.data.synth import generate
+
+    tmp = tmp_path_factory.mktemp("load")
+    root = generate(tmp / "synth", num_ids=8, seed=0, size=(64, 32))
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
+    assert main(["train", "--config", str(config), "--out", str(tmp / "run"), "--max-steps", "1"]) == 0
+    return tmp / "run"
+
+
+def test_load_gives_model_tokenizer_transform_and_config(run_dir):
+    run = partsearch.load(run_dir, device="cpu")
+    image = run.transform(Image.new("RGB", (40, 90), (200, 30, 30)))
+    assert image.shape == (3, *run.cfg.data.image_size)
+    tokens = run.tokenizer(["a man in a red coat"])
+    with torch.no_grad():
+        emb = run.model.encode_image(image[None])
+        text = run.model.encode_text(tokens.ids, tokens.mask)
+    assert emb.global_.shape == text.global_.shape == (1, run.cfg.model.dim)
+    assert not run.model.training
+
+
+def test_load_picks_the_device_when_asked_for_auto(run_dir):
+    run = partsearch.load(run_dir, "last")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(run.model.parameters()).device.type == expected
