@@ -82,7 +82,3 @@ def resolve_weights(spec: str) -> WeightsSource:
     if text.startswith(("/", "./", "../", "~")):
         raise WeightsError(f"weights path does not exist: {text}")
     return WeightsSource("hub", text)
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
