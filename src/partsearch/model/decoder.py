@@ -77,7 +77,9 @@ class SharedDecoder(nn.Module):
         queries, self_mask = self.coarse_queries, None
         if fine_queries is not None:
             queries = torch.cat([self.coarse_queries, fine_queries])
-            group = torch.arange(len(queries), device=memory.device) >= n_c
+            # int8, not bool: inductor's range analysis in torch 2.11 fails on `==` between two
+            # boolean tensors (pytorch#188231, fixed by #191886 in 2.14), which broke torch.compile
+            group = (torch.arange(len(queries), device=memory.device) >= n_c).to(torch.int8)
             self_mask = group[:, None] == group[None, :]
         # A copy, not an expand() view: a view of a parameter made under no_grad still claims
         # requires_grad without a grad_fn, which trips module hooks (FlopCounterMode, DDP).
