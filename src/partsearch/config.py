@@ -83,6 +83,13 @@ class ModelConfig:
     # [ours] what the image stripes pool: "memory" = M_v (the paper), "projected" = the projected
     # backbone tokens before the encoder's self-attention, which keep each stripe's own content.
     fine_source: str = "memory"
+    # [ours] a LayerNorm + linear head on each pooled image stripe before normalising, so the
+    # stripes can meet the text's fine tokens (decoder outputs) in one space
+    fine_head: bool = False
+    # [ours] part-centred fine embeddings: subtract each sample's mean over its P parts (image
+    # stripes, text fine tokens) before normalising, so a fine embedding keeps what sets its part
+    # apart from the sample's other parts, not the whole-person content they all share
+    fine_center: bool = False
     grad_checkpointing: bool = False
     freeze_image: str = "none"  # none | all | N (first N blocks/stages)
     freeze_text: str = "none"
@@ -104,9 +111,9 @@ class LossConfig:
     rank_coarse: float = 1.0
     cmr: float = 1.0  # lambda
     infonce: float = 0.0  # optional, global level [ours, beyond the paper]
-    # optional [ours]: InfoNCE on the coarse similarity (mean token-wise cosine) and on each fine
-    # part's cosine, averaged (half each)
-    infonce_parts: float = 0.0
+    # optional [ours]: InfoNCE on each fine part's cosine (stripe p vs text fine token p), averaged
+    # over parts: the part-level counterpart of `infonce`
+    infonce_fine: float = 0.0
     sdm: float = 0.0  # optional, IRRA's similarity distribution matching [ours]
     margin: float = 0.2
     negatives: str = "hardest"  # hardest | semihard

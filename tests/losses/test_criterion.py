@@ -87,9 +87,9 @@ def test_the_ours_terms_are_off_by_default_and_on_when_weighted():
     img, txt = embeddings(seed=0), embeddings(seed=1)
     img.attention = torch.softmax(torch.randn(len(LABELS), 3, 10), -1)
     txt.attention = torch.softmax(torch.randn(len(LABELS), 3 + 4, 7), -1)
-    crit = PartSearchCriterion(replace(LossConfig(), diversity=1.0, attention_overlap=2.0, infonce_parts=0.5), 4, 16, 3, 4)
+    crit = PartSearchCriterion(replace(LossConfig(), diversity=1.0, attention_overlap=2.0, infonce_fine=0.5), 4, 16, 3, 4)
     losses = crit(img, txt, LABELS)
-    assert {"diversity", "attention_overlap", "infonce_parts"} <= set(losses)
+    assert {"diversity", "attention_overlap", "infonce_fine"} <= set(losses)
     expected = 2.0 * torch.stack([attention_overlap_loss(img.attention), attention_overlap_loss(txt.attention[:, :3]),
                                   attention_overlap_loss(txt.attention[:, 3:])]).mean()
     assert torch.allclose(losses["attention_overlap"], expected)

@@ -21,7 +21,7 @@ from partsearch.losses.diversity import attention_overlap_loss, diversity_loss, 
 from partsearch.losses.id import CosineClassifier, id_loss
 from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, part_similarity, ranking_loss
 
-TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_parts")
+TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_fine")
 
 
 def check_loss_config(cfg: LossConfig) -> None:
@@ -122,12 +122,12 @@ class PartSearchCriterion(nn.Module):
         if cfg.infonce > 0:
             losses["infonce"] = cfg.infonce * infonce_loss(
                 image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)
-        if cfg.infonce_parts > 0:
-            t = cfg.contrastive_temperature
-            coarse = infonce_from_similarity(coarse_similarity(image_emb.coarse.float(), text_emb.coarse.float()), labels, t)
+        if cfg.infonce_fine > 0:
             fine_sim = part_similarity(image_emb.fine.float(), text_emb.fine.float())
-            fine = torch.stack([infonce_from_similarity(fine_sim[..., p], labels, t) for p in range(fine_sim.shape[-1])])
-            losses["infonce_parts"] = cfg.infonce_parts * 0.5 * (coarse + fine.mean())
+            losses["infonce_fine"] = cfg.infonce_fine * torch.stack([
+                infonce_from_similarity(fine_sim[..., p], labels, cfg.contrastive_temperature)
+                for p in range(fine_sim.shape[-1])
+            ]).mean()
         if cfg.sdm > 0:
             losses["sdm"] = cfg.sdm * sdm_loss(image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)
         self.last_stats = stats

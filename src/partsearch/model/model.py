@@ -84,6 +84,8 @@ class PartSearchModel(nn.Module):
         self.fine_source = cfg.fine_source
         self.shared_decoder = SharedDecoder(
             cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std)
+        self.fine_center = cfg.fine_center
+        self.fine_head = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, cfg.dim)) if cfg.fine_head else None
         std = cfg.query_init_std
         self.fine_text_queries = nn.Parameter(torch.zeros(cfg.num_fine, cfg.dim))
         nn.init.trunc_normal_(self.fine_text_queries, std=std, a=-2 * std, b=2 * std)
@@ -101,6 +103,10 @@ class PartSearchModel(nn.Module):
         decoded = self.shared_decoder(memory, need_weights=True)
         coarse, foreground = decoded.coarse, foreground_map(decoded.attention, out.grid)
         fine = stripe_pool(memory if self.fine_source == "memory" else projected, foreground, self.num_fine)
+        if self.fine_head is not None:
+            fine = self.fine_head(fine)
+        if self.fine_center:
+            fine = fine - fine.mean(dim=1, keepdim=True)
         return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground,
                           decoded.attention if self.training else None)
 
@@ -117,8 +123,9 @@ class PartSearchModel(nn.Module):
         projected, memory = self.text_encoder(out.tokens, out.mask)
         decoded = self.shared_decoder(memory, out.mask, fine_queries=self.fine_text_queries, need_weights=self.training)
         attention = torch.cat([decoded.attention, decoded.fine_attention], dim=1) if self.training else None
+        fine = decoded.fine - decoded.fine.mean(dim=1, keepdim=True) if self.fine_center else decoded.fine
         return Embeddings(_normalize(global_max_pool(projected, out.mask)), _normalize(decoded.coarse),
-                          _normalize(decoded.fine), attention=attention)
+                          _normalize(fine), attention=attention)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[Embeddings, Embeddings]:
         return self.encode_image(images), self.encode_text(ids, mask)
