@@ -11,8 +11,12 @@ Every variant trains with the same data, model, seed set and budget (epochs); on
 | full         | + L_ID(F) + L_CMR(F) with `commonality: soft_rank` | (1, 1, 1)                |
 
 A level that no loss trains is left out of the similarity: its embeddings are untrained noise.
-The last checkpoint of each run is evaluated on the test split (no model selection, so no val
-split is involved). The table gives mean and sample standard deviation over seeds.
+The part-forming terms [ours] (token diversity and attention overlap, METHOD.md) follow the
+levels: off for `global`; the part-level InfoNCE (`loss.infonce_fine`, when the base config sets
+it) is on in both fine variants. The last checkpoint of each run is evaluated on the test split
+(no model selection, so no val split is involved), and its part diagnostics (`partsearch parts`)
+are computed there too, with the CMR margin the trained model would apply on the test split by
+commonality quantile. The table gives mean and sample standard deviation over seeds.
 
     python -m benchmarks.ablation --seeds 0 1 [--ids 200] [--epochs 8] [--json OUT] [key=value ...]
 """
@@ -28,9 +32,9 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "global": ["loss.id_coarse=0", "loss.rank_coarse=0", "loss.id_fine=0", "loss.cmr=0",
-               "model.similarity_weights=[1, 0, 0]"],
-    "coarse": ["loss.id_fine=0", "loss.cmr=0", "model.similarity_weights=[1, 1, 0]"],
+    "global": ["loss.id_coarse=0", "loss.rank_coarse=0", "loss.id_fine=0", "loss.cmr=0", "loss.infonce_fine=0",
+               "loss.diversity=0", "loss.attention_overlap=0", "model.similarity_weights=[1, 0, 0]"],
+    "coarse": ["loss.id_fine=0", "loss.cmr=0", "loss.infonce_fine=0", "model.similarity_weights=[1, 1, 0]"],
     "fine_fixed": ["loss.commonality=none"],
     "full": ["loss.commonality=soft_rank"],
 }
@@ -82,6 +86,72 @@ def format_table(summary: dict, results: dict) -> str:
         cells = "".join(f"{stats[m]['mean']:9.2f} ± {stats[m]['std']:4.2f}" for m in METRICS)
         seeds = ", ".join(f"{r['R1']:.2f}" for r in results[variant])
         lines.append(f"{variant:<11}{cells}   {seeds}")
+    return "\n".join(lines)
+
+
+def part_columns(run, splits) -> dict[str, float]:
+    """The part diagnostics of a trained run on the test split, flattened to columns: token
+    cosines, diagonal margins, foreground contrast, per attribute the best stripe's AUC over all
+    pairs and over pairs whose anchor wears the attribute's most common value, and the CMR margin
+    at the 10/50/90% quantiles of the commonality, computed on the test split's matched pairs."""
+    from collections import Counter
+
+    import numpy as np
+    import torch
+
+    from partsearch.eval.parts import ATTRIBUTES, _encode, _sample_pairs, diagnose, summary, token_aucs
+    from partsearch.losses.cmr import cmr_margin, commonality
+    from partsearch.losses.ranking import part_similarity
+
+    records = splits.test
+    diag = diagnose(run.model, run.cfg, records, splits.image_root, run.tokenizer, "cpu")
+    s = summary(diag)
+    out = {k: float(s[k]) for k in ("coarse_token_cos", "fine_text_token_cos", "coarse_margin", "fine_margin",
+                                    "foreground_contrast") if k in s}
+    for attr, best in s.get("attribute_stripes", {}).items():
+        out[f"auc_{attr}"] = best["auc"]
+    img, txt = _encode(run.model, run.cfg, records, splits.image_root, torch.device("cpu"), run.tokenizer)
+    attrs = [r.attributes for r in records]
+    pids = np.array([r.pid for r in records])
+    for attr in ATTRIBUTES:
+        common = Counter(a["person"].get(attr) for a in attrs if attr in a["visible"]).most_common(1)
+        if not common:
+            continue
+        keep = np.array([a["person"].get(attr) == common[0][0] and attr in a["visible"] for a in attrs])
+        if keep.sum() < 2:
+            continue
+        anchors = np.nonzero(keep)[0]
+        i, j = _sample_pairs(pids[anchors], pids, 20000, 0)
+        i = anchors[i]
+        valid = np.array([attr in attrs[b]["visible"] for b in j], bool)
+        same = np.array([attrs[b]["person"].get(attr) == common[0][0] for b in j])
+        aucs = token_aucs(img["fine"][i[valid]], img["fine"][j[valid]], same[valid])
+        out[f"auc_common_{attr}"] = float(np.nanmax(aucs))
+    first_caption = np.cumsum([0] + [len(r.captions) for r in records[:-1]])
+    sim = part_similarity(torch.nn.functional.normalize(img["fine"], dim=-1),
+                          torch.nn.functional.normalize(txt["fine"][first_caption], dim=-1))
+    c = commonality(sim, torch.tensor(pids), run.cfg.loss.cmr_delta, run.cfg.loss.cmr_temperature).flatten()
+    m = cmr_margin(c, run.cfg.loss.cmr_alpha, run.cfg.loss.cmr_min_margin)
+    for q in (0.1, 0.5, 0.9):
+        out[f"margin_at_c_q{int(q * 100)}"] = float(m[c <= torch.quantile(c, q)].max())
+        out[f"commonality_q{int(q * 100)}"] = float(torch.quantile(c, q))
+    return out
+
+
+PART_COLUMNS = ("coarse_token_cos", "coarse_margin", "fine_margin", "foreground_contrast", "auc_hair_color",
+                "auc_upper_color", "auc_lower_color", "auc_shoe_color", "auc_common_lower_color",
+                "margin_at_c_q10", "margin_at_c_q50", "margin_at_c_q90")
+
+
+def format_parts(results: dict) -> str:
+    """Mean over seeds of the part columns, one row per variant."""
+    lines = [f"{'variant':<11}" + "".join(f"{c[-12:]:>13}" for c in PART_COLUMNS)]
+    for variant, runs in results.items():
+        cells = []
+        for c in PART_COLUMNS:
+            values = [r["parts"][c] for r in runs if c in r.get("parts", {})]
+            cells.append(f"{statistics.fmean(values):13.3f}" if values else f"{'-':>13}")
+        lines.append(f"{variant:<11}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -141,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = {m: float(metrics[m]) for m in METRICS}
             entry["levels_R1"] = {k: float(v["R1"]) for k, v in evaluation.get("levels", {}).items()}
             entry.update(_last_stats(run_dir))
+            entry["parts"] = part_columns(run, splits)
             results[variant].append(entry)
             print(f"{variant} seed {seed}: R1 {metrics['R1']:.2f} R5 {metrics['R5']:.2f} "
                   f"R10 {metrics['R10']:.2f} mAP {metrics['mAP']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -151,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - started:.0f} s in all on {platform.processor() or platform.machine()} "
           f"({os.cpu_count()} cores)")
     print(format_table(summary, results))
+    print(format_parts(results))
     if args.json:
         payload = {"args": {k: v for k, v in vars(args).items()}, "config": common, "variants": VARIANTS,
                    "results": results, "summary": summary, "test_split": stats["test"]}
