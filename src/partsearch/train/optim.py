@@ -23,6 +23,18 @@ from partsearch.config import ConfigError, TrainConfig
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("cosine", "multistep")
+SWITCH = ("auto", "on", "off")
+# What `auto` means for each speed switch of TrainConfig, per device type (docs/BENCHMARKS.md,
+# section 3, has the CPU measurements; the GPU choice is to be measured by benchmarks/gpu.sh).
+AUTO = {"channels_last": {"cuda": False, "cpu": False}, "fused_optimizer": {"cuda": False, "cpu": False}}
+
+
+def switch_on(cfg: TrainConfig, key: str, device: torch.device) -> bool:
+    """Whether the speed switch `train.<key>` (auto | on | off) is on for `device`."""
+    value = getattr(cfg, key)
+    if value == "auto":
+        return AUTO[key].get(device.type, False)
+    return value == "on"
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -30,6 +42,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     choices = {
         "optimizer": tuple(OPTIMIZERS), "scheduler": SCHEDULERS,
         "precision": ("auto", "bf16", "fp32"), "eval_split": ("val", "test"),
+        "channels_last": SWITCH, "fused_optimizer": SWITCH,
     }
     for key, options in choices.items():
         if getattr(cfg, key) not in options:
@@ -39,6 +52,8 @@ def check_train_config(cfg: TrainConfig) -> None:
     for key in ("epochs", "accumulate", "eval_every", "log_every"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(cfg, key)}")
+    if cfg.nan_check_every < 0:
+        raise ConfigError(f"train.nan_check_every: must be >= 0 (0 = at log lines and checkpoints), got {cfg.nan_check_every}")
     if cfg.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {cfg.lr}")
     if not 0 <= cfg.warmup_epochs < cfg.epochs:
@@ -59,6 +74,8 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, criterion: nn.Module) ->
     """Adam/AdamW over `model.param_groups()` plus the criterion's classifiers (heads).
 
     Groups are named (`backbone`, `heads`, and `*_no_decay`); frozen parameters are left out.
+    With `train.fused_optimizer` on for the parameters' device, torch's fused kernel does the
+    update (the same formula, one kernel for all parameters instead of a loop or foreach ops).
     """
     named = model.param_groups()
     sources = {
@@ -74,7 +91,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, criterion: nn.Module) ->
             groups.append({"name": f"{name}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0})
     if not groups:
         raise ConfigError("nothing to train: every parameter is frozen (model.freeze_image / freeze_text)")
-    return OPTIMIZERS[cfg.optimizer](groups, lr=cfg.lr)
+    device = groups[0]["params"][0].device
+    fused = True if switch_on(cfg, "fused_optimizer", device) else None
+    return OPTIMIZERS[cfg.optimizer](groups, lr=cfg.lr, fused=fused)
 
 
 def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
