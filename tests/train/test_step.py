@@ -97,7 +97,7 @@ def test_compile_errors_are_told_apart_from_the_model_s_own_errors():
 
 def test_channels_last_puts_the_images_in_nhwc_on_the_device():
     model = torch.nn.Conv2d(3, 4, 1)
-    cfg = Config(train=TrainConfig(channels_last="on", fused_optimizer="off"))
+    cfg = Config(train=TrainConfig(channels_last=True, fused_optimizer=False))
     optimizer = torch.optim.Adam(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     stepper = Stepper(cfg, model, torch.nn.Identity(), optimizer, scheduler, torch.device("cpu"))

@@ -23,18 +23,18 @@ from partsearch.config import ConfigError, TrainConfig
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("cosine", "multistep")
-SWITCH = ("auto", "on", "off")
+SWITCH = (True, False, "auto")
 # What `auto` means for each speed switch of TrainConfig, per device type (docs/BENCHMARKS.md,
 # section 3, has the CPU measurements; the GPU choice is to be measured by benchmarks/gpu.sh).
 AUTO = {"channels_last": {"cuda": False, "cpu": False}, "fused_optimizer": {"cuda": False, "cpu": False}}
 
 
 def switch_on(cfg: TrainConfig, key: str, device: torch.device) -> bool:
-    """Whether the speed switch `train.<key>` (auto | on | off) is on for `device`."""
+    """Whether the speed switch `train.<key>` (true | false | auto) is on for `device`."""
     value = getattr(cfg, key)
     if value == "auto":
         return AUTO[key].get(device.type, False)
-    return value == "on"
+    return bool(value)
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -46,7 +46,8 @@ def check_train_config(cfg: TrainConfig) -> None:
     }
     for key, options in choices.items():
         if getattr(cfg, key) not in options:
-            raise ConfigError(f"train.{key}: unknown value {getattr(cfg, key)!r}; use one of {', '.join(options)}")
+            names = ", ".join(str(o).lower() for o in options)
+            raise ConfigError(f"train.{key}: unknown value {getattr(cfg, key)!r}; use one of {names}")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"train.device: unknown value {cfg.device!r}; use auto, cpu, cuda or cuda:N")
     for key in ("epochs", "accumulate", "eval_every", "log_every"):
