@@ -169,9 +169,9 @@ class Stepper:
         if stage == "backward":
             self.optimizer.zero_grad(set_to_none=True)
         if self.ctx is None or self.ctx.is_main:
-            first_line = (str(err).strip().splitlines() or [""])[0][:200]
+            reason = " ".join(str(err).split()).split(" Set TORCHDYNAMO_VERBOSE")[0][:200]
             self.log(f"warning: torch.compile failed in the {stage} pass on torch {torch.__version__} "
-                     f"({type(err).__name__}: {first_line}); training continues without compile "
+                     f"({type(err).__name__}: {reason}); training continues without compile "
                      "(docs/BENCHMARKS.md lists the versions that compile; train.compile=false avoids the attempt)")
 
     def _micro_batch(self, images, ids, mask, labels, sync_grads, where):
