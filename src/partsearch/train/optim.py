@@ -24,8 +24,9 @@ from partsearch.config import ConfigError, TrainConfig
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("cosine", "multistep")
 SWITCH = (True, False, "auto")
-# What `auto` means for each speed switch of TrainConfig, per device type (docs/BENCHMARKS.md,
-# section 3, has the CPU measurements; the GPU choice is to be measured by benchmarks/gpu.sh).
+# What `auto` means for each speed switch of TrainConfig, per device type. CPU: no gain beyond the
+# noise (docs/BENCHMARKS.md, section 3). GPU: left as the trainer was (off) until the `switches on`
+# row of benchmarks/gpu.sh is measured (section 7).
 AUTO = {"channels_last": {"cuda": False, "cpu": False}, "fused_optimizer": {"cuda": False, "cpu": False}}
 
 
