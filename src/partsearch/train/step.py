@@ -67,7 +67,8 @@ class TrainStep(nn.Module):
 
 
 def is_compile_error(err: BaseException) -> bool:
-    """Whether `err` came from torch.compile (Dynamo or its backend, e.g. inductor), not the model."""
+    """Whether `err` came from torch.compile (Dynamo or its backend, e.g. inductor). An error of
+    the model's own that Dynamo met while tracing counts too; the eager retry raises it again."""
     dynamo = sys.modules.get("torch._dynamo.exc")
     return dynamo is not None and isinstance(err, dynamo.TorchDynamoException)
 
@@ -106,7 +107,7 @@ class FiniteWatch:
             all_reduce(bad)
         index = int(bad.item())
         if index >= self.count:
-            self.where = {k: v for k, v in self.where.items() if k >= self.count}
+            self.where.clear()
             return None
         local = int(self.bad.item()) == index
         terms = dict(zip(self.names, self.values.tolist())) if local else {}
