@@ -106,3 +106,11 @@ def test_channels_last_puts_the_images_in_nhwc_on_the_device():
     images = stepper.to_device(batch)[0]
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(images, batch["image"])
+
+
+def test_channels_last_puts_the_image_backbone_s_conv_weights_in_nhwc(tiny_cfg):
+    from partsearch.train.step import build_parts
+
+    model, _, _ = build_parts(tiny_cfg("train.channels_last=true"), 8, 100, torch.device("cpu"))
+    convs = [p for p in model.image_backbone.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
