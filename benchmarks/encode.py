@@ -1,13 +1,15 @@
-"""Inference throughput: gallery images/s (`encode_image`) and queries/s (`encode_text`).
+"""Inference throughput: gallery images/s and queries/s, through the code evaluation runs.
 
-Random inputs at the setting's image size and 77 tokens (lengths in [19, 77]); the model is in
-eval mode under `torch.inference_mode`. On GPU: bf16 autocast and channels_last; timed with CUDA
-events, no host sync between batches. On CPU: fp32, as `partsearch index` runs there.
+The model is a shipped config's (random weights) in eval mode, and the timed calls are
+`partsearch.eval.evaluate.embed_gallery` / `embed_queries`, the functions `partsearch eval` and
+the trainer's model selection use: the config's precision rule (`train.precision`: bf16 autocast
+on GPU, fp32 on CPU), `torch.inference_mode`, float32 embeddings out. Random inputs at the config's
+image size and `data.max_tokens` tokens (lengths in [L/4, L]), already on the device (image
+decoding and the copy are not timed). On GPU, timed with CUDA events.
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from typing import Any
 
@@ -15,33 +17,28 @@ import torch
 
 from benchmarks.common import (
     NO_GPU_NOTE, SETTINGS, add_setting_arguments, base_parser, chosen_settings, cuda_time, log, positive,
-    random_batch, report, resolve_device, set_threads, setting_config, wall_and_cpu,
+    precision_label, random_batch, report, resolve_device, set_threads, setting_config, wall_and_cpu,
 )
 
 
 def measure(setting: str, device: torch.device, *, image_batch: int, text_batch: int, repeats: int,
             overrides: list[str] | None = None) -> dict[str, Any]:
+    from partsearch.eval.evaluate import embed_gallery, embed_queries
     from partsearch.model.model import build_model
 
     cuda = device.type == "cuda"
     cfg = setting_config(setting, overrides)
     vocab = SETTINGS[setting]["vocab"]
+    torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, vocab).to(device).eval()
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    images = random_batch(image_batch, tuple(cfg.data.image_size), 2, vocab, device)["images"]
-    if cuda:
-        images = images.contiguous(memory_format=torch.channels_last)
-    text = random_batch(text_batch, (2, 2), cfg.data.max_tokens, vocab, device, seed=1)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    images = [random_batch(image_batch, tuple(cfg.data.image_size), 2, vocab, device)]
+    texts = [random_batch(text_batch, (2, 2), cfg.data.max_tokens, vocab, device, seed=1)]
 
     def gallery():
-        with torch.inference_mode(), autocast():
-            return model.encode_image(images)
+        return embed_gallery(model, images, device, cfg, progress=False)
 
     def queries():
-        with torch.inference_mode(), autocast():
-            return model.encode_text(text["ids"], text["mask"])
+        return embed_queries(model, texts, device, cfg, progress=False)
 
     shares = []
 
@@ -55,23 +52,29 @@ def measure(setting: str, device: torch.device, *, image_batch: int, text_batch:
     image_s = timer(gallery)
     text_s = timer(queries)
     row = {"setting": setting, "device": device.type, "image_size": "x".join(map(str, cfg.data.image_size)),
-           "precision": "bf16 autocast" if cuda else "fp32", "image_batch": image_batch,
-           "gallery_images_s": image_batch / image_s, "text_batch": text_batch, "queries_s": text_batch / text_s,
-           "cpu_share_pct": 100 * min(shares) if shares else None}
+           "precision": precision_label(cfg, device), "image_batch": image_batch,
+           "gallery_images_s": image_batch / image_s, "text_batch": text_batch, "tokens": cfg.data.max_tokens,
+           "queries_s": text_batch / text_s, "cpu_share_pct": 100 * min(shares) if shares else None}
     log(f"{setting}: {row['gallery_images_s']:.1f} gallery images/s, {row['queries_s']:.1f} queries/s")
     return row
 
 
-def gpu_rows(setting: str, repeats: int) -> list[dict[str, Any]]:
-    row = measure(setting, torch.device("cuda"), image_batch=512, text_batch=1024, repeats=repeats)
-    torch.cuda.empty_cache()
-    return [{"part": "encode", "setting": f"{setting} gallery (batch 512)", "images_s": row["gallery_images_s"]},
-            {"part": "encode", "setting": f"{setting} queries (batch 1024)", "images_s": row["queries_s"],
-             "note": "queries/s"}]
+def gpu_rows(setting: str, repeats: int, device: torch.device | None = None, image_batch: int = 512,
+             text_batch: int = 1024, overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Two rows of the gpu.sh table (`device` cpu: gpu.sh's CPU check, with smaller batches)."""
+    device = device or torch.device("cuda")
+    row = measure(setting, device, image_batch=image_batch, text_batch=text_batch, repeats=repeats,
+                  overrides=overrides)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return [{"part": "encode", "setting": f"{setting} gallery (batch {image_batch})", "images_s": row["gallery_images_s"],
+             "note": row["precision"]},
+            {"part": "encode", "setting": f"{setting} queries (batch {text_batch})", "images_s": row["queries_s"],
+             "note": f"queries/s, {row['tokens']} tokens"}]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("encode", "gallery images/s and queries/s at inference")
+    parser = base_parser("encode", "gallery images/s and queries/s at inference (the evaluation's code)")
     add_setting_arguments(parser)
     parser.add_argument("--image-batch", type=positive, default=None, help="default 64 on CPU, 512 on GPU")
     parser.add_argument("--text-batch", type=positive, default=None, help="default 128 on CPU, 1024 on GPU")

@@ -5,11 +5,15 @@
 #   OUT=/some/dir bash benchmarks/gpu.sh
 #
 # Order: measured ceilings (bf16 / tf32 matmul 8192^3, device-to-device copy) so MFU divides by what
-# this card really does; train-step eager for r50+bert, vitb16+bert, clip_vitb16 (batch 64,
-# 384x128, bf16 autocast, fused Adam); encode (gallery images/s, queries/s); retrieval metrics at
-# ICFG-PEDES size; last, vitb16+bert with torch.compile in whatever budget is left. Each part has its own time limit and its own
-# try/except; the table so far is written to $OUT (gpu_table.md, gpu.json, gpu.log) after every
-# part, so even a hard kill keeps what was measured. Installs nothing, needs no network.
+# this card really does; the trainer's own step (partsearch.train.step) on the shipped configs
+# cuhk_r50_bert, cuhk_vitb16_bert, cuhk_clip_vitb16 (random weights, batch 64, 384x128, the
+# configs' switches: bf16 autocast), then cuhk_r50_bert with channels_last + fused Adam on; encode
+# through the evaluation's code (gallery images/s, queries/s); retrieval metrics at ICFG-PEDES
+# size; last, cuhk_vitb16_bert with train.compile=true in whatever budget is left. Each part has
+# its own time limit and its own try/except; the table so far is written to $OUT (gpu_table.md,
+# gpu.json, gpu.log) after every part, so even a hard kill keeps what was measured. Installs
+# nothing, needs no network. Without a GPU (PYTHON=.venv/bin/python bash benchmarks/gpu.sh) it
+# runs the same parts on the CPU at a small size: a check of the code paths, not figures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The first interpreter that has torch (PYTHON=.venv/bin/python to try it here).

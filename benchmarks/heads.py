@@ -2,14 +2,15 @@
 
 The heads are everything after the two backbones: projections, GMP, the modality encoders, the
 shared decoder (coarse tokens for both modalities, fine tokens for the text), the foreground map
-and the stripes. Settings are the paper's (METHOD.md): ResNet-50 or ViT-B/16 at 384x128 and a
-bert-base-sized BERT, random weights, captions of `--tokens` tokens; d = 512, N_c = P = 6.
-Target: the heads add at most 15% to the backbones.
+and the stripes. Settings are the paper's shipped configs (`configs/cuhk_r50_bert.yaml`,
+`configs/cuhk_vitb16_bert.yaml`: ResNet-50 or ViT-B/16 at 384x128 and bert-base, d = 512,
+N_c = P = 6) with random weights, captions of `--tokens` tokens. Target: the heads add at most
+15% to the backbones.
 
 FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions,
 attention; elementwise ops are not counted), the heads' on the backbones' cached outputs. Times
-are medians of `--repeats` forward passes under `torch.no_grad()`, fp32 on CPU and bf16 autocast
-on CUDA, of the backbones, of the heads on the backbones' cached outputs, and of the whole model.
+are medians of `--repeats` forward passes under `torch.no_grad()`, in the config's precision
+(`partsearch.device.autocast`: fp32 on CPU, bf16 autocast on CUDA), of the backbones, of the heads on the backbones' cached outputs, and of the whole model.
 `heads_time_%` is heads / backbones: wall time on CPU; on CUDA the sum of the GPU kernels'
 durations (torch.profiler, `*_kernel_ms`), because eager PyTorch on a fast GPU is bound by the CPU
 launching kernels, so its wall time counts operators rather than work.
@@ -21,10 +22,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import (
-    base_parser, cuda_time, log, median_time, positive, random_batch, report, resolve_device, set_threads, setting_config,
+    SETTINGS as MODELS, base_parser, cuda_time, log, median_time, positive, precision_label, random_batch, report,
+    resolve_device, set_threads, setting_config,
 )
 
-SETTINGS = ["r50+bert", "vitb16+bert"]
+SETTINGS = ["cuhk_r50_bert", "cuhk_vitb16_bert"]
 
 
 def _flops(fn) -> int:
@@ -48,21 +50,22 @@ def _kernel_seconds(fn, repeats: int) -> float:
 
 
 def measure(name: str, batch: int, tokens: int, repeats: int, device: torch.device) -> dict:
+    from partsearch.device import autocast
     from partsearch.model.model import build_model
 
     cfg = setting_config(name)
+    vocab = MODELS[name]["vocab"]
     torch.manual_seed(0)
-    model = build_model(cfg, vocab_size=30522).to(device).eval()
-    data = random_batch(batch, tuple(cfg.data.image_size), tokens, 30522, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    model = build_model(cfg, vocab_size=vocab).to(device).eval()
+    data = random_batch(batch, tuple(cfg.data.image_size), tokens, vocab, device)
 
     def backbones():
-        return model.image_backbone(data["images"]), model.text_backbone(data["ids"], data["mask"])
+        return model.image_backbone(data["image"]), model.text_backbone(data["ids"], data["mask"])
 
     def full():
-        return model(data["images"], data["ids"], data["mask"])
+        return model(data["image"], data["ids"], data["mask"])
 
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast(device, cfg.train.precision):
         image_out, text_out = backbones()
 
         def heads():
@@ -74,7 +77,7 @@ def measure(name: str, batch: int, tokens: int, repeats: int, device: torch.devi
         heads_s, _ = timer(heads)
         backbone_flops, heads_flops = _flops(backbones), _flops(heads)
         row = {
-            "setting": name, "device": device.type, "precision": "bf16" if device.type == "cuda" else "fp32",
+            "setting": name, "device": device.type, "precision": precision_label(cfg, device),
             "batch": batch, "backbones_ms": backbone_s * 1e3, "heads_ms": heads_s * 1e3, "model_ms": full_s * 1e3,
         }
         share = heads_s / backbone_s

@@ -89,6 +89,30 @@ def test_train_step_tiny_run_counts_flops_and_memory(tmp_path):
     assert row["setting"] == "synth_cpu" and row["device"] == "cpu" and row["batch"] == 4
     assert row["images_s"] > 0 and row["gflops_per_image"] > 0 and row["peak_mem_gib"] > 0
     assert row["mfu_pct"] is None  # no measured GPU ceiling on a CPU
+    assert row["finite_loss"] and row["compile"] == "off"
+
+
+def test_train_step_times_the_trainer_s_own_step_with_the_config_s_switches():
+    from benchmarks import train_step
+    from partsearch.train.step import Stepper
+
+    overrides = [v for v in TINY if v != "--override"] + ["train.fused_optimizer=true", "train.channels_last=true"]
+    cfg, model, stepper, batch = train_step.build("synth_cpu", common.torch.device("cpu"), overrides)
+    assert isinstance(stepper, Stepper) and stepper.channels_last
+    assert stepper.optimizer.defaults["fused"] and stepper.optimizer is stepper.scheduler.optimizer
+    assert cfg.train.lr == 1e-3 and cfg.loss.infonce == 1.0  # configs/synth_cpu.yaml, not a rewrite of it
+
+
+@pytest.mark.parametrize("name", sorted(common.SETTINGS))
+def test_every_setting_is_a_shipped_config_with_only_the_weights_changed(name):
+    from partsearch.config import load_config
+
+    spec = common.SETTINGS[name]
+    assert spec["config"].parent.name == "configs" and spec["config"].is_file()
+    shipped, benchmarked = load_config(spec["config"]).to_dict(), common.setting_config(name).to_dict()
+    shipped["model"].update(image_weights="random", text_weights="random")
+    benchmarked["model"].update(image_weights="random", text_weights="random")
+    assert benchmarked == shipped
 
 
 def test_train_step_rejects_an_unknown_setting():
@@ -109,9 +133,13 @@ def test_encode_tiny_run_reports_images_and_queries_per_second(tmp_path):
 
 
 @pytest.mark.skipif(common.torch.cuda.is_available(), reason="checks the no-GPU path")
-def test_gpu_suite_says_no_gpu_and_exits_cleanly(capsys):
-    assert gpu_bench.main([]) == 0
+def test_gpu_suite_without_a_gpu_checks_every_part_on_the_cpu(tmp_path, capsys):
+    code = gpu_bench.main(["--settings", "synth_cpu", "--out", str(tmp_path), *TINY])
     assert "no GPU is present" in capsys.readouterr().out
+    result = read(tmp_path / "gpu.json")
+    assert code == 0 and result["errors"] == {}
+    assert [r["part"] for r in result["rows"]] == ["train-step", "encode", "encode", "metrics"]
+    assert "CPU check" in (tmp_path / "gpu_table.md").read_text()
 
 
 def test_gpu_suite_part_failure_is_recorded_and_later_parts_still_run():
@@ -145,6 +173,10 @@ def test_table_is_markdown_with_one_row_per_result():
     lines = text.splitlines()
     assert lines[0].split("|")[1].strip() == "a" and len(lines) == 4
     assert "1,000" in lines[3] and "-" in lines[3]
+
+
+def test_table_writes_booleans_as_yes_and_no():
+    assert common.fmt(True) == "yes" and common.fmt(False) == "no" and common.fmt(1) == "1"
 
 
 def test_json_is_written_atomically(tmp_path):

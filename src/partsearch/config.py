@@ -149,7 +149,17 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 = off
     accumulate: int = 1
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
-    compile: bool = False
+    # Speed only; what is computed stays the same up to float rounding (docs/BENCHMARKS.md has
+    # the measurements behind each default, and `python -m benchmarks train-step` times them).
+    compile: bool = False  # torch.compile the model; a version whose compiler fails falls back to eager with a warning
+    # auto = the measured choice per device (`optim.AUTO`): off on CPU (no gain measured), off on
+    # GPU until benchmarks/gpu.sh measures it.
+    channels_last: bool | str = "auto"  # true | false | auto: NHWC images and conv weights
+    fused_optimizer: bool | str = "auto"  # true | false | auto: Adam/AdamW update in fused kernels
+    # The loss is checked for NaN/inf on the device every micro-batch and read on the host only every
+    # `nan_check_every` steps, at each log line and before every evaluation or checkpoint; the error
+    # still names the first bad step. 0 = only at those points; 1 = every step (one host sync each).
+    nan_check_every: int = 0
     seed: int = 0
     eval_every: int = 1  # epochs
     eval_split: str = "val"  # val | test (test only when asked, and labelled so)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from partsearch.config import ConfigError, TrainConfig
+from partsearch.train import optim
 from partsearch.train.optim import build_optimizer, build_scheduler, check_train_config, lr_multiplier
 
 
@@ -67,7 +68,31 @@ def test_scheduler_steps_the_optimizer_lr_per_step():
 
 
 @pytest.mark.parametrize("key,value", [("optimizer", "sgd"), ("scheduler", "step"), ("precision", "fp16"),
-                                       ("eval_split", "train"), ("device", "tpu")])
+                                       ("eval_split", "train"), ("device", "tpu"), ("channels_last", "yes"),
+                                       ("fused_optimizer", "fused"), ("nan_check_every", -1)])
 def test_unknown_train_choice_names_the_field(key, value):
     with pytest.raises(ConfigError, match=f"train.{key}"):
         check_train_config(replace(TrainConfig(), **{key: value}))
+
+
+@pytest.mark.parametrize("setting,fused", [(True, True), (False, False)])
+def test_fused_optimizer_switch_selects_the_fused_update(setting, fused):
+    opt = build_optimizer(TrainConfig(fused_optimizer=setting), TwoPartModel(), nn.Linear(2, 2))
+    assert bool(opt.defaults["fused"]) is fused
+
+
+def test_auto_switches_follow_the_table_of_their_device(monkeypatch):
+    monkeypatch.setitem(optim.AUTO, "channels_last", {"cuda": True, "cpu": False})
+    cfg = TrainConfig(channels_last="auto")
+    assert optim.switch_on(cfg, "channels_last", torch.device("cuda", 0))
+    assert not optim.switch_on(cfg, "channels_last", torch.device("cpu"))
+    assert optim.switch_on(replace(cfg, channels_last=True), "channels_last", torch.device("cpu"))
+
+
+def test_speed_switches_read_true_false_or_auto_from_yaml():
+    from partsearch.config import load_config
+
+    cfg = load_config(None, ["train.channels_last=true", "train.fused_optimizer=false"]).train
+    assert cfg.channels_last is True and cfg.fused_optimizer is False
+    assert load_config(None, []).train.channels_last == "auto"
+    check_train_config(cfg)

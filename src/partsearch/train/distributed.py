@@ -51,10 +51,3 @@ def setup(device_spec: str) -> DistContext:
         initialized_here = True
     return DistContext(rank, world_size, local_rank, device, initialized_here)
 
-
-def all_finite(value: torch.Tensor, ctx: DistContext) -> bool:
-    """Whether `value` is finite on EVERY rank (so all ranks stop together)."""
-    flag = torch.isfinite(value.detach()).all().to(torch.int32).reshape(1)
-    if ctx.enabled:
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())

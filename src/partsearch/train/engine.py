@@ -4,7 +4,9 @@ What it does, in order: validate the config (unknown backbone, loss or value -> 
 before any work); join DDP when launched by torchrun; write `config.yaml`; build data, model,
 criterion, optimizer (`optim.py`) and per-step schedule; optionally resume from `last.pt`; then
 per micro-batch: bf16 autocast on GPU (fp32 on CPU, `train.precision`), gradient accumulation,
-clipping, an optimizer and a schedule step; `max_steps` and `time_limit_min` stop early (with a
+clipping, an optimizer and a schedule step, all in `step.py`, which the train-step benchmark runs
+too; a non-finite loss is watched on the device and read back only at log lines, checkpoints and
+every `nan_check_every` steps (see `step.py`); `max_steps` and `time_limit_min` stop early (with a
 checkpoint and an evaluation). Every `log_every` steps one line goes to
 `metrics.jsonl` and TensorBoard (`tb/`); every `eval_every` epochs the `evaluator(model, split)`
 callback scores the val split and `best.pt` keeps the best t2i R1 (IRRA's practice, but never on
@@ -21,7 +23,6 @@ resuming at an epoch boundary is exact; mid-epoch, augmentation draws differ.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import random
@@ -36,16 +37,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from partsearch.config import Config, ConfigError, load_config
-from partsearch.device import autocast
 from partsearch.errors import CheckpointError, UserError
 from partsearch.hub import quiet_weight_loading
-from partsearch.losses.criterion import PartSearchCriterion, check_loss_config
+from partsearch.losses.criterion import check_loss_config
 from partsearch.train import distributed
 from partsearch.train.checkpoint import (
     FORMAT, config_differences, link_checkpoint, load_checkpoint, load_state_checked, portable_config, rng_state,
     save_checkpoint, set_rng_state,
 )
-from partsearch.train.optim import build_optimizer, build_scheduler, check_train_config
+from partsearch.train.optim import build_scheduler, check_train_config
+from partsearch.train.step import Stepper, build_parts
 
 Evaluator = Callable[[nn.Module, str], dict]
 
@@ -71,19 +72,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-class TrainStep(nn.Module):
-    """Model and criterion as one module, so DDP averages the classifiers' gradients too."""
-
-    def __init__(self, model: nn.Module, criterion: PartSearchCriterion):
-        super().__init__()
-        self.model = model
-        self.criterion = criterion
-
-    def forward(self, images, ids, mask, labels) -> dict[str, torch.Tensor]:
-        image_emb, text_emb = self.model(images, ids, mask)
-        return self.criterion(image_emb, text_emb, labels)
 
 
 class RunLog:
@@ -193,7 +181,6 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     from partsearch.data.datasets import build_train_loader
     from partsearch.data.formats import load_dataset
     from partsearch.data.tokenizers import build_tokenizer
-    from partsearch.model.model import build_model
 
     tc = cfg.train
     device = ctx.device
@@ -212,9 +199,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         cfg, splits.train, splits.image_root, tokenizer, rank=ctx.rank, world_size=ctx.world_size, seed=tc.seed
     )
     num_classes = max(r.pid for r in splits.train) + 1
-    model = build_model(cfg, tokenizer.vocab_size).to(device)
-    criterion = PartSearchCriterion(cfg.loss, num_classes, cfg.model.dim, cfg.model.num_coarse, cfg.model.num_fine).to(device)
-    optimizer = build_optimizer(tc, model, criterion)
+    model, criterion, optimizer = build_parts(cfg, num_classes, tokenizer.vocab_size, device)
     steps_per_epoch = math.ceil(len(loader) / tc.accumulate)
     scheduler = build_scheduler(tc, optimizer, steps_per_epoch)
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "metrics": {}, "selection": ""}
@@ -255,16 +240,20 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         elif selection_split == "test":
             print("warning: model selection on the TEST split (train.eval_split=test); results are labelled so")
 
-    # Only the model is compiled; the losses are small next to it and their data-dependent masks
-    # would only add graph breaks.
-    step_module = TrainStep(torch.compile(model) if tc.compile else model, criterion)
-    runner: nn.Module = step_module
-    if ctx.enabled:
-        unused = any(getattr(cfg.loss, k) == 0 for k in ("id_coarse", "id_fine", "rank_coarse", "cmr"))
-        runner = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+    stepper = Stepper(cfg, model, criterion, optimizer, scheduler, device, ctx, log=print)
+
+    def check_finite() -> None:
+        """Stop at the first non-finite loss so far (one host sync; see step.py)."""
+        bad = stepper.first_bad()
+        if bad is None:
+            return
+        (step, epoch_no, batch_no), values = bad
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k != "loss") or "on another rank"
+        raise TrainingError(
+            f"non-finite loss at step {step} (epoch {epoch_no}, batch {batch_no}): {terms}; noticed at step "
+            f"{pos['step']}, no checkpoint written since; last good checkpoint: {last_good}. "
+            "Lower train.lr or set train.grad_clip, then --resume"
         )
-    params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def payload_now(epoch: int, batch: int) -> dict[str, Any]:
         return {
@@ -326,25 +315,14 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         bar = _progress(total, skip, desc, ctx.is_main)
         done = skip
         for i, batch in enumerate(epoch_loader, start=skip):
-            images = batch["image"].to(device, non_blocking=True)
-            ids, mask = batch["ids"].to(device), batch["mask"].to(device)
-            labels = batch["label"].to(device)
+            images, ids, mask, labels = stepper.to_device(batch)
             steps_now = (i + 1) % tc.accumulate == 0 or i + 1 == len(loader)
-            sync = contextlib.nullcontext() if steps_now or not ctx.enabled else runner.no_sync()
-            with sync:
-                with autocast(device, tc.precision):
-                    losses = runner(images, ids, mask, labels)
-                loss = sum(losses.values())
-                if not distributed.all_finite(loss, ctx):
-                    terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                    raise TrainingError(
-                        f"non-finite loss at step {pos['step'] + 1} (epoch {epoch + 1}, batch {i + 1}): {terms}; "
-                        f"last good checkpoint: {last_good}. Lower train.lr or set train.grad_clip, then --resume"
-                    )
-                (loss / tc.accumulate).backward()
+            loss, losses = stepper.micro_batch(
+                images, ids, mask, labels, sync_grads=steps_now, where=(pos["step"] + 1, epoch + 1, i + 1)
+            )
             for name, value in losses.items():
-                window[name] += value.detach()
-            window["loss"] += loss.detach()
+                window[name] += value
+            window["loss"] += loss
             window_count += 1
             window_images += images.shape[0] * ctx.world_size
             done = i + 1
@@ -352,13 +330,12 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
                 bar.update(1)
             if not steps_now:
                 continue
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            stepper.optimizer_step()
             pos["step"] += 1
-            if pos["step"] % tc.log_every == 0 or (tc.max_steps and pos["step"] >= tc.max_steps):
+            log_now = pos["step"] % tc.log_every == 0 or (tc.max_steps and pos["step"] >= tc.max_steps)
+            if log_now or (tc.nan_check_every and pos["step"] % tc.nan_check_every == 0):
+                check_finite()
+            if log_now:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": pos["step"], "epoch": round(epoch + (i + 1) / len(loader), 4)}
                 record.update({k: float(v) / window_count for k, v in window.items()})
@@ -383,6 +360,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
                 break
         if bar is not None:
             bar.close()
+        check_finite()
         epoch_done = done >= len(loader)
         next_epoch, next_batch = (epoch + 1, 0) if epoch_done else (epoch, done)
         final = stopped or next_epoch >= tc.epochs

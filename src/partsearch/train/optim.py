@@ -23,6 +23,19 @@ from partsearch.config import ConfigError, TrainConfig
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("cosine", "multistep")
+SWITCH = (True, False, "auto")
+# What `auto` means for each speed switch of TrainConfig, per device type. CPU: no gain beyond the
+# noise (docs/BENCHMARKS.md, section 3). GPU: left as the trainer was (off) until the `switches on`
+# row of benchmarks/gpu.sh is measured (section 7).
+AUTO = {"channels_last": {"cuda": False, "cpu": False}, "fused_optimizer": {"cuda": False, "cpu": False}}
+
+
+def switch_on(cfg: TrainConfig, key: str, device: torch.device) -> bool:
+    """Whether the speed switch `train.<key>` (true | false | auto) is on for `device`."""
+    value = getattr(cfg, key)
+    if value == "auto":
+        return AUTO[key].get(device.type, False)
+    return bool(value)
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -30,15 +43,19 @@ def check_train_config(cfg: TrainConfig) -> None:
     choices = {
         "optimizer": tuple(OPTIMIZERS), "scheduler": SCHEDULERS,
         "precision": ("auto", "bf16", "fp32"), "eval_split": ("val", "test"),
+        "channels_last": SWITCH, "fused_optimizer": SWITCH,
     }
     for key, options in choices.items():
         if getattr(cfg, key) not in options:
-            raise ConfigError(f"train.{key}: unknown value {getattr(cfg, key)!r}; use one of {', '.join(options)}")
+            names = ", ".join(str(o).lower() for o in options)
+            raise ConfigError(f"train.{key}: unknown value {getattr(cfg, key)!r}; use one of {names}")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"train.device: unknown value {cfg.device!r}; use auto, cpu, cuda or cuda:N")
     for key in ("epochs", "accumulate", "eval_every", "log_every"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"train.{key}: must be >= 1, got {getattr(cfg, key)}")
+    if cfg.nan_check_every < 0:
+        raise ConfigError(f"train.nan_check_every: must be >= 0 (0 = at log lines and checkpoints), got {cfg.nan_check_every}")
     if cfg.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {cfg.lr}")
     if not 0 <= cfg.warmup_epochs < cfg.epochs:
@@ -59,6 +76,8 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, criterion: nn.Module) ->
     """Adam/AdamW over `model.param_groups()` plus the criterion's classifiers (heads).
 
     Groups are named (`backbone`, `heads`, and `*_no_decay`); frozen parameters are left out.
+    With `train.fused_optimizer` on for the parameters' device, torch's fused kernel does the
+    update (the same formula, one kernel for all parameters instead of a loop or foreach ops).
     """
     named = model.param_groups()
     sources = {
@@ -74,7 +93,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, criterion: nn.Module) ->
             groups.append({"name": f"{name}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0})
     if not groups:
         raise ConfigError("nothing to train: every parameter is frozen (model.freeze_image / freeze_text)")
-    return OPTIMIZERS[cfg.optimizer](groups, lr=cfg.lr)
+    device = groups[0]["params"][0].device
+    fused = True if switch_on(cfg, "fused_optimizer", device) else None
+    return OPTIMIZERS[cfg.optimizer](groups, lr=cfg.lr, fused=fused)
 
 
 def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
