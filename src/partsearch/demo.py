@@ -146,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     _prepare_out(out, args.fresh)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
     _step(1, "SynthPEDES: procedural pedestrians whose identity is decided by part attributes")
     data_dir = out / "data"

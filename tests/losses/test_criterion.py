@@ -9,23 +9,27 @@ from partsearch.config import ConfigError, LossConfig
 from partsearch.losses.criterion import PartSearchCriterion
 
 
-def embeddings(b=8, d=16, nc=3, p=4, seed=0):
+def embeddings(b=8, d=16, nc=3, p=4, seed=0, tokens=3):
+    """Embeddings of a model in training mode: with each query token's attention map over 10
+    memory positions (`tokens` = N_c for images, N_c + P for texts)."""
     g = torch.Generator().manual_seed(seed)
     return SimpleNamespace(
         global_=F.normalize(torch.randn(b, d, generator=g), dim=-1),
         coarse=F.normalize(torch.randn(b, nc, d, generator=g), dim=-1),
         fine=F.normalize(torch.randn(b, p, d, generator=g), dim=-1),
+        attention=torch.softmax(torch.randn(b, tokens, 10, generator=g), dim=-1),
     )
 
 
 LABELS = torch.arange(8) // 2
 
 
-def test_default_terms_are_the_papers_six_and_their_sum_is_the_loss():
+def test_default_terms_are_the_papers_six_and_the_two_that_form_the_parts():
     crit = PartSearchCriterion(LossConfig(), num_classes=4, dim=16, num_coarse=3, num_fine=4)
-    losses = crit(embeddings(seed=0), embeddings(seed=1), LABELS)
-    assert set(losses) == {"id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr"}
-    assert set(crit.last_stats) == {"cmr_margin", "cmr_commonality", "coarse_token_cos"}
+    losses = crit(embeddings(seed=0), embeddings(seed=1, tokens=7), LABELS)
+    assert set(losses) == {"id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr",
+                           "diversity", "attention_overlap"}
+    assert set(crit.last_stats) == {"cmr_margin", "cmr_commonality", "coarse_token_cos", "coarse_attention_cos"}
     assert 0.05 <= float(crit.last_stats["cmr_margin"]) <= 0.2
 
 
@@ -33,7 +37,7 @@ def test_weights_scale_terms_and_zero_weight_terms_are_absent():
     base = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
     scaled = PartSearchCriterion(replace(LossConfig(), cmr=2.0, id_global=3.0, sdm=0.5), 4, 16, 3, 4)
     scaled.load_state_dict(base.state_dict())
-    img, txt = embeddings(seed=0), embeddings(seed=1)
+    img, txt = embeddings(seed=0), embeddings(seed=1, tokens=7)
     a, b = base(img, txt, LABELS), scaled(img, txt, LABELS)
     assert "sdm" in b and "sdm" not in a
     assert b["cmr"].item() == pytest.approx(2 * a["cmr"].item())
@@ -43,7 +47,7 @@ def test_weights_scale_terms_and_zero_weight_terms_are_absent():
 def test_a_zero_weight_id_term_has_no_classifier_and_no_entry():
     crit = PartSearchCriterion(replace(LossConfig(), id_coarse=0.0), 4, 16, 3, 4)
     assert not hasattr(crit, "classifier_coarse")
-    assert "id_coarse" not in crit(embeddings(seed=0), embeddings(seed=1), LABELS)
+    assert "id_coarse" not in crit(embeddings(seed=0), embeddings(seed=1, tokens=7), LABELS)
 
 
 def test_classifiers_are_shared_one_per_level_and_one_per_fine_part():
@@ -64,7 +68,7 @@ def test_a_few_gradient_steps_lower_the_loss():
     torch.manual_seed(0)
     raw_img = torch.randn(8, 1 + 3 + 4, 16, requires_grad=True)
     raw_txt = torch.randn(8, 1 + 3 + 4, 16, requires_grad=True)
-    crit = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
+    crit = PartSearchCriterion(replace(LossConfig(), attention_overlap=0.0), 4, 16, 3, 4)  # no attention maps here
     opt = torch.optim.Adam([raw_img, raw_txt, *crit.parameters()], lr=0.05)
 
     def split(x):
@@ -81,12 +85,18 @@ def test_a_few_gradient_steps_lower_the_loss():
     assert values[-1] < 0.7 * values[0]
 
 
-def test_the_ours_terms_are_off_by_default_and_on_when_weighted():
+def test_attention_overlap_without_attention_maps_is_a_clear_error():
+    crit = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
+    img = embeddings(seed=0)
+    del img.attention
+    with pytest.raises(ValueError, match="training mode"):
+        crit(img, embeddings(seed=1, tokens=7), LABELS)
+
+
+def test_the_ours_terms_are_present_when_weighted():
     from partsearch.losses.diversity import attention_overlap_loss
 
-    img, txt = embeddings(seed=0), embeddings(seed=1)
-    img.attention = torch.softmax(torch.randn(len(LABELS), 3, 10), -1)
-    txt.attention = torch.softmax(torch.randn(len(LABELS), 3 + 4, 7), -1)
+    img, txt = embeddings(seed=0), embeddings(seed=1, tokens=7)
     crit = PartSearchCriterion(replace(LossConfig(), diversity=1.0, attention_overlap=2.0, infonce_fine=0.5), 4, 16, 3, 4)
     losses = crit(img, txt, LABELS)
     assert {"diversity", "attention_overlap", "infonce_fine"} <= set(losses)

@@ -166,3 +166,26 @@ def test_embeddings_concatenate_along_the_batch(tiny_cfg):
     both = Embeddings.cat([image_emb, image_emb])
     assert both.coarse.shape == (4, 3, 32) and both.foreground.shape == (4, 8, 4)
     assert torch.equal(both.fine[2:], image_emb.fine)
+
+
+def test_coarse_tokens_are_not_copies_at_initialisation(tiny_cfg):
+    # With the query tokens drawn at std 0.02 the decoder's self-attention averaged them into one
+    # token before any training (measured: pairwise cosine 0.99 on a random batch).
+    from partsearch.eval.parts import mean_pairwise_cosine
+
+    torch.manual_seed(0)
+    image_emb, text_emb = _model(dataclasses.replace(tiny_cfg, num_coarse=6)).eval()(*_batch())
+    assert mean_pairwise_cosine(image_emb.coarse) < 0.9
+    assert mean_pairwise_cosine(text_emb.coarse) < 0.9
+    assert mean_pairwise_cosine(text_emb.fine) < 0.9
+
+
+def test_the_stripes_pool_the_projected_tokens_or_the_memory_as_configured(tiny_cfg):
+    torch.manual_seed(0)
+    a = _model(dataclasses.replace(tiny_cfg, fine_source="projected")).eval()
+    torch.manual_seed(0)
+    b = _model(dataclasses.replace(tiny_cfg, fine_source="memory")).eval()
+    images = _batch()[0]
+    ea, eb = a.encode_image(images), b.encode_image(images)
+    assert torch.allclose(ea.global_, eb.global_) and torch.allclose(ea.coarse, eb.coarse)
+    assert not torch.allclose(ea.fine, eb.fine)
