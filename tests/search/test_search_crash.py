@@ -12,14 +12,20 @@ import pytest
 from search_fakes import FakeEncoder, make_crop
 
 from partsearch.errors import SearchIndexError
-from partsearch.search.index import PAUSE_ENV, IndexStore, build_index
+from partsearch.search.index import IndexStore, build_index
 from partsearch.search.searcher import Searcher
 
 SCRIPT = """
-import sys
+import sys, time
 from search_fakes import FakeEncoder
 from partsearch.search.index import build_index
-build_index(FakeEncoder(), sys.argv[1], sys.argv[2], batch_size=2, progress=False)
+
+def pause(batches):
+    if batches == 1:  # after the first checkpointed batch: wait to be killed
+        print("partsearch-index: paused", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+build_index(FakeEncoder(), sys.argv[1], sys.argv[2], batch_size=2, progress=False, on_batch=pause)
 """
 
 
@@ -34,7 +40,7 @@ class CountingEncoder(FakeEncoder):
 
 
 def _kill_after_first_batch(images_dir, index_dir):
-    env = dict(os.environ, **{PAUSE_ENV: "1"})
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(images_dir), str(index_dir)],
                             env=env, stderr=subprocess.PIPE, text=True)

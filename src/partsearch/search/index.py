@@ -30,8 +30,8 @@ The generation a writer started from is kept beside the new one (older ones are 
 live generation is unreadable (a damaged disk, a hand edit), the next `partsearch index` recovers
 from it, or, when none is readable, indexes the images again.
 
-Testing hook [ours]: with `PARTSEARCH_INDEX_PAUSE_AFTER_BATCHES=N` the indexer prints
-`partsearch-index: paused` to stderr after checkpointing N batches and sleeps, so a test can kill it.
+`build_index(..., on_batch=f)` calls `f(n)` after the n-th batch is checkpointed into work/ (the
+crash tests pause the indexer there to kill it).
 """
 
 from __future__ import annotations
@@ -47,11 +47,10 @@ import os
 import shutil
 import sys
 import re
-import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import faiss
 import numpy as np
@@ -69,7 +68,6 @@ ACCEPTED_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 # Approximate indexes return RERANK_FACTOR * k candidates, re-ranked exactly on the folded vectors [ours].
 RERANK_FACTOR = 10
-PAUSE_ENV = "PARTSEARCH_INDEX_PAUSE_AFTER_BATCHES"
 SOURCES = ("images", "uploads")
 _BATCH_NAME = re.compile(r"batch-[0-9]{6}\.npz")
 _GEN_NAME = re.compile(r"gen-[0-9]{6}")
@@ -589,6 +587,7 @@ def build_index(
     batch_size: int = 64,
     progress: bool = True,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    on_batch: Callable[[int], None] | None = None,
 ) -> BuildReport:
     """Create or update the index at `out_dir` for every image under `images_dir`.
 
@@ -625,7 +624,7 @@ def build_index(
             scanned.append((source, rel, sha256_bytes(data), len(data)))
         pending = {sha: (rel, path) for (source, rel, sha, _), (_, _, path) in zip(scanned, files)
                    if sha not in old_rows and sha not in work.shas}
-        skipped = _embed_pending(encoder, pending, work, batch_size, progress, max_pixels)
+        skipped = _embed_pending(encoder, pending, work, batch_size, progress, max_pixels, on_batch)
 
         entries: list[Entry] = []
         rows: list[tuple[GalleryArrays, np.ndarray, int]] = []
@@ -679,10 +678,10 @@ def build_index(
 
 
 def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work: _WorkCache,
-                   batch_size: int, progress: bool, max_pixels: int) -> list[str]:
-    """Embed the images not yet embedded, checkpointing every batch into `work`; returns the
-    relative paths of the unreadable ones."""
-    pause_after = int(os.environ.get(PAUSE_ENV, "0") or 0)
+                   batch_size: int, progress: bool, max_pixels: int,
+                   on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """Embed the images not yet embedded, checkpointing every batch into `work` (then calling
+    `on_batch(batches done)`); returns the relative paths of the unreadable ones."""
     skipped: list[str] = []
     items = list(pending.items())
     done_batches = 0
@@ -703,9 +702,8 @@ def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work:
             work.add(shas, arrays, encoder.fold_gallery(arrays))
         bar.update(len(items[start:start + batch_size]))
         done_batches += 1
-        if pause_after and done_batches == pause_after:
-            print("partsearch-index: paused", file=sys.stderr, flush=True)
-            time.sleep(3600)
+        if on_batch is not None:
+            on_batch(done_batches)
     bar.close()
     return skipped
 
