@@ -189,3 +189,11 @@ def test_the_stripes_pool_the_projected_tokens_or_the_memory_as_configured(tiny_
     ea, eb = a.encode_image(images), b.encode_image(images)
     assert torch.allclose(ea.global_, eb.global_) and torch.allclose(ea.coarse, eb.coarse)
     assert not torch.allclose(ea.fine, eb.fine)
+
+
+def test_an_image_of_another_size_is_a_clear_user_error(tiny_cfg):
+    from partsearch.errors import DataError
+
+    model = _model(tiny_cfg).eval()
+    with pytest.raises(DataError, match="data.image_size"):
+        model.encode_image(torch.randn(1, 3, 32, 32))

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from partsearch.config import ConfigError, ModelConfig
+from partsearch.errors import DataError
 from partsearch.hub import WeightsError, WeightsSource, resolve_weights
 
 CLIP_MODEL = "ViT-B-16"
@@ -460,7 +461,8 @@ class ClipText(Backbone):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         length = ids.shape[1]
         if length > self.positional_embedding.shape[0]:
-            raise ValueError(f"clip_text takes at most {self.positional_embedding.shape[0]} tokens, got {length}")
+            raise DataError(f"clip_text takes at most {self.positional_embedding.shape[0]} tokens, got {length}; "
+                            "set data.max_tokens to at most that")
         x = self.token_embedding(ids) + self.positional_embedding[:length]
         x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
         tokens = self.ln_final(x) @ self.text_projection

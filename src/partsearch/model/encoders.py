@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from partsearch.errors import DataError
+
 
 def global_max_pool(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """GMP over the valid tokens: tokens `(B, N, D)`, mask `(B, N)` bool (None = all valid) -> `(B, D)`."""
@@ -111,7 +113,7 @@ class ModalityEncoder(nn.Module):
         x = projected
         if self.pos is not None:
             if x.shape[1] != self.pos.shape[1]:
-                raise ValueError(f"image gives {x.shape[1]} tokens but the model was built for a {self.grid} grid; resize images to the configured data.image_size")
+                raise DataError(f"image gives {x.shape[1]} tokens but the model was built for a {self.grid} grid; resize images to the configured data.image_size")
             x = x + self.pos
         attn_mask = key_padding(mask)
         for layer in self.layers:
