@@ -99,8 +99,9 @@ def _pick_queries(records, count: int) -> list[tuple[str, int]]:
 
 def token_maps(run, record, image_root: Path, parts: dict):
     """The report's view of what each shared coarse token looks at in one test image, each map
-    labelled with the region that takes the most of that token's attention relative to its area
-    over the test split (`parts["token_regions"]`)."""
+    labelled, from `parts["token_regions"]` over the test split, with the body region that takes
+    the most of that token's attention relative to its area, or "background" when the token puts
+    more of its attention there than the background's share of the area."""
     import numpy as np
     import torch
     from PIL import Image
@@ -118,7 +119,11 @@ def token_maps(run, record, image_root: Path, parts: dict):
     if "token_regions" in parts:
         share = np.array(parts["token_regions"]["attention"])
         area = np.maximum(np.array(parts["token_regions"]["area"]), 1e-9)
-        favoured = [parts["token_regions"]["regions"][int(i)] for i in (share / area).argmax(axis=1)]
+        names = parts["token_regions"]["regions"]
+        # A token that puts more of its attention on the background than the background's share of
+        # the area reads the floor, whatever else it favours: say so.
+        favoured = ["background" if share[t, 0] >= area[0] else names[1 + int((share[t, 1:] / area[1:]).argmax())]
+                    for t in range(len(share))]
     shown = image.resize((image.width * 2, image.height * 2), Image.NEAREST)
     labelled = [(f"token {j + 1}" + (f": {favoured[j]}" if favoured else ""), png_data_url(overlay(shown, display_map(m))))
                 for j, m in enumerate(maps)]
