@@ -20,6 +20,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partsearch.train.engine import main
+    """Resolve the config, wire the evaluator (`partsearch.eval`) into the engine, train."""
+    from pathlib import Path
 
-    return main(args)
+    from partsearch.config import load_config
+    from partsearch.data.formats import load_dataset
+    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.eval.evaluate import Evaluator
+    from partsearch.train.engine import check_config, check_run_dir, train
+
+    overrides = list(args.overrides or [])
+    if args.data_root is not None:
+        overrides.append(f"data.root={args.data_root}")
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    cfg = load_config(args.config, overrides)
+    check_config(cfg)
+    run_dir = Path(args.out) if args.out else Path(cfg.train.out_dir) / (cfg.train.name or Path(args.config).stem)
+    check_run_dir(run_dir, args.resume, args.overwrite)
+    splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
+    tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
+    evaluator = Evaluator(cfg, splits, tokenizer)
+    train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer,
+          overwrite=args.overwrite)
+    return 0

@@ -1,4 +1,5 @@
-"""The training loop: `partsearch train` and `train(cfg, run_dir, ...)`.
+"""The training loop: `train(cfg, run_dir, ...)`; the `partsearch train` command
+(`commands/train.py`) resolves the config and wires the evaluator in.
 
 What it does, in order: validate the config (unknown backbone, loss or value -> ConfigError
 before any work); join DDP when launched by torchrun; write `config.yaml`; build data, model,
@@ -22,7 +23,6 @@ resuming at an epoch boundary is exact; mid-epoch, augmentation draws differ.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from partsearch.config import Config, ConfigError, load_config
+from partsearch.config import Config, ConfigError
 from partsearch.errors import CheckpointError, UserError
 from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import check_loss_config
@@ -48,7 +48,7 @@ from partsearch.train.checkpoint import (
 from partsearch.train.optim import build_scheduler, check_train_config
 from partsearch.train.step import Stepper, build_parts
 
-Evaluator = Callable[[nn.Module, str], dict]
+EvaluateFn = Callable[[nn.Module, str], dict]  # evaluate(model, split) -> the eval JSON dict
 
 
 class TrainingError(UserError):
@@ -157,7 +157,7 @@ def train(
     cfg: Config,
     run_dir: str | Path,
     resume: bool = False,
-    evaluator: Evaluator | None = None,
+    evaluator: EvaluateFn | None = None,
     *,
     splits: Any = None,
     tokenizer: Any = None,
@@ -413,29 +413,3 @@ def _summary(run_dir: Path, pos: dict, start_step: int, seconds: float) -> None:
         f"done: {run_dir}: {pos['step'] - start_step} steps this session ({pos['step']} in all, "
         f"epoch {pos['epoch']}) in {_format_duration(seconds)}; {best}; checkpoints last.pt, best.pt"
     )
-
-
-def main(args: argparse.Namespace) -> int:
-    """`partsearch train`: resolve the config, wire the evaluator, train."""
-    from partsearch.data.formats import load_dataset
-    from partsearch.data.tokenizers import build_tokenizer
-
-    overrides = list(args.overrides or [])
-    if args.data_root is not None:
-        overrides.append(f"data.root={args.data_root}")
-    if args.epochs is not None:
-        overrides.append(f"train.epochs={args.epochs}")
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    cfg = load_config(args.config, overrides)
-    check_config(cfg)
-    run_dir = Path(args.out) if args.out else Path(cfg.train.out_dir) / (cfg.train.name or Path(args.config).stem)
-    check_run_dir(run_dir, args.resume, args.overwrite)
-    splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
-    tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
-    from partsearch.eval.evaluate import Evaluator
-
-    evaluator = Evaluator(cfg, splits, tokenizer)
-    train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer,
-          overwrite=args.overwrite)
-    return 0
