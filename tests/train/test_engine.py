@@ -54,6 +54,7 @@ def training_objective(cfg, checkpoint_path):
     criterion.load_state_dict(payload["criterion"])
     splits = load_dataset("SynthPEDES", cfg.data.root)
     loader = build_train_loader(cfg, splits.train, splits.image_root, build_tokenizer(cfg.model, cfg.data.max_tokens))
+    loaded.model.train()  # the objective as trained: with the token attention maps (dropout is 0 here)
     total = 0.0
     with torch.no_grad():
         for batch in loader:
