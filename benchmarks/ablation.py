@@ -131,10 +131,10 @@ def part_columns(run, splits) -> dict[str, float]:
     sim = part_similarity(torch.nn.functional.normalize(img["fine"], dim=-1),
                           torch.nn.functional.normalize(txt["fine"][first_caption], dim=-1))
     c = commonality(sim, torch.tensor(pids), run.cfg.loss.cmr_delta, run.cfg.loss.cmr_temperature).flatten()
-    m = cmr_margin(c, run.cfg.loss.cmr_alpha, run.cfg.loss.cmr_min_margin)
     for q in (0.1, 0.5, 0.9):
-        out[f"margin_at_c_q{int(q * 100)}"] = float(m[c <= torch.quantile(c, q)].max())
-        out[f"commonality_q{int(q * 100)}"] = float(torch.quantile(c, q))
+        c_q = torch.quantile(c, q)
+        out[f"commonality_q{int(q * 100)}"] = float(c_q)
+        out[f"margin_at_c_q{int(q * 100)}"] = float(cmr_margin(c_q, run.cfg.loss.cmr_alpha, run.cfg.loss.cmr_min_margin))
     return out
 
 
