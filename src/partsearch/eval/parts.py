@@ -188,10 +188,10 @@ def _encode(model: nn.Module, cfg: Config, records: list[Record], image_root: Pa
     with autocast(device, cfg.train.precision):
         for batch in build_gallery_loader(cfg, records, image_root, cfg.eval.batch_size):
             images = batch["image"].to(device)
-            emb = model.encode_image(images)
+            emb = model.encode_image(images, keep_attention=True)  # one pass for embeddings and maps
             image_parts["fine"].append(emb.fine.float().cpu())
             image_parts["coarse"].append(emb.coarse.float().cpu())
-            image_parts["attention"].append(model.token_attention(images).float().cpu())
+            image_parts["attention"].append(emb.attention.float().unflatten(2, emb.foreground.shape[1:]).cpu())
         for batch in build_query_loader(cfg, records, tokenizer, cfg.eval.batch_size):
             emb = model.encode_text(batch["ids"].to(device), batch["mask"].to(device))
             text_parts["fine"].append(emb.fine.float().cpu())

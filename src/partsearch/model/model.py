@@ -91,13 +91,14 @@ class PartSearchModel(nn.Module):
         self.fine_text_queries = nn.Parameter(torch.zeros(cfg.num_fine, cfg.dim))
         nn.init.trunc_normal_(self.fine_text_queries, std=std, a=-2 * std, b=2 * std)
 
-    def encode_image(self, images: torch.Tensor) -> Embeddings:
-        return self.image_heads(self.image_backbone(images))
+    def encode_image(self, images: torch.Tensor, keep_attention: bool = False) -> Embeddings:
+        """`keep_attention` also returns each coarse token's attention map (always in training)."""
+        return self.image_heads(self.image_backbone(images), keep_attention)
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> Embeddings:
         return self.text_heads(self.text_backbone(ids, mask))
 
-    def image_heads(self, out: BackboneOutput) -> Embeddings:
+    def image_heads(self, out: BackboneOutput, keep_attention: bool = False) -> Embeddings:
         """Everything after the image backbone (split out so benchmarks can time the heads)."""
         # Image tokens are all valid, so no mask: attention keeps its fast kernels.
         projected, memory = self.image_encoder(out.tokens)
@@ -110,15 +111,13 @@ class PartSearchModel(nn.Module):
         if self.fine_center:
             fine = fine - fine.mean(dim=1, keepdim=True)
         return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground,
-                          decoded.attention if self.training else None)
+                          decoded.attention if self.training or keep_attention else None)
 
     @torch.no_grad()
     def token_attention(self, images: torch.Tensor) -> torch.Tensor:
         """Each coarse token's cross-attention over the image `(B, N_c, h, w)`, averaged over
         heads and decoder layers (each map sums to 1): what each shared token looks at."""
-        out = self.image_backbone(images)
-        _, memory = self.image_encoder(out.tokens)
-        return self.shared_decoder(memory, need_weights=True).attention.float().unflatten(2, out.grid)
+        return self.encode_image(images, keep_attention=True).attention.float().unflatten(2, self.grid)
 
     def text_heads(self, out: BackboneOutput) -> Embeddings:
         """Everything after the text backbone."""
