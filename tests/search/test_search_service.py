@@ -365,7 +365,7 @@ def test_a_busy_port_is_one_clear_error_before_anything_claims_to_serve(tmp_path
     import socket
 
     from partsearch.errors import UserError
-    from partsearch.search.service import main
+    from partsearch.commands.serve import run as main
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

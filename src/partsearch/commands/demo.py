@@ -1,4 +1,5 @@
-"""`partsearch demo [--out runs/demo] [--minutes M] [--fresh] [--ids N] [key=value ...]`."""
+"""`partsearch demo [--out runs/demo] [--minutes M] [--fresh] [--ids N] [key=value ...]`: the steps
+of `partsearch.demo`, in order."""
 
 from __future__ import annotations
 
@@ -15,6 +16,122 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partsearch.demo import main
+    import json
+    import os
+    import time
+    from pathlib import Path
 
-    return main(args)
+    import torch
+
+    from partsearch.cli import invocation
+    from partsearch.config import load_config
+    from partsearch.data.formats import load_dataset
+    from partsearch.data.synth import generate
+    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.demo import (DEMO_SIZE, NUM_QUERIES, TOP_K, config_path, curves, link_gallery, pick_queries,
+                                 prepare_out, step, token_maps)
+    from partsearch.eval.evaluate import Evaluator, format_table
+    from partsearch.eval.parts import diagnose, format_report, summary
+    from partsearch.files import write_text_atomic
+    from partsearch.report import QueryExample, Report, ResultItem, data_url, write_report
+    from partsearch.search.explain import explain
+    from partsearch.search.encoder import RunEncoder
+    from partsearch.search.index import build_index
+    from partsearch.search.searcher import Searcher
+    from partsearch.runs import load_run
+    from partsearch.train.engine import train
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    prepare_out(out, args.fresh)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+    step(1, "SynthPEDES: procedural pedestrians whose identity is decided by part attributes")
+    data_dir = out / "data"
+    if (data_dir / "reid_raw.json").is_file():
+        print(f"reusing {data_dir}")
+    else:
+        generate(data_dir, num_ids=args.ids, seed=0, size=DEMO_SIZE, progress=True)
+
+    step(2, "train configs/synth_cpu.yaml (MiniLM-L6 text, small CNN image backbone)")
+    overrides = [f"data.root={data_dir}", f"train.time_limit_min={args.minutes}", *args.overrides]
+    cfg = load_config(config_path(), overrides)
+    splits = load_dataset(cfg.data.dataset, cfg.data.root)
+    tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
+    run_dir = out / "run"
+    evaluator = Evaluator(cfg, splits, tokenizer)
+    if (run_dir / "best.pt").is_file() and (run_dir / "done").is_file():
+        print(f"reusing the trained run in {run_dir}")
+    else:
+        train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), evaluator=evaluator,
+              splits=splits, tokenizer=tokenizer)
+        (run_dir / "done").touch()
+
+    step(3, "evaluate on the test split (text-to-image, identity level)")
+    run = load_run(run_dir, "best", device="cpu")
+    results = evaluator(run.model, "test")
+    parts = diagnose(run.model, run.cfg, splits.test, splits.image_root, run.tokenizer, "cpu")
+    results["parts"] = summary(parts)
+    write_text_atomic(out / "test_metrics.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "test_parts.json", json.dumps(parts, indent=1) + "\n")
+    print(format_table(results))
+    print()
+    print(format_report(parts))
+
+    step(4, "index the test gallery")
+    names_to_pid = link_gallery(splits.test, splits.image_root, out / "gallery")
+    encoder = RunEncoder(run_dir, device="cpu", run=run)  # the model is loaded once for index and search
+    build_index(encoder, out / "gallery", out / "index")
+
+    step(5, f"example queries (top {TOP_K}; a hit is an image of the described person)")
+    searcher = Searcher(out / "index", encoder=encoder)
+    examples = []
+    for text, pid in pick_queries(splits.test, NUM_QUERIES):
+        ranking = searcher.query(text, len(searcher)).results
+        first_hit = next((r.rank for r in ranking if names_to_pid.get(Path(r.relpath).name) == pid), None)
+        print(f'\nquery: "{text}"  (identity {pid}; first image of this person at rank {first_hit})')
+        items = []
+        for result in ranking[:TOP_K]:
+            hit = names_to_pid.get(Path(result.relpath).name) == pid
+            print(f"  {result.rank}. {'HIT ' if hit else 'miss'}  {result.score:6.3f}  {result.relpath}")
+            why = explain(searcher, result.id, text)
+            heatmaps = [("foreground", why["foreground"])]
+            heatmaps += [(p["region"], p["overlay"]) for p in why["fine"]]
+            scores = [(label, value) for label, value in why["coarse_display"]]
+            scores = [(p["region"], p["score"]) for p in why["fine"]] + scores
+            image_url = data_url(Path(result.path).read_bytes(), "image/jpeg")
+            items.append(ResultItem(rank=result.rank, score=result.score, name=result.relpath, hit=hit,
+                                    image_url=image_url, heatmaps=heatmaps, part_scores=scores))
+        examples.append(QueryExample(text=text, target=str(pid), results=items, first_hit_rank=first_hit))
+
+    step(6, "write the report")
+    stats = splits.stats()
+    report = Report(
+        title="partsearch demo: text-based person search on SynthPEDES",
+        summary=[
+            ("dataset", f"SynthPEDES, {args.ids} identities; train {stats['train']['images']} images / "
+                        f"test {stats['test']['images']} images, {stats['test']['captions']} captions"),
+            ("model", f"{cfg.model.image_backbone} + {cfg.model.text_backbone} ({cfg.model.text_weights}), "
+                      f"d={cfg.model.dim}, {cfg.model.num_coarse} coarse tokens, {cfg.model.num_fine} parts"),
+            ("run", str(run_dir)),
+            ("wall time", f"{(time.perf_counter() - started) / 60:.1f} min (this invocation)"),
+        ],
+        metrics=results,
+        curves=curves(run_dir),
+        curve_x_labels={"training loss": "step", "validation R@1 (%)": "epoch"},
+        queries=examples,
+        chance_r1=100 / max(1, stats["test"]["ids"]),
+        parts=parts,
+        token_maps=token_maps(run, splits.test[0], splits.image_root, parts),
+    )
+    report_path = write_report(report, out / "report.html")
+    print(f"report: {report_path.resolve()}")
+
+    step(7, "search it yourself")
+    cmd = invocation()
+    print(f'  {cmd} search {out / "index"} "a woman in a red coat with a black backpack"')
+    print(f"  {cmd} serve {out / 'index'}    # then open http://127.0.0.1:8000")
+    print(f"  {cmd} eval {run_dir} --split test")
+    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; "
+          f"test R@1 {results['t2i']['R1']:.2f}% (chance {100 * 1 / max(1, stats['test']['ids']):.2f}%)")
+    return 0

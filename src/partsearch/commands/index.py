@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partsearch.search.index import main
+    from partsearch.search.encoder import RunEncoder
+    from partsearch.search.index import build_index
 
-    return main(args)
+    encoder = RunEncoder(args.run_dir, args.checkpoint, args.device)
+    report = build_index(encoder, args.images, args.out, index_factory=args.index_factory,
+                         batch_size=args.batch_size)
+    print(report.summary())
+    return 0

@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partsearch.search.searcher import main
+    import json
 
-    return main(args)
+    from partsearch.search.searcher import format_table, open_searcher, validate_query
+
+    validate_query(args.query, args.top_k)  # before the model is loaded, so a typo costs nothing
+    searcher = open_searcher(args.index_dir, args.run, args.checkpoint)
+    response = searcher.query(args.query, args.top_k)
+    print(json.dumps(response.to_dict(), indent=1) if args.json else format_table(response))
+    return 0

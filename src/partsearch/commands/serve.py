@@ -25,6 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partsearch.search.service import main
+    import uvicorn
 
-    return main(args)
+    from partsearch.search.searcher import open_searcher
+    from partsearch.search.service import allowed_hosts, create_app, listen
+
+    sock = listen(args.host, args.port)
+    try:
+        hosts = allowed_hosts(args.host, args.allowed_host)
+        app = create_app(open_searcher(args.index_dir, args.run, args.checkpoint), api_key=args.api_key,
+                         allowed_hosts=hosts)
+        searcher = app.state.searcher
+        print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0

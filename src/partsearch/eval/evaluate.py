@@ -14,7 +14,6 @@ matrix per setting instead of one per level; the training engine's model selecti
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from tqdm import tqdm
 from partsearch.config import Config
 from partsearch.data.datasets import build_gallery_loader, build_query_loader
 from partsearch.data.formats import Record
-from partsearch.device import autocast, resolve_device
-from partsearch.errors import DataError, UserError
+from partsearch.device import autocast
+from partsearch.errors import DataError
 from partsearch.files import write_text_atomic
 from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.model import Embeddings
@@ -186,27 +185,3 @@ def load_split(cfg: Config, split: str, data_root: str | None = None, run_dir: s
     if getattr(splits, split) is None:
         raise DataError(f"{splits.name} has no {split} split; evaluate with --split test")
     return splits, splits.split(split)
-
-
-def main(args: argparse.Namespace) -> int:
-    """`partsearch eval RUN_DIR [--checkpoint best|last|PATH] [--split val|test] [--data-root DIR]
-    [--json OUT] [--device auto|cpu|cuda]`."""
-    from partsearch.eval.parts import diagnose, summary
-    from partsearch.runs import load_run
-
-    if args.json and (Path(args.json).is_dir() or args.json.endswith(("/", "\\"))):
-        raise UserError(f"--json {args.json}: is a folder; give a file name, e.g. "
-                        f"{Path(args.json) / f'eval_{args.split}.json'}")
-    device = resolve_device(args.device)
-    run = load_run(args.run_dir, args.checkpoint, device)
-    cfg = run.cfg
-    splits, records = load_split(cfg, args.split, args.data_root, run_dir=args.run_dir)
-    results = evaluate_model(run.model, run.tokenizer, cfg, records, splits.image_root, device)
-    results["parts"] = summary(diagnose(run.model, cfg, records, splits.image_root, run.tokenizer, device))
-    split = "TEST" if args.split == "test" else args.split
-    print(f"{run.path} on {splits.name} {split}: {results['queries']} queries, {results['gallery']} gallery images")
-    print(format_table(results))
-    if args.json:
-        provenance = {"split": args.split, "checkpoint": str(run.path), "fingerprint": run.fingerprint}
-        write_json(args.json, results | provenance)
-    return 0

@@ -36,7 +36,6 @@ crash tests pause the indexer there to kill it).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import fcntl
@@ -754,13 +753,3 @@ def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
         if entry.source == "uploads":
             store.image_path(old.meta, entry).unlink(missing_ok=True)
         return entry, gen
-
-
-def main(args: argparse.Namespace) -> int:
-    from partsearch.search.encoder import RunEncoder
-
-    encoder = RunEncoder(args.run_dir, args.checkpoint, args.device)
-    report = build_index(encoder, args.images, args.out, index_factory=args.index_factory,
-                         batch_size=args.batch_size)
-    print(report.summary())
-    return 0

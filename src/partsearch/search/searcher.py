@@ -1,4 +1,4 @@
-"""`partsearch.Searcher(index_dir).search(text, k)` and the `partsearch search` command.
+"""`partsearch.Searcher(index_dir).search(text, k)`, which `partsearch search` (`commands/search.py`) runs.
 
 A query is embedded once, folded (`fold_query`) and matched against the gallery's folded vectors by
 maximum inner product, which is exactly the model's similarity s(v, t) (METHOD.md, Similarity).
@@ -8,8 +8,6 @@ part embeddings of the top k only.
 
 from __future__ import annotations
 
-import argparse
-import json
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,11 +222,3 @@ def open_searcher(index_dir: str | Path, run_dir: str | None = None, checkpoint:
 
         encoder = RunEncoder(run_dir, checkpoint)
     return Searcher(index_dir, encoder=encoder)
-
-
-def main(args: argparse.Namespace) -> int:
-    validate_query(args.query, args.top_k)  # before the model is loaded, so a typo costs nothing
-    searcher = open_searcher(args.index_dir, args.run, args.checkpoint)
-    response = searcher.query(args.query, args.top_k)
-    print(json.dumps(response.to_dict(), indent=1) if args.json else format_table(response))
-    return 0

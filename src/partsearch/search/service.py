@@ -1,4 +1,4 @@
-"""`partsearch serve`: the search index over HTTP (FastAPI) with a web page.
+"""The search index over HTTP (FastAPI) with a web page; `partsearch serve` (`commands/serve.py`) runs it.
 
 Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"detail": message}`):
 - `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
@@ -24,7 +24,6 @@ The server binds 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
-import argparse
 import re
 import secrets
 import socket
@@ -40,7 +39,7 @@ from pydantic import BaseModel
 from partsearch.errors import StorageError, UserError
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
-from partsearch.search.searcher import QueryError, Searcher, open_searcher
+from partsearch.search.searcher import QueryError, Searcher
 
 WEB_DIR = Path(__file__).parent / "web"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # [ours]
@@ -270,19 +269,3 @@ def listen(host: str, port: int) -> socket.socket:
         raise UserError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port "
                         "(or stop what is using it)") from None
     return sock
-
-
-def main(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    sock = listen(args.host, args.port)
-    try:
-        hosts = allowed_hosts(args.host, args.allowed_host)
-        app = create_app(open_searcher(args.index_dir, args.run, args.checkpoint), api_key=args.api_key,
-                         allowed_hosts=hosts)
-        searcher = app.state.searcher
-        print(f"serving {searcher.root} ({len(searcher)} images) at http://{args.host}:{args.port}/", flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
-    finally:
-        sock.close()
-    return 0
