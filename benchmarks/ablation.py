@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from partsearch.config import load_config
     from partsearch.data.formats import load_dataset
     from partsearch.data.synth import generate
-    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.model.backbones import build_tokenizer
     from partsearch.eval.evaluate import Evaluator
     from partsearch.runs import load_run
     from partsearch.train.engine import train

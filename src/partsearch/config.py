@@ -21,12 +21,6 @@ import yaml
 from partsearch.errors import UserError
 from partsearch.files import write_text_atomic
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
 class ConfigError(UserError):
     """A configuration value or key a user wrote is wrong; the message says what to write.
     `key` is the dotted key at fault when known, so the message can say where it was written."""
@@ -44,8 +38,10 @@ class DataConfig:
     root: str = "data/synth"
     jsonl_file: str = ""  # for dataset=jsonl: the annotation file (default: <root>/annotations.jsonl)
     image_size: tuple[int, int] = (384, 128)  # (H, W)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # Image normalisation: None = the image backbone's own (`model/backbones.py`: ImageNet's for
+    # resnet50, vit_b16 and the small backbones, CLIP's for clip_vit_b16); a value overrides it.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     max_tokens: int = 77
     batch_size: int = 64
     instances_per_id: int = 2  # K of the P x K identity-balanced sampler
@@ -265,9 +261,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}", key=where)
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
-    if origin in (typing.Union, types.UnionType):
-        return value
-    return value
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+        # `X | None`: None stays None, anything else is read as X.
+        (inner,) = (a for a in typing.get_args(hint) if a is not type(None))
+        return None if value is None else _coerce(value, inner, where)
+    return value  # also the `bool | str` switches, whose values `train.optim` checks
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:

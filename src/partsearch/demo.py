@@ -105,14 +105,12 @@ def token_maps(run, record, image_root: Path, parts: dict):
     from PIL import Image
 
     from partsearch.data.images import load_image
-    from partsearch.data.transforms import build_transforms
     from partsearch.report import TokenMaps
     from partsearch.search.explain import display_map, overlay, png_data_url
 
     image = load_image(image_root / record.image, run.cfg.data.max_image_pixels)
-    transform = build_transforms(run.cfg.data, train=False)
     with torch.no_grad():
-        maps = run.model.token_attention(transform(image)[None])[0].numpy()
+        maps = run.model.token_attention(run.transform(image)[None])[0].numpy()
     favoured = []
     if "token_regions" in parts:
         share = np.array(parts["token_regions"]["attention"])

@@ -100,7 +100,7 @@ class LoadedRun:
     tokenizer: Any
     path: Path
     fingerprint: str
-    transform: Any = None
+    transform: Any
 
 
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str = "best") -> Path:
@@ -133,8 +133,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     tokenizer is that of the training config. A checkpoint whose weights do not fit the config
     raises a CheckpointError listing the mismatching keys.
     """
-    from partsearch.data.tokenizers import build_tokenizer
-    from partsearch.data.transforms import build_transforms
+    from partsearch.model.backbones import build_image_transform, build_tokenizer
     from partsearch.model.model import build_model
 
     quiet_weight_loading()
@@ -155,7 +154,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     load_state_checked(model, payload["model"], "model", path, diff)
     model.to(device).eval()
     return LoadedRun(cfg=cfg, model=model, tokenizer=tokenizer, path=path, fingerprint=fingerprint(model, cfg),
-                     transform=build_transforms(cfg.data, train=False))
+                     transform=build_image_transform(cfg.model, cfg.data, train=False))
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "auto") -> LoadedRun:

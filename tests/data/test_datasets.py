@@ -11,8 +11,7 @@ from partsearch.config import Config, DataConfig, ModelConfig
 from partsearch.data.datasets import (GalleryImages, QueryCaptions, TrainPairs, build_gallery_loader,
                                       build_query_loader, build_train_loader, collate_trimmed, find_bad_images)
 from partsearch.data.formats import Record
-from partsearch.data.tokenizers import build_tokenizer
-from partsearch.data.transforms import build_transforms
+from partsearch.model.backbones import build_image_transform, build_tokenizer
 from partsearch.errors import DataError, UserError, user_message
 
 SIZE = (32, 16)
@@ -38,9 +37,14 @@ def config(**data):
     return Config(data=DataConfig(**{"image_size": SIZE, "num_workers": 0} | data))
 
 
+def transform(train: bool):
+    cfg = config()
+    return build_image_transform(cfg.model, cfg.data, train)
+
+
 def test_train_pairs_item_per_caption(folder, tokenizer):
     root, records = folder
-    pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+    pairs = TrainPairs(records, root, tokenizer, transform(train=True), 10_000)
     assert len(pairs) == 16
     item = pairs[3]
     assert item["image"].shape == (3, *SIZE) and item["image"].dtype == torch.float32
@@ -54,13 +58,13 @@ def test_missing_train_image_names_the_file(folder, tokenizer):
     root, records = folder
     (root / "p2_1.png").unlink()
     with pytest.raises(DataError, match=r"1 of 8 images are missing .*p2_1\.png.*skip_bad_images"):
-        TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+        TrainPairs(records, root, tokenizer, transform(train=True), 10_000)
 
 
 def test_corrupt_train_image_names_the_file_when_read(folder, tokenizer):
     root, records = folder
     (root / "p1_0.png").write_bytes(b"garbage")
-    pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+    pairs = TrainPairs(records, root, tokenizer, transform(train=True), 10_000)
     with pytest.raises(DataError, match=r"corrupt or unreadable image .*p1_0\.png"):
         pairs[4]
 
@@ -68,7 +72,7 @@ def test_corrupt_train_image_names_the_file_when_read(folder, tokenizer):
 def test_corrupt_train_image_message_offers_the_check_before_training(folder, tokenizer):
     root, records = folder
     (root / "p1_0.png").write_bytes(b"garbage")
-    pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000)
+    pairs = TrainPairs(records, root, tokenizer, transform(train=True), 10_000)
     with pytest.raises(DataError, match=r"skip_bad_images=true.*partsearch data-stats --check-images"):
         pairs[4]
 
@@ -76,7 +80,7 @@ def test_corrupt_train_image_message_offers_the_check_before_training(folder, to
 def test_a_corrupt_image_read_in_a_loader_worker_is_one_clean_message(folder, tokenizer):
     root, records = folder
     (root / "p1_0.png").write_bytes(b"garbage")
-    loader = build_train_loader(config(batch_size=8, num_workers=1), records, root, tokenizer)
+    loader = build_train_loader(config(batch_size=8, num_workers=1), records, root, tokenizer, transform(train=True))
     with pytest.raises(DataError) as err:
         list(loader)
     message = user_message(err.value)
@@ -98,7 +102,7 @@ def test_skip_bad_images_drops_and_reports_them(folder, tokenizer, caplog):
     (root / "p1_0.png").write_bytes(b"garbage")
     (root / "p3_1.png").unlink()
     with caplog.at_level(logging.WARNING):
-        pairs = TrainPairs(records, root, tokenizer, build_transforms(config().data, train=True), 10_000,
+        pairs = TrainPairs(records, root, tokenizer, transform(train=True), 10_000,
                            skip_bad_images=True)
     assert pairs.skipped == 2 and len(pairs) == 12
     assert "skipped 2 of 8 images" in caplog.text and "p1_0.png" in caplog.text and "p3_1.png" in caplog.text
@@ -107,7 +111,7 @@ def test_skip_bad_images_drops_and_reports_them(folder, tokenizer, caplog):
 
 def test_gallery_images_in_record_order(folder):
     root, records = folder
-    gallery = GalleryImages(records, root, build_transforms(config().data, train=False), 10_000)
+    gallery = GalleryImages(records, root, transform(train=False), 10_000)
     item = gallery[5]
     assert (item["pid"], item["index"]) == (2, 5) and item["image"].shape == (3, *SIZE)
 
@@ -122,7 +126,7 @@ def test_query_captions_one_per_caption_in_record_order(folder, tokenizer):
 
 def test_train_loader_batches_are_identity_balanced(folder, tokenizer):
     root, records = folder
-    loader = build_train_loader(config(batch_size=4, instances_per_id=2), records, root, tokenizer, seed=0)
+    loader = build_train_loader(config(batch_size=4, instances_per_id=2), records, root, tokenizer, transform(train=True), seed=0)
     loader.sampler.set_epoch(1)
     batches = list(loader)
     assert batches and all(b["image"].shape == (4, 3, *SIZE) for b in batches)
@@ -132,19 +136,19 @@ def test_train_loader_batches_are_identity_balanced(folder, tokenizer):
 
 def test_random_sampler_drops_the_last_partial_batch(folder, tokenizer):
     root, records = folder
-    loader = build_train_loader(config(batch_size=5, sampler="random"), records, root, tokenizer)
+    loader = build_train_loader(config(batch_size=5, sampler="random"), records, root, tokenizer, transform(train=True))
     assert [len(b["label"]) for b in loader] == [5, 5, 5]
 
 
 def test_unknown_sampler_is_a_clear_error(folder, tokenizer):
     root, records = folder
     with pytest.raises(UserError, match="unknown data.sampler 'balanced'; valid values are identity, random"):
-        build_train_loader(config(sampler="balanced"), records, root, tokenizer)
+        build_train_loader(config(sampler="balanced"), records, root, tokenizer, transform(train=True))
 
 
 def test_gallery_and_query_loaders_keep_order(folder, tokenizer):
     root, records = folder
-    gallery = list(build_gallery_loader(config(), records, root, batch_size=3))
+    gallery = list(build_gallery_loader(config(), records, root, transform(train=False), batch_size=3))
     queries = list(build_query_loader(config(), records, tokenizer, batch_size=5))
     assert torch.cat([b["index"] for b in gallery]).tolist() == list(range(8))
     assert torch.cat([b["pid"] for b in queries]).tolist() == [r.pid for r in records for _ in r.captions]
@@ -152,7 +156,7 @@ def test_gallery_and_query_loaders_keep_order(folder, tokenizer):
 
 def test_train_loader_with_worker_processes(folder, tokenizer):
     root, records = folder
-    loader = build_train_loader(config(batch_size=4, num_workers=1), records, root, tokenizer)
+    loader = build_train_loader(config(batch_size=4, num_workers=1), records, root, tokenizer, transform(train=True))
     batch = next(iter(loader))
     assert batch["ids"].shape[0] == 4 and batch["image"].shape == (4, 3, *SIZE)
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from partsearch.config import ModelConfig
-from partsearch.data.tokenizers import build_tokenizer
+from partsearch.config import ConfigError, ModelConfig
+from partsearch.model.backbones import build_tokenizer
 from partsearch.errors import UserError
 from partsearch.hub import minilm_dir
 
@@ -54,8 +54,8 @@ def test_clip_truncation_matches_open_clip():
     assert batch.truncated.tolist() == [True]
 
 
-def test_unknown_backbone_lists_valid_names():
-    with pytest.raises(UserError, match="unknown text backbone 'gpt'; valid names are bert, clip_text"):
+def test_unknown_backbone_is_a_config_error_listing_valid_names():
+    with pytest.raises(ConfigError, match="unknown model.text_backbone 'gpt'; valid: bert, clip_text"):
         build_tokenizer(ModelConfig(text_backbone="gpt"), max_length=8)
 
 

@@ -8,7 +8,7 @@ import torch
 from partsearch.cli import main as cli_main
 from partsearch.config import load_config
 from partsearch.data.formats import load_dataset
-from partsearch.data.tokenizers import build_tokenizer
+from partsearch.model.backbones import build_tokenizer
 from partsearch.eval.evaluate import Evaluator, evaluate_model, format_table
 from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.model import build_model
@@ -41,10 +41,10 @@ def trained_run(synth, tmp_path_factory, tiny_overrides):
 def direct_embeddings(synth):
     """Embeddings computed straight from the model, one batch each, without the loaders."""
     from partsearch.data.images import load_image
-    from partsearch.data.transforms import build_transforms
+    from partsearch.model.backbones import build_image_transform
 
     cfg, splits, tokenizer, model = synth
-    transform = build_transforms(cfg.data, train=False)
+    transform = build_image_transform(cfg.model, cfg.data, train=False)
     images = torch.stack(
         [transform(load_image(splits.image_root / r.image, cfg.data.max_image_pixels)) for r in splits.test]
     )

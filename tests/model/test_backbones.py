@@ -3,10 +3,13 @@
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
-from partsearch.config import ConfigError
+from partsearch.config import ConfigError, DataConfig, ModelConfig, load_config
 from partsearch.hub import WeightsError
-from partsearch.model.backbones import BackboneOutput, build_image_backbone, build_text_backbone
+from partsearch.model.backbones import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, BackboneOutput,
+                                       build_image_backbone, build_image_transform, build_text_backbone,
+                                       image_normalization)
 
 from conftest import BERT_VOCAB, tiny_config
 
@@ -96,3 +99,25 @@ def test_unknown_torchvision_weights_name_lists_the_valid_ones():
 def test_hub_text_weights_unavailable_offline_say_how_to_get_them():
     with pytest.raises(WeightsError, match="local file/directory path"):
         build_text_backbone(tiny_config(text_weights="no-such-org/no-such-bert"), BERT_VOCAB)
+
+
+def test_clip_image_backbone_brings_clip_normalisation_into_any_config():
+    cfg = load_config(None, ["model.image_backbone=clip_vit_b16"])
+    assert image_normalization(cfg.model, cfg.data) == (CLIP_MEAN, CLIP_STD)
+
+
+def test_small_image_backbones_use_imagenet_normalisation():
+    cfg = load_config(None, ["model.image_backbone=small_cnn"])
+    assert image_normalization(cfg.model, cfg.data) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_explicit_mean_and_std_override_the_backbone():
+    cfg = load_config(None, ["model.image_backbone=clip_vit_b16", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"])
+    assert image_normalization(cfg.model, cfg.data) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_the_image_transform_normalises_with_the_backbone_statistics():
+    transform = build_image_transform(ModelConfig(image_backbone="clip_vit_b16"), DataConfig(image_size=(32, 16)), train=False)
+    pixel = transform(Image.new("RGB", (16, 32), (255, 0, 0)))[:, 0, 0]
+    expected = [(v - m) / s for v, m, s in zip((1.0, 0.0, 0.0), CLIP_MEAN, CLIP_STD)]
+    assert torch.allclose(pixel, torch.tensor(expected))

@@ -16,7 +16,7 @@ from search_fakes import CROPS, make_crop
 
 from partsearch.cli import main as cli
 from partsearch.config import Config, ModelConfig
-from partsearch.data.tokenizers import build_tokenizer
+from partsearch.model.backbones import build_tokenizer
 from partsearch.errors import SearchIndexError
 from partsearch.eval.parts import stripe_regions
 from partsearch.model.model import build_model

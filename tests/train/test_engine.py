@@ -46,14 +46,15 @@ def test_run_directory_holds_config_logs_events_and_checkpoints(tiny_cfg, tmp_pa
 def training_objective(cfg, checkpoint_path):
     """The summed loss over the whole (un-augmented) training set for a checkpoint's weights."""
     from partsearch.data.datasets import build_train_loader
-    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.model.backbones import build_image_transform, build_tokenizer
 
     payload = load_checkpoint(checkpoint_path)
     loaded = load_run(checkpoint_path.parent, str(checkpoint_path))
     criterion = PartSearchCriterion(cfg.loss, payload["num_classes"], 32, 2, 2)
     criterion.load_state_dict(payload["criterion"])
     splits = load_dataset("SynthPEDES", cfg.data.root)
-    loader = build_train_loader(cfg, splits.train, splits.image_root, build_tokenizer(cfg.model, cfg.data.max_tokens))
+    loader = build_train_loader(cfg, splits.train, splits.image_root, build_tokenizer(cfg.model, cfg.data.max_tokens),
+                                build_image_transform(cfg.model, cfg.data, train=True))
     loaded.model.train()  # the objective as trained: with the token attention maps (dropout is 0 here)
     total = 0.0
     with torch.no_grad():

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.config import load_config
     from partsearch.data.formats import load_dataset
     from partsearch.data.synth import generate
-    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.model.backbones import build_tokenizer
     from partsearch.demo import (DEMO_SIZE, NUM_QUERIES, TOP_K, config_path, curves, link_gallery, pick_queries,
                                  prepare_out, step, token_maps)
     from partsearch.eval.evaluate import Evaluator, format_table

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from partsearch.config import load_config
     from partsearch.data.formats import load_dataset
-    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.model.backbones import build_tokenizer
     from partsearch.eval.evaluate import Evaluator
     from partsearch.train.engine import check_config, check_run_dir, train
 

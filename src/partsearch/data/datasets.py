@@ -15,7 +15,6 @@ from partsearch.data.formats import Record
 from partsearch.data.images import load_image
 from partsearch.data.sampler import IdentitySampler
 from partsearch.data.tokenizers import Tokenizer
-from partsearch.data.transforms import build_transforms
 from partsearch.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -156,12 +155,14 @@ def _loader(dataset: Dataset, cfg, batch_size: int, **kwargs) -> DataLoader:
                       pin_memory=torch.cuda.is_available(), collate_fn=collate_trimmed, **kwargs)
 
 
-def build_train_loader(cfg, records: list[Record], image_root: str | Path, tokenizer: Tokenizer,
+def build_train_loader(cfg, records: list[Record], image_root: str | Path, tokenizer: Tokenizer, transform,
                        rank: int = 0, world_size: int = 1, seed: int = 0) -> DataLoader:
-    """Training pairs in batches of `cfg.data.batch_size` per rank (last partial batch dropped).
-    The sampler (`loader.sampler`) has `set_epoch(e)`; call it at the start of every epoch."""
+    """Training pairs in batches of `cfg.data.batch_size` per rank (last partial batch dropped);
+    `tokenizer` and `transform` (the training one, with augmentation) are the model's
+    (`partsearch.model.backbones.build_tokenizer` / `build_image_transform`). The sampler
+    (`loader.sampler`) has `set_epoch(e)`; call it at the start of every epoch."""
     data = cfg.data
-    dataset = TrainPairs(records, image_root, tokenizer, build_transforms(data, train=True),
+    dataset = TrainPairs(records, image_root, tokenizer, transform,
                          data.max_image_pixels, data.skip_bad_images)
     if data.sampler == "identity":
         sampler = IdentitySampler(dataset.labels, data.batch_size, data.instances_per_id, seed, rank, world_size)
@@ -173,8 +174,9 @@ def build_train_loader(cfg, records: list[Record], image_root: str | Path, token
     return _loader(dataset, cfg, data.batch_size, sampler=sampler, drop_last=True)
 
 
-def build_gallery_loader(cfg, records: list[Record], image_root: str | Path, batch_size: int) -> DataLoader:
-    dataset = GalleryImages(records, image_root, build_transforms(cfg.data, train=False), cfg.data.max_image_pixels)
+def build_gallery_loader(cfg, records: list[Record], image_root: str | Path, transform, batch_size: int) -> DataLoader:
+    """The images of `records`, each through `transform` (the model's test-time one)."""
+    dataset = GalleryImages(records, image_root, transform, cfg.data.max_image_pixels)
     return _loader(dataset, cfg, batch_size, shuffle=False)
 
 

@@ -1,5 +1,6 @@
 """Caption tokenizers: BERT WordPiece (transformers) and CLIP BPE (open_clip), both padded or
-truncated to a fixed length with an attention mask."""
+truncated to a fixed length with an attention mask. Which text backbone takes which tokenizer is
+said by the backbone registry (`partsearch.model.backbones.build_tokenizer`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import torch
 
 from partsearch.errors import UserError
 from partsearch.hub import MINILM, resolve_weights
-
-TEXT_BACKBONES = ("bert", "clip_text")
 
 
 @dataclass
@@ -82,18 +81,16 @@ class ClipTokenizer:
         return _pad([[sot] + self._tok.encode(t) + [eot] for t in texts], self.max_length, eot, 0)
 
 
-def build_tokenizer(model_cfg, max_length: int) -> Tokenizer:
-    """The tokenizer of `model_cfg.text_backbone`. For BERT the files come from `model_cfg.tokenizer`,
-    else from `model_cfg.text_weights` (hub name or local directory); random weights use the
-    MiniLM vocabulary (an uncased BERT WordPiece) [ours]."""
-    if max_length < 3:
-        raise UserError(f"data.max_tokens={max_length} is too small; captions need at least 3 tokens")
-    backbone = model_cfg.text_backbone
-    if backbone == "clip_text":
-        return ClipTokenizer(max_length)
-    if backbone != "bert":
-        raise UserError(f"unknown text backbone '{backbone}'; valid names are {', '.join(TEXT_BACKBONES)}")
+def bert_tokenizer(model_cfg, max_length: int) -> BertTokenizer:
+    """The BERT tokenizer of `model_cfg`: its files come from `model_cfg.tokenizer`, else from
+    `model_cfg.text_weights` (hub name or local directory); random weights use the MiniLM
+    vocabulary (an uncased BERT WordPiece) [ours]."""
     source = resolve_weights(model_cfg.tokenizer or model_cfg.text_weights)
     if source.is_random:
         source = resolve_weights(MINILM)
     return BertTokenizer(source.location, max_length)
+
+
+def clip_tokenizer(model_cfg, max_length: int) -> ClipTokenizer:
+    """open_clip's ViT-B/16 BPE (`model_cfg` is not read: the CLIP vocabulary is fixed)."""
+    return ClipTokenizer(max_length)

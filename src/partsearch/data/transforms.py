@@ -9,8 +9,10 @@ from torchvision.transforms import v2
 from partsearch.config import DataConfig
 
 
-def build_transforms(data_cfg: DataConfig, train: bool) -> v2.Compose:
-    """PIL image -> float tensor `(3, H, W)` at `data_cfg.image_size`, normalised by mean/std."""
+def build_transforms(data_cfg: DataConfig, train: bool, mean: tuple[float, float, float],
+                     std: tuple[float, float, float]) -> v2.Compose:
+    """PIL image -> float tensor `(3, H, W)` at `data_cfg.image_size`, normalised by `mean`/`std`
+    (the model's, `partsearch.model.backbones.build_image_transform`)."""
     size = list(data_cfg.image_size)
     steps: list = [v2.ToImage(), v2.Resize(size, antialias=True)]
     if train:
@@ -18,7 +20,7 @@ def build_transforms(data_cfg: DataConfig, train: bool) -> v2.Compose:
             steps.append(v2.RandomHorizontalFlip())
         if data_cfg.pad_crop > 0:
             steps += [v2.Pad(data_cfg.pad_crop), v2.RandomCrop(size)]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(data_cfg.mean), list(data_cfg.std))]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if train and data_cfg.random_erasing > 0:
         steps.append(v2.RandomErasing(p=data_cfg.random_erasing))
     return v2.Compose(steps)

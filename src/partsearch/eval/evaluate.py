@@ -29,6 +29,7 @@ from partsearch.device import autocast
 from partsearch.errors import DataError
 from partsearch.files import write_text_atomic
 from partsearch.eval.metrics import retrieval_metrics
+from partsearch.model.backbones import build_image_transform
 from partsearch.model.model import Embeddings
 from partsearch.model.similarity import fold_gallery, fold_query
 
@@ -125,7 +126,8 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     try:
-        gallery_loader = build_gallery_loader(cfg, records, image_root, cfg.eval.batch_size)
+        gallery_loader = build_gallery_loader(cfg, records, image_root, build_image_transform(cfg.model, cfg.data, train=False),
+                                              cfg.eval.batch_size)
         query_loader = build_query_loader(cfg, records, tokenizer, cfg.eval.batch_size)
         image_emb = embed_gallery(model, gallery_loader, device, cfg, progress)
         text_emb = embed_queries(model, query_loader, device, cfg, progress)

@@ -42,6 +42,7 @@ from partsearch.data.datasets import build_gallery_loader, build_query_loader
 from partsearch.data.formats import Record
 from partsearch.device import autocast
 from partsearch.errors import DataError
+from partsearch.model.backbones import build_image_transform
 from partsearch.model.fine import foreground_map
 
 # Attributes whose localisation is measured, head to feet, and the words that show a caption
@@ -186,7 +187,8 @@ def _encode(model: nn.Module, cfg: Config, records: list[Record], image_root: Pa
     image_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": [], "attention": []}
     text_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": []}
     with autocast(device, cfg.train.precision):
-        for batch in build_gallery_loader(cfg, records, image_root, cfg.eval.batch_size):
+        for batch in build_gallery_loader(cfg, records, image_root, build_image_transform(cfg.model, cfg.data, train=False),
+                                          cfg.eval.batch_size):
             images = batch["image"].to(device)
             emb = model.encode_image(images, keep_attention=True)  # one pass for embeddings and maps
             image_parts["fine"].append(emb.fine.float().cpu())

@@ -8,6 +8,10 @@ Backbones [paper]: ResNet-50 with last stride 1 and ViT-B/16 (384x128 -> 24x8 gr
 [ours]: the open_clip ViT-B/16 image and text towers, and small from-scratch backbones
 (`small_cnn`, `small_vit`) for the CPU default at 128x64 (16x8 grid).
 
+Each registry entry also carries the backbone's preprocessing, in this one place: an image
+backbone its normalisation mean/std (`data.mean`/`data.std` override it), a text backbone its
+tokenizer (`build_image_transform`, `build_tokenizer`).
+
 Weights (`image_weights`, `text_weights`): `random`; a local path (a state-dict file
 .pt/.pth/.safetensors for image backbones and CLIP towers, a model directory for `bert`); or a hub
 name: a torchvision weights name for resnet50 (`IMAGENET1K_V2`), a timm pretrained tag for vit_b16
@@ -26,7 +30,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from partsearch.config import ConfigError, ModelConfig
+from partsearch.config import ConfigError, DataConfig, ModelConfig
+from partsearch.data.tokenizers import Tokenizer, bert_tokenizer, clip_tokenizer
+from partsearch.data.transforms import build_transforms
 from partsearch.errors import DataError
 from partsearch.hub import WeightsError, WeightsSource, resolve_weights
 
@@ -471,17 +477,44 @@ class ClipText(Backbone):
 
 # --- registry ----------------------------------------------------------------------------------
 
-IMAGE_BACKBONES: dict[str, Callable[[ModelConfig, WeightsSource, tuple[int, int]], Backbone]] = {
-    "resnet50": lambda cfg, src, size: ResNet50(src, size),
-    "vit_b16": lambda cfg, src, size: ViTB16(src, size),
-    "clip_vit_b16": lambda cfg, src, size: ClipViTB16(src, size),
-    "small_cnn": lambda cfg, src, size: SmallCNN(src, size, cfg.image_width),
-    "small_vit": lambda cfg, src, size: SmallViT(src, size, cfg.image_width),
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ImageBackboneEntry:
+    """An image backbone and the normalisation its weights expect (as timm's pretrained configs
+    carry mean/std); `data.mean` / `data.std` override it."""
+
+    build: Callable[[ModelConfig, WeightsSource, tuple[int, int]], Backbone]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class TextBackboneEntry:
+    """A text backbone and the tokenizer its embeddings are indexed by."""
+
+    build: Callable[[ModelConfig, WeightsSource, int], Backbone]
+    tokenizer: Callable[[ModelConfig, int], Tokenizer]
+
+
+IMAGE_BACKBONES: dict[str, ImageBackboneEntry] = {
+    "resnet50": ImageBackboneEntry(lambda cfg, src, size: ResNet50(src, size), IMAGENET_MEAN, IMAGENET_STD),
+    "vit_b16": ImageBackboneEntry(lambda cfg, src, size: ViTB16(src, size), IMAGENET_MEAN, IMAGENET_STD),
+    "clip_vit_b16": ImageBackboneEntry(lambda cfg, src, size: ClipViTB16(src, size), CLIP_MEAN, CLIP_STD),
+    "small_cnn": ImageBackboneEntry(lambda cfg, src, size: SmallCNN(src, size, cfg.image_width),
+                                    IMAGENET_MEAN, IMAGENET_STD),
+    "small_vit": ImageBackboneEntry(lambda cfg, src, size: SmallViT(src, size, cfg.image_width),
+                                    IMAGENET_MEAN, IMAGENET_STD),
 }
 
-TEXT_BACKBONES: dict[str, Callable[[ModelConfig, WeightsSource, int], Backbone]] = {
-    "bert": lambda cfg, src, vocab: Bert(src, vocab, cfg.text_width, cfg.text_layers),
-    "clip_text": lambda cfg, src, vocab: ClipText(src, vocab),
+TEXT_BACKBONES: dict[str, TextBackboneEntry] = {
+    "bert": TextBackboneEntry(lambda cfg, src, vocab: Bert(src, vocab, cfg.text_width, cfg.text_layers),
+                              bert_tokenizer),
+    "clip_text": TextBackboneEntry(lambda cfg, src, vocab: ClipText(src, vocab), clip_tokenizer),
 }
 
 
@@ -491,11 +524,39 @@ def _lookup(registry: dict, name: str, field: str):
     return registry[name]
 
 
+def check_backbone_names(model_cfg: ModelConfig) -> None:
+    """ConfigError for an image or text backbone name the registry does not know."""
+    _lookup(IMAGE_BACKBONES, model_cfg.image_backbone, "image_backbone")
+    _lookup(TEXT_BACKBONES, model_cfg.text_backbone, "text_backbone")
+
+
+def image_normalization(model_cfg: ModelConfig, data_cfg: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the image input: `data.mean` / `data.std` where given, else the backbone's."""
+    entry = _lookup(IMAGE_BACKBONES, model_cfg.image_backbone, "image_backbone")
+    return (tuple(data_cfg.mean) if data_cfg.mean is not None else entry.mean,
+            tuple(data_cfg.std) if data_cfg.std is not None else entry.std)
+
+
+def build_image_transform(model_cfg: ModelConfig, data_cfg: DataConfig, train: bool):
+    """PIL image -> the model's normalised input `(3, H, W)` (`data.transforms.build_transforms`
+    with the backbone's mean/std, or the config's override); `train` adds the augmentation."""
+    mean, std = image_normalization(model_cfg, data_cfg)
+    return build_transforms(data_cfg, train, mean, std)
+
+
+def build_tokenizer(model_cfg: ModelConfig, max_length: int) -> Tokenizer:
+    """The tokenizer of `model_cfg.text_backbone`, padding and truncating to `max_length` tokens."""
+    entry = _lookup(TEXT_BACKBONES, model_cfg.text_backbone, "text_backbone")
+    if max_length < 3:
+        raise ConfigError(f"data.max_tokens={max_length} is too small; captions need at least 3 tokens")
+    return entry.tokenizer(model_cfg, max_length)
+
+
 def build_image_backbone(model_cfg: ModelConfig, image_size: tuple[int, int]) -> Backbone:
     """The configured image backbone, weights loaded and freezing applied; `.grid` is the token
     grid `(h, w)` it gives at `image_size` `(H, W)`."""
-    builder = _lookup(IMAGE_BACKBONES, model_cfg.image_backbone, "image_backbone")
-    backbone = builder(model_cfg, resolve_weights(model_cfg.image_weights), tuple(image_size))
+    entry = _lookup(IMAGE_BACKBONES, model_cfg.image_backbone, "image_backbone")
+    backbone = entry.build(model_cfg, resolve_weights(model_cfg.image_weights), tuple(image_size))
     backbone.freeze(model_cfg.freeze_image, "freeze_image")
     if model_cfg.grad_checkpointing:
         backbone.enable_grad_checkpointing()
@@ -504,8 +565,8 @@ def build_image_backbone(model_cfg: ModelConfig, image_size: tuple[int, int]) ->
 
 def build_text_backbone(model_cfg: ModelConfig, vocab_size: int) -> Backbone:
     """The configured text backbone, weights loaded and freezing applied."""
-    builder = _lookup(TEXT_BACKBONES, model_cfg.text_backbone, "text_backbone")
-    backbone = builder(model_cfg, resolve_weights(model_cfg.text_weights), vocab_size)
+    entry = _lookup(TEXT_BACKBONES, model_cfg.text_backbone, "text_backbone")
+    backbone = entry.build(model_cfg, resolve_weights(model_cfg.text_weights), vocab_size)
     backbone.freeze(model_cfg.freeze_text, "freeze_text")
     if model_cfg.grad_checkpointing:
         backbone.enable_grad_checkpointing()

@@ -80,7 +80,6 @@ class RunEncoder:
     def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto", run=None):
         import torch
 
-        from partsearch.data.transforms import build_transforms
         from partsearch.device import resolve_device
         from partsearch.runs import load_run
 
@@ -89,7 +88,7 @@ class RunEncoder:
         self.run = run if run is not None else load_run(run_dir, checkpoint, self.device)
         self.run.model.eval()
         cfg = self.run.cfg
-        self.transform = self.run.transform or build_transforms(cfg.data, train=False)
+        self.transform = self.run.transform
         self.fingerprint = str(self.run.fingerprint)
         self.dim = int(cfg.model.dim)
         self.num_coarse = int(cfg.model.num_coarse)

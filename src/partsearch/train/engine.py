@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from partsearch.config import Config, ConfigError
+from partsearch.config import Config
 from partsearch.errors import CheckpointError, UserError
 from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import check_loss_config
@@ -58,14 +58,11 @@ class TrainingError(UserError):
 
 def check_config(cfg: Config) -> None:
     """Every check that needs no data or weights, so a typo stops the run before any work."""
-    from partsearch.model.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
+    from partsearch.model.backbones import check_backbone_names
 
     check_train_config(cfg.train)
     check_loss_config(cfg.loss)
-    for key, registry in (("image_backbone", IMAGE_BACKBONES), ("text_backbone", TEXT_BACKBONES)):
-        name = getattr(cfg.model, key)
-        if name not in registry:
-            raise ConfigError(f"unknown model.{key} '{name}'; valid: {', '.join(registry)}")
+    check_backbone_names(cfg.model)
 
 
 def seed_everything(seed: int) -> None:
@@ -180,7 +177,7 @@ def train(
 def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     from partsearch.data.datasets import build_train_loader
     from partsearch.data.formats import load_dataset
-    from partsearch.data.tokenizers import build_tokenizer
+    from partsearch.model.backbones import build_image_transform, build_tokenizer
 
     tc = cfg.train
     device = ctx.device
@@ -196,7 +193,8 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
     loader = build_train_loader(
-        cfg, splits.train, splits.image_root, tokenizer, rank=ctx.rank, world_size=ctx.world_size, seed=tc.seed
+        cfg, splits.train, splits.image_root, tokenizer, build_image_transform(cfg.model, cfg.data, train=True),
+        rank=ctx.rank, world_size=ctx.world_size, seed=tc.seed,
     )
     num_classes = max(r.pid for r in splits.train) + 1
     model, criterion, optimizer = build_parts(cfg, num_classes, tokenizer.vocab_size, device)
