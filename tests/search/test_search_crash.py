@@ -12,8 +12,9 @@ import pytest
 from search_fakes import FakeEncoder, make_crop
 
 from partsearch.errors import SearchIndexError
-from partsearch.search.index import IndexStore, build_index
+from partsearch.search.index import build_index
 from partsearch.search.searcher import Searcher
+from partsearch.search.store import IndexStore
 
 SCRIPT = """
 import sys, time

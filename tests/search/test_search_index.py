@@ -11,7 +11,9 @@ from PIL import Image
 from search_fakes import CROPS, FakeEncoder, make_crop, similarity
 
 from partsearch.errors import DataError, SearchIndexError, StorageError
-from partsearch.search.index import ImageRejected, IndexStore, build_index, decode_image, scan_images
+from partsearch.data.images import ImageRejected, decode_image
+from partsearch.search.index import build_index, scan_images
+from partsearch.search.store import IndexStore
 from partsearch.search.searcher import Searcher
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partsearch.search.index import IndexStore, delete_image
+from partsearch.search.index import delete_image
+from partsearch.search.store import IndexStore
 from partsearch.search.searcher import Searcher
 
 pytestmark = pytest.mark.milvus

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from search_fakes import COLOURS
 
-from partsearch.search.index import IndexStore
+from partsearch.search.store import IndexStore
 from partsearch.search.searcher import Searcher
 from partsearch.search.searcher import MAX_QUERY_CHARS
 from partsearch.search.service import MAX_REQUEST_BYTES, allowed_hosts, create_app

@@ -1,11 +1,11 @@
 """The gallery vectors in Milvus, for galleries beyond one machine (`pymilvus`).
 
-`MilvusIndex` has the search interface of `index.FaissIndex` (`search(query_folded, query_global, k)
--> (scores (Q, k), ids (Q, k))`), so `Searcher(index_dir, vector_index=MilvusIndex(...))` and the
+`MilvusIndex` is a `vectors.VectorIndex`, as `vectors.FaissIndex` is (`search(query_folded,
+query_global, k) -> (scores (Q, k), ids (Q, k))`, `sync(generation)`), so `Searcher(index_dir, vector_index=MilvusIndex(...))` and the
 HTTP service use it unchanged. Search is two-stage [ours]: an approximate first stage on the global
 vectors g_v (HNSW by default) returns `rerank_factor * k` candidates, which are re-ranked exactly by
 the full similarity s(v, t) = <fold_query(t), fold_gallery(v)> on the folded vectors stored beside
-them (METHOD.md, Similarity). With `rerank_factor * k >= G` the ranking is exactly the model's.
+them (METHOD.md, Similarity), by the same `vectors.rerank` as FAISS's approximate indexes. With `rerank_factor * k >= G` the ranking is exactly the model's.
 
 The local index directory stays the source of truth (manifest, part embeddings and foreground maps
 for explanations); Milvus holds one row per image: `id` (the manifest id), `global` (d) and
@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from partsearch.errors import SearchIndexError
+from partsearch.search.vectors import rerank
 
 DEFAULT_RERANK_FACTOR = 10  # [ours]
 MAX_CANDIDATES = 16384  # Milvus's limit on topk
@@ -130,21 +131,12 @@ class MilvusIndex:
     def search(self, query_folded: np.ndarray, query_global: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """`(Q, D)` and `(Q, d)` queries -> exact scores and ids `(Q, k)`, best first, -1 padded."""
         query_folded = np.asarray(query_folded, np.float32)
-        scores = np.full((len(query_folded), k), -np.inf, np.float32)
-        ids = np.full((len(query_folded), k), -1, np.int64)
         if not self.client.has_collection(self.collection):
-            return scores, ids
+            return rerank([], query_folded, k)  # no candidates: every row padded
         limit = min(MAX_CANDIDATES, max(k, k * self.rerank_factor))
         hits = self.client.search(self.collection, data=np.asarray(query_global, np.float32).tolist(),
                                   anns_field="global", limit=limit, output_fields=["folded"],
                                   search_params={"metric_type": "IP"})
-        for q, found in enumerate(hits):
-            if not found:
-                continue
-            cand = np.array([h["id"] for h in found], np.int64)
-            vectors = np.array([h["entity"]["folded"] for h in found], np.float32)
-            exact = vectors @ query_folded[q]
-            order = np.argsort(-exact, kind="stable")[:k]
-            scores[q, : len(order)] = exact[order]
-            ids[q, : len(order)] = cand[order]
-        return scores, ids
+        candidates = ((np.array([h["id"] for h in found], np.int64), np.array([h["entity"]["folded"] for h in found], np.float32))
+                      for found in hits)
+        return rerank(candidates, query_folded, k)

@@ -17,7 +17,8 @@ import numpy as np
 from partsearch.errors import SearchIndexError, UserError
 from partsearch.eval.parts import stripe_regions
 from partsearch.search.encoder import Encoder, GalleryArrays
-from partsearch.search.index import Entry, Generation, IndexStore, check_model
+from partsearch.search.store import Entry, Generation, IndexStore, check_model
+from partsearch.search.vectors import VectorIndex
 
 MAX_TOP_K = 1000
 # Texts are cut here before tokenizing, far beyond any tokenizer limit, so a huge request body
@@ -94,13 +95,13 @@ class Searcher:
     """Search one index directory with the model it was built with.
 
     `encoder` defaults to the run recorded in the index (`RunEncoder`); `vector_index` defaults to
-    the index's FAISS index and may be any object with the same `search(query_folded, query_global,
-    k) -> (scores, ids)` method, e.g. `milvus.MilvusIndex`. The index is re-read when another
+    each generation's own FAISS index and may be any `vectors.VectorIndex`, e.g. `milvus.MilvusIndex`,
+    which is synced to every generation that goes live. The index is re-read when another
     process swaps its CURRENT generation.
     """
 
     def __init__(self, index_dir: str | Path, encoder: Encoder | None = None, device: str = "auto",
-                 vector_index=None):
+                 vector_index: VectorIndex | None = None):
         self.store = IndexStore(index_dir)
         self._lock = threading.Lock()
         self.generation = self.store.load()
@@ -144,7 +145,7 @@ class Searcher:
     def set_generation(self, gen: Generation) -> None:
         """Make `gen` live; an external vector index (Milvus) is synced to it first."""
         check_model(gen.meta, self.encoder, self.store.root)
-        if self.vector_index is not None and hasattr(self.vector_index, "sync"):
+        if self.vector_index is not None:
             self.vector_index.sync(gen)
         self.generation = gen
 

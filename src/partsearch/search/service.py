@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from partsearch.errors import StorageError, UserError
+from partsearch.data.images import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
 from partsearch.search.searcher import QueryError, Searcher
@@ -134,7 +135,7 @@ def _is_upload(method: str, path: str) -> bool:
 
 def create_app(index: str | Path | Searcher, api_key: str | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               max_pixels: int = index_ops.MAX_IMAGE_PIXELS,
+               max_pixels: int = MAX_IMAGE_PIXELS,
                allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> FastAPI:
     """The FastAPI app over an index directory (its model is loaded from the run it records) or
     over a ready `Searcher`. Requests must name one of `allowed_hosts` in their Host header
@@ -205,7 +206,7 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
         except FileNotFoundError:
             raise HTTPException(404, f"image {image_id} ({entry.path}) is no longer on disk") from None
-        except index_ops.ImageRejected as err:
+        except ImageRejected as err:
             raise HTTPException(409, f"image {image_id} changed on disk since it was indexed: {err}; "
                                      "re-run `partsearch index`") from None
 
@@ -219,9 +220,9 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
         with mutation:
             try:
                 entry, added, gen = index_ops.add_image(searcher.store, searcher.encoder, data, name, max_pixels)
-            except index_ops.ImageTooLarge as err:
+            except ImageTooLarge as err:
                 raise HTTPException(413, str(err)) from None
-            except index_ops.ImageRejected as err:
+            except ImageRejected as err:
                 raise HTTPException(400, str(err)) from None
             except StorageError as err:
                 raise HTTPException(507, str(err)) from None
