@@ -77,3 +77,14 @@ def test_library_packages_hold_no_argparse():
 def test_library_packages_never_import_the_command_line():
     paths = modules(*ORDER) + [SRC / name for name in ("demo.py", "report.py", "runs.py", *(f"{s}.py" for s in SHARED))]
     assert not [str(p.relative_to(SRC)) for p in paths if partsearch_parts(p) & {"commands", "cli"}]
+
+
+def test_every_error_class_is_defined_in_the_errors_module():
+    def is_error(base: ast.expr) -> bool:
+        name = base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else ""
+        return name.endswith(("Error", "Exception")) or name in {"ImageRejected"}
+
+    elsewhere = [f"{p.relative_to(SRC)}:{node.name}" for p in sorted(SRC.rglob("*.py")) if p.name != "errors.py"
+                 for node in ast.walk(ast.parse(p.read_text()))
+                 if isinstance(node, ast.ClassDef) and any(is_error(b) for b in node.bases)]
+    assert not elsewhere

@@ -18,16 +18,8 @@ from typing import Any
 
 import yaml
 
-from partsearch.errors import UserError
+from partsearch.errors import ConfigError
 from partsearch.files import write_text_atomic
-
-class ConfigError(UserError):
-    """A configuration value or key a user wrote is wrong; the message says what to write.
-    `key` is the dotted key at fault when known, so the message can say where it was written."""
-
-    def __init__(self, message: str, key: str | None = None):
-        super().__init__(message)
-        self.key = key
 
 
 @dataclass

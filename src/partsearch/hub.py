@@ -12,14 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from partsearch.errors import UserError
+from partsearch.errors import WeightsError
 
 RANDOM = "random"
 MINILM = "minilm"
-
-
-class WeightsError(UserError):
-    """Pretrained weights could not be found; the message says where to get them."""
 
 
 @dataclass(frozen=True)

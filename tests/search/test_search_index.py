@@ -276,3 +276,19 @@ def test_the_search_table_says_when_no_result_is_a_good_match(index_dir, encoder
     assert "no result is a good match" in format_table(response)
     response.match_threshold = response.results[0].score - 0.1
     assert "no result is a good match" not in format_table(response)
+
+
+def test_an_unknown_image_id_is_a_search_index_error_naming_the_id(index_dir, encoder):
+    from partsearch.errors import SearchIndexError
+
+    searcher = Searcher(index_dir, encoder=encoder)
+    with pytest.raises(SearchIndexError, match="no image with id 987654"):
+        searcher.entry(987654)
+
+
+def test_deleting_an_unknown_image_id_names_the_id(index_dir):
+    from partsearch.errors import UnknownImage
+    from partsearch.search.index import delete_image
+
+    with pytest.raises(UnknownImage, match="no image with id 987654"):
+        delete_image(IndexStore(index_dir), 987654)

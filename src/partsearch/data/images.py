@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from partsearch.config import DataConfig
-from partsearch.errors import DataError
+from partsearch.errors import DataError, ImageRejected, ImageTooLarge
 
 # The formats a search index accepts, by the decoder's name, with the suffix an upload is stored under.
 ACCEPTED_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
@@ -40,14 +40,6 @@ def load_image(path: str | Path, max_pixels: int) -> Image.Image:
                             f"and PIL's own: {err}") from None
         except (OSError, SyntaxError, ValueError) as err:
             raise DataError(f"corrupt or unreadable image {path}: {err}") from None
-
-
-class ImageRejected(DataError):
-    """An image file or upload that cannot be indexed; the message names it and why."""
-
-
-class ImageTooLarge(ImageRejected):
-    """An image over the pixel limit (a decompression bomb, or simply too large)."""
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Image.Image, str]:

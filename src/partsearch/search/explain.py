@@ -63,9 +63,10 @@ def png_data_url(image: Image.Image) -> str:
 
 
 def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
-    """Scores and overlays of image `image_id` for `query`. Raises KeyError for an unknown id,
-    FileNotFoundError when its file is gone and `ImageRejected` when the file on disk is no longer
-    a readable image within `max_pixels` (replaced since indexing).
+    """Scores and overlays of image `image_id` for `query`. Raises `errors.UnknownImage` (a
+    SearchIndexError, also a KeyError) for an unknown id, FileNotFoundError when its file is gone
+    and `ImageRejected` when the file on disk is no longer a readable image within `max_pixels`
+    (replaced since indexing).
 
     Returns `{"id", "name", "query", "truncated", "score", "levels", "coarse": [N_c floats],
     "coarse_display": [[label, cosine]] (the tokens as far as they differ), "fine": [{"part",

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from partsearch.config import DataConfig
 from partsearch.data.images import ACCEPTED_FORMATS, ImageRejected, decode_image
-from partsearch.errors import DataError
+from partsearch.errors import DataError, UnknownImage
 from partsearch.files import atomic_path
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.store import FORMAT, Entry, Generation, IndexStore, check_model, portable_source, storage
@@ -332,7 +332,7 @@ def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
     with store.lock():
         old = store.load()
         if image_id not in old.rows:
-            raise KeyError(image_id)
+            raise UnknownImage(image_id, store.root)
         row = old.rows[image_id]
         entry = old.entries[row]
         keep = [i for i in range(len(old.entries)) if i != row]

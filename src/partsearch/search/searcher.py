@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partsearch.errors import SearchIndexError, UserError
+from partsearch.errors import QueryError, SearchIndexError, UnknownImage
 from partsearch.eval.parts import stripe_regions
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.store import Entry, Generation, IndexStore, check_model
@@ -38,10 +38,6 @@ def coarse_display(scores: list[float], tolerance: float = ALIKE) -> list[tuple[
     if max(scores) - min(scores) <= tolerance:
         return [(f"coarse ({len(scores)} tokens alike)", sum(scores) / len(scores))]
     return [(f"token {j + 1}", v) for j, v in enumerate(scores)]
-
-
-class QueryError(UserError):
-    """A query or top_k a user gave is not acceptable; the message says what is."""
 
 
 @dataclass
@@ -154,6 +150,8 @@ class Searcher:
 
     def entry(self, image_id: int) -> tuple[Entry, int, Generation]:
         gen = self.current()
+        if image_id not in gen.rows:
+            raise UnknownImage(image_id, self.store.root)
         row = gen.rows[image_id]
         return gen.entries[row], row, gen
 

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from partsearch.config import Config
-from partsearch.errors import CheckpointError, UserError
+from partsearch.errors import CheckpointError, TrainingError
 from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import check_loss_config
 from partsearch.train import distributed
@@ -49,11 +49,6 @@ from partsearch.train.optim import build_scheduler, check_train_config
 from partsearch.train.step import Stepper, build_parts
 
 EvaluateFn = Callable[[nn.Module, str], dict]  # evaluate(model, split) -> the eval JSON dict
-
-
-class TrainingError(UserError):
-    """Training cannot go on (e.g. a non-finite loss); the message names the step and the last
-    good checkpoint."""
 
 
 def check_config(cfg: Config) -> None:
