@@ -104,3 +104,12 @@ def test_the_ours_terms_are_present_when_weighted():
                                   attention_overlap_loss(txt.attention[:, 3:])]).mean()
     assert torch.allclose(losses["attention_overlap"], expected)
     assert "coarse_attention_cos" in crit.last_stats
+
+
+def test_part_match_averages_the_fine_and_the_coarse_correspondence():
+    from partsearch.losses.correspondence import part_correspondence_loss
+
+    img, txt = embeddings(seed=0), embeddings(seed=1, tokens=7)
+    crit = PartSearchCriterion(replace(LossConfig(), part_match=3.0), 4, 16, 3, 4)
+    expected = 3.0 * 0.5 * (part_correspondence_loss(img.fine, txt.fine) + part_correspondence_loss(img.coarse, txt.coarse))
+    assert torch.allclose(crit(img, txt, LABELS)["part_match"], expected)

@@ -17,11 +17,12 @@ from torch import nn
 from partsearch.config import ConfigError, LossConfig
 from partsearch.losses.cmr import COMMONALITY, cmr_loss
 from partsearch.losses.contrastive import infonce_from_similarity, infonce_loss, sdm_loss
+from partsearch.losses.correspondence import part_correspondence_loss
 from partsearch.losses.diversity import attention_overlap_loss, diversity_loss, off_diagonal, pairwise_cosine
 from partsearch.losses.id import CosineClassifier, id_loss
 from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, part_similarity, ranking_loss
 
-TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_fine")
+TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_fine", "part_match")
 
 
 def check_loss_config(cfg: LossConfig) -> None:
@@ -115,6 +116,11 @@ class PartSearchCriterion(nn.Module):
                 attention_overlap_loss(image_emb.attention), attention_overlap_loss(text_emb.attention[:, :n_c]),
                 attention_overlap_loss(text_emb.attention[:, n_c:]),
             ]).mean()
+        if cfg.part_match > 0:
+            tau = cfg.contrastive_temperature
+            losses["part_match"] = cfg.part_match * 0.5 * (
+                part_correspondence_loss(image_emb.fine, text_emb.fine, tau)
+                + part_correspondence_loss(image_emb.coarse, text_emb.coarse, tau))
         with torch.no_grad():
             if getattr(image_emb, "attention", None) is not None:
                 stats["coarse_attention_cos"] = off_diagonal(pairwise_cosine(image_emb.attention)).mean()
