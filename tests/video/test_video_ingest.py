@@ -183,3 +183,23 @@ def test_the_command_line_exits_1_when_some_videos_fail(street, tmp_path, capsys
     code = main(["ingest", str(tmp_path / "bad.mp4"), str(street.path), "--out", str(tmp_path / "g"),
                  "--fps", "1"])
     assert code == 1 and "FAILED" in capsys.readouterr().out
+
+
+class _OutOfFrame:
+    """A detector whose box runs past the frame's left and bottom edges."""
+
+    name = "out-of-frame"
+    default_min_score = 0.5
+
+    def __call__(self, image):
+        from partsearch.video.detect import PersonBox
+
+        return [PersonBox(-20, 150, 40, 300, 0.9)]
+
+
+def test_a_box_running_past_the_frame_is_clipped_to_it_in_the_crop_and_the_record(street, tmp_path):
+    ingest([street.path], tmp_path / "g", IngestSettings(fps=1.0), detector=_OutOfFrame(), progress=False)
+    records = read_records(tmp_path / "g")
+    assert records and all(r["box"] == [0, 150, 40, 240] for r in records)
+    with Image.open(tmp_path / "g" / records[0]["crop"]) as crop:
+        assert crop.size == (40, 90)

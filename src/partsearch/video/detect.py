@@ -58,6 +58,11 @@ class PersonBox:
     def xyxy(self) -> tuple[int, int, int, int]:
         return self.x1, self.y1, self.x2, self.y2
 
+    def clipped(self, width: int, height: int) -> PersonBox | None:
+        """The part of the box inside a `width` x `height` frame; None when nothing is."""
+        x1, y1, x2, y2 = max(0, self.x1), max(0, self.y1), min(width, self.x2), min(height, self.y2)
+        return PersonBox(x1, y1, x2, y2, self.score) if x2 > x1 and y2 > y1 else None
+
 
 class Detector(Protocol):
     """What ingest needs from a detector: a name for the records, the score below which it drops

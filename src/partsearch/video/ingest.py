@@ -238,7 +238,9 @@ def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings,
                disable=not progress, dynamic_ncols=True)
     try:
         for frame in sample_frames(path, settings.fps):
-            boxes = [b for b in detector(frame.image) if b.score >= min_score and b.height >= settings.min_height]
+            height, width = frame.image.shape[:2]
+            boxes = [b for b in (box.clipped(width, height) for box in detector(frame.image))
+                     if b is not None and b.score >= min_score and b.height >= settings.min_height]
             detections += len(boxes)
             for box, provisional in zip(boxes, tracker.update(boxes)):
                 name = f"k{provisional:06d}_f{frame.index:06d}_{len(pending)}.jpg"
