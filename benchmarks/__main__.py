@@ -25,10 +25,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "train-step": ("benchmarks.train_step", "training step images/s, peak memory, MFU"),
     "encode": ("benchmarks.encode", "gallery images/s and queries/s at inference"),
     "search": ("benchmarks.search", "query latency and recall@10 at 10k / 100k / 1M vectors"),
+    "ingest": ("benchmarks.ingest", "partsearch ingest: video frames/s with the HOG detector"),
     "gpu": ("benchmarks.gpu_bench", "the GPU suite gpu.sh runs (ceilings, train, encode, metrics)"),
 }
 # `all` runs the CPU suite; `ablation` trains models and `gpu` is gpu.sh's job, so both are opt-in.
-ALL = ["synth", "metrics", "heads", "train-step", "encode", "search"]
+ALL = ["synth", "metrics", "heads", "train-step", "encode", "search", "ingest"]
 
 
 def usage() -> str:

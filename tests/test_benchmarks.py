@@ -29,7 +29,7 @@ def read(path):
 def test_entry_point_lists_every_benchmark_including_the_other_owners(capsys):
     assert entry.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("synth", "metrics", "heads", "ablation", "train-step", "encode", "search", "gpu", "all"):
+    for name in ("synth", "metrics", "heads", "ablation", "train-step", "encode", "search", "ingest", "gpu", "all"):
         assert f"  {name} " in out
 
 
@@ -78,6 +78,16 @@ def test_synth_tiny_run_reports_identities_per_second(tmp_path):
     measured, extrapolated = read(out)["rows"]
     assert measured["ids"] == 6 and measured["images"] > 0 and measured["ids_s"] > 0
     assert extrapolated["seconds"] == pytest.approx(1000 / measured["ids_s"])
+
+
+def test_ingest_tiny_run_reports_frames_per_second(tmp_path):
+    from benchmarks import ingest
+
+    out = tmp_path / "ingest.json"
+    assert ingest.main(["--size", "240x320", "--frames", "8", "--repeats", "1", "--threads", "1",
+                        "--json", str(out)]) == 0
+    row = read(out)["rows"][0]
+    assert row["sampled"] == 4 and row["frames_s"] > 0 and row["detector"] == "hog"
 
 
 def test_train_step_tiny_run_counts_flops_and_memory(tmp_path):

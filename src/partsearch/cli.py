@@ -23,6 +23,7 @@ COMMANDS = {
     "train": ("train", "train a model from a config file"),
     "eval": ("evaluate", "evaluate a run directory (R@1/5/10, mAP, mINP)"),
     "parts": ("parts", "part diagnostics of a run: token diversity, correspondence, attribute localisation"),
+    "ingest": ("ingest", "cut the people out of videos: detect, track, write crops and their records"),
     "index": ("index", "embed a folder of pedestrian crops into a search index"),
     "search": ("search", "search an index with a sentence"),
     "serve": ("serve", "serve an index over HTTP with a web page"),

@@ -79,3 +79,11 @@ def user_message(err: UserError) -> str:
     last = text.rstrip().splitlines()[-1]
     prefix = f"{type(err).__module__}.{type(err).__name__}: "
     return last[len(prefix):] if last.startswith(prefix) else last
+
+
+class VideoError(DataError):
+    """A video that cannot be decoded (missing, unreadable, not a video, truncated, damaged)."""
+
+
+class DetectorError(UserError):
+    """An unknown person detector name, or weights that cannot be found or loaded."""

@@ -1,0 +1,48 @@
+"""`partsearch ingest VIDEO_OR_DIR... --out GALLERY_DIR [--fps F] [--detector hog|NAME|PATH]
+[--min-score S] [--min-height PX]`."""
+
+from __future__ import annotations
+
+import argparse
+
+from partsearch.video.settings import IngestSettings
+
+DEFAULTS = IngestSettings()
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR",
+                        help="video files, or folders searched recursively for videos")
+    parser.add_argument("--out", required=True, help="gallery folder: crops/, records.jsonl (created or updated)")
+    parser.add_argument("--fps", type=positive_float, default=DEFAULTS.fps,
+                        help="frames sampled per second of video")
+    parser.add_argument("--all-frames", action="store_true", help="process every frame (overrides --fps)")
+    parser.add_argument("--detector", default=DEFAULTS.detector,
+                        help="hog (OpenCV, no weights), a torchvision detector name (e.g. fasterrcnn_resnet50_fpn), "
+                             "NAME:PATH or a weights PATH named like torchvision's files")
+    parser.add_argument("--min-score", type=float, default=DEFAULTS.min_score,
+                        help="drop boxes scoring below this (default: 0.5, the detector's own scale: "
+                             "HOG SVM margin, torchvision probability)")
+    parser.add_argument("--min-height", type=int, default=DEFAULTS.min_height, help="drop boxes lower than this (pixels)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchvision detectors)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from partsearch.cli import invocation
+    from partsearch.device import resolve_device
+    from partsearch.video.ingest import ingest
+
+    settings = IngestSettings(fps=None if args.all_frames else args.fps, detector=args.detector,
+                              min_score=args.min_score, min_height=args.min_height)
+    device = "cpu" if args.detector == "hog" else str(resolve_device(args.device))
+    report = ingest(args.videos, args.out, settings, device=device)
+    print(report.summary())
+    print(f"next: {invocation()} index RUN_DIR --images {args.out} --out INDEX_DIR")
+    return 1 if report.count("failed") else 0

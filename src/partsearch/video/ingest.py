@@ -1,0 +1,295 @@
+"""`partsearch ingest`: videos -> a gallery folder of person crops, one record per crop.
+
+Layout of GALLERY_DIR (format `partsearch-ingest/1`, docs/VIDEO.md):
+
+    records.jsonl              every record of every finished video (derived: rebuilt from the
+                               per-video files at the end of each run)
+    crops/<video name>/        one folder per finished video; the name is the video's path as
+                               given (or relative to the folder given), its suffix dot made "_"
+      t0001_f000120.jpg        a crop: track 1, frame 120 (JPEG)
+      records.jsonl            this video's records, one JSON object per crop
+      video.json               the completion marker: the video, its size and mtime, the
+                               settings, and the counts
+    .work/<video name>/        the video being ingested (hidden: `partsearch index` skips it)
+    .lock                      flock held by the running ingest
+
+A record: {"crop": path relative to GALLERY_DIR, "video": the video's path relative to
+GALLERY_DIR, "frame": index in the video, "time": seconds, "box": [x1, y1, x2, y2] frame pixels
+(x2, y2 exclusive), "track": track id within the video (1, 2, ...), "score": detector score}.
+
+Crash safety: a video's crops and records are written under .work/ and the folder is renamed into
+crops/ in one step once its records and marker are complete, so crops/ never holds part of a video
+and a kill at any point loses at most the video in progress. A rerun skips every video whose marker
+matches the file (size, mtime) and the settings, and ingests the others again from their first
+frame. `partsearch index GALLERY_DIR` embeds crops/ (records.jsonl and hidden folders are not images).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from partsearch.errors import DataError, StorageError
+from partsearch.files import atomic_path
+from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
+from partsearch.video.detect import Detector, PersonBox, build_detector
+from partsearch.video.settings import IngestSettings
+from partsearch.video.track import PersonTracker
+
+FORMAT = "partsearch-ingest/1"
+RECORDS = "records.jsonl"
+MARKER = "video.json"
+
+
+@dataclass
+class VideoReport:
+    name: str
+    path: str
+    status: str  # "ingested", "skipped" (finished before), "failed"
+    message: str = ""
+    frames: int = 0
+    crops: int = 0
+    tracks: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class IngestReport:
+    out_dir: str
+    videos: list[VideoReport] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for v in self.videos if v.status == status)
+
+    def summary(self) -> str:
+        done = [v for v in self.videos if v.status == "ingested"]
+        frames = sum(v.frames for v in done)
+        seconds = sum(v.seconds for v in done)
+        rate = f", {frames / seconds:.1f} frames/s" if seconds > 0 else ""
+        lines = [f"ingested {len(done)} video(s) into {self.out_dir}: {frames} frames sampled, "
+                 f"{sum(v.crops for v in done)} crops, {sum(v.tracks for v in done)} tracks in {seconds:.1f} s{rate}"]
+        if self.count("skipped"):
+            lines.append(f"{self.count('skipped')} video(s) already ingested with these settings were skipped")
+        for v in self.videos:
+            if v.status == "failed":
+                lines.append(f"FAILED: {v.message}")
+        return "\n".join(lines)
+
+
+def video_key(name: str) -> str:
+    """The folder name of a video under crops/: its name with the suffix's dot made "_" (so
+    `cam1/0001.mp4` -> `cam1/0001_mp4`; two videos that differ only by container stay apart)."""
+    path = Path(name)
+    stem = path.with_suffix("").as_posix() if path.suffix else path.as_posix()
+    return f"{stem}_{path.suffix[1:]}" if path.suffix else stem
+
+
+def _stat(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _settings_dict(settings: IngestSettings, detector: Detector) -> dict:
+    d = dataclasses.asdict(settings)
+    d["detector"] = detector.name
+    d["min_score"] = detector.default_min_score if settings.min_score is None else settings.min_score
+    return d
+
+
+def read_marker(folder: Path) -> dict | None:
+    """A finished video's marker, or None when missing or unreadable."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("format") == FORMAT else None
+
+
+def read_records(out_dir: str | Path) -> list[dict]:
+    """Every record of every finished video of a gallery, in video-name then frame order."""
+    out_dir = Path(out_dir)
+    records = []
+    for folder in finished_videos(out_dir):
+        with open(folder / RECORDS, encoding="utf-8") as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
+def finished_videos(out_dir: Path) -> list[Path]:
+    """The folders under crops/ that hold a complete video, sorted."""
+    crops = out_dir / "crops"
+    if not crops.is_dir():
+        return []
+    return sorted(m.parent for m in crops.rglob(MARKER) if read_marker(m.parent) is not None
+                  and (m.parent / RECORDS).is_file())
+
+
+@contextlib.contextmanager
+def _lock(out_dir: Path) -> Iterator[None]:
+    with open(out_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{out_dir}: another `partsearch ingest` is writing this gallery; wait for it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_jpeg(path: Path, crop: np.ndarray, quality: int) -> None:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise StorageError(f"{path}: OpenCV could not encode the crop as JPEG")
+    path.write_bytes(data.tobytes())
+
+
+def ingest(
+    videos: Sequence[str | Path],
+    out_dir: str | Path,
+    settings: IngestSettings = IngestSettings(),
+    detector: Detector | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+    on_frame: Callable[[str, int], None] | None = None,
+) -> IngestReport:
+    """Ingest `videos` (files or folders of them) into the gallery `out_dir`.
+
+    `detector` overrides `settings.detector` (tests inject one). `on_frame(name, n)` is called
+    after the n-th sampled frame of a video is processed (the crash tests kill the process there).
+    A video that cannot be decoded is reported and skipped; DataError when none of the videos
+    could be ingested or found finished.
+    """
+    if settings.fps is not None and not settings.fps > 0:
+        raise DataError(f"--fps {settings.fps}: must be positive")
+    if settings.min_height < 0:
+        raise DataError(f"--min-height {settings.min_height}: must be 0 or more")
+    found = find_videos(videos)
+    if not found:
+        raise DataError("no videos given")
+    keys: dict[str, Path] = {}
+    for path, name in found:
+        key = video_key(name)
+        if key in keys and keys[key].resolve() != path.resolve():
+            raise DataError(f"{keys[key]} and {path} would both be stored as crops/{key}; ingest them into "
+                            "different --out folders, or give their parent folder so their names differ")
+        keys[key] = path
+    detector = detector if detector is not None else build_detector(settings.detector, device)
+    wanted = _settings_dict(settings, detector)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StorageError(f"--out {out_dir}: cannot create this folder ({err.strerror})") from None
+    report = IngestReport(str(out_dir))
+    with _lock(out_dir):
+        shutil.rmtree(out_dir / ".work", ignore_errors=True)
+        for key, path in keys.items():
+            final = out_dir / "crops" / key
+            marker = read_marker(final)
+            if marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path):
+                report.videos.append(VideoReport(key, str(path), "skipped"))
+                continue
+            try:
+                report.videos.append(_ingest_video(path, key, out_dir, settings, wanted, detector, progress, on_frame))
+            except VideoError as err:
+                shutil.rmtree(out_dir / ".work", ignore_errors=True)
+                print(f"warning: skipped {err}", file=sys.stderr)
+                report.videos.append(VideoReport(key, str(path), "failed", str(err)))
+            except OSError as err:
+                shutil.rmtree(out_dir / ".work", ignore_errors=True)
+                raise StorageError(f"{out_dir}: cannot write the crops of {path} ({err})") from None
+        shutil.rmtree(out_dir / ".work", ignore_errors=True)
+        _write_all_records(out_dir)
+    if not report.count("ingested") and not report.count("skipped"):
+        raise DataError("no video could be ingested:\n" + "\n".join(f"  {v.message}" for v in report.videos))
+    return report
+
+
+def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings, wanted: dict,
+                  detector: Detector, progress: bool, on_frame: Callable[[str, int], None] | None) -> VideoReport:
+    """Sample, detect, track and crop one video under .work/, then move it into crops/."""
+    start = time.perf_counter()
+    capture, info = open_video(path)
+    capture.release()
+    work = out_dir / ".work" / key
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    sample_fps = min(settings.fps, info.fps) if settings.fps is not None else info.fps
+    tracker = PersonTracker(sample_fps)
+    min_score = wanted["min_score"]
+    pending: list[tuple[int, float, PersonBox, int, str]] = []  # frame, time, box, provisional key, file
+    sampled = detections = 0
+    bar = tqdm(total=expected_samples(info, settings.fps), desc=key, unit="frame", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for frame in sample_frames(path, settings.fps):
+            height, width = frame.image.shape[:2]
+            boxes = [b for b in (box.clipped(width, height) for box in detector(frame.image))
+                     if b is not None and b.score >= min_score and b.height >= settings.min_height]
+            detections += len(boxes)
+            for box, provisional in zip(boxes, tracker.update(boxes)):
+                name = f"k{provisional:06d}_f{frame.index:06d}_{len(pending)}.jpg"
+                _write_jpeg(work / name, frame.image[box.y1:box.y2, box.x1:box.x2], settings.jpeg_quality)
+                pending.append((frame.index, frame.time, box, provisional, name))
+            sampled += 1
+            bar.update(1)
+            if on_frame is not None:
+                on_frame(key, sampled)
+    finally:
+        bar.close()
+
+    ids = tracker.track_ids()
+    rel_video = Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
+    records = []
+    for frame_index, t, box, provisional, name in pending:
+        track = ids.get(provisional)
+        if track is None:
+            (work / name).unlink()  # never a confirmed track: a detector flash
+            continue
+        crop = f"t{track:04d}_f{frame_index:06d}.jpg"
+        (work / name).rename(work / crop)
+        records.append({"crop": f"crops/{key}/{crop}", "video": rel_video, "frame": frame_index,
+                        "time": round(t, 3), "box": list(box.xyxy), "track": track, "score": round(box.score, 4)})
+    seconds = time.perf_counter() - start
+    marker = {
+        "format": FORMAT, "video": rel_video, "video_absolute": str(path.resolve()), "file": _stat(path),
+        "settings": wanted, "fps": info.fps, "frames": info.frame_count, "width": info.width,
+        "height": info.height, "sampled": sampled, "detections": detections, "crops": len(records),
+        "tracks": len(ids), "seconds": round(seconds, 2),
+    }
+    with atomic_path(work / RECORDS) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    with atomic_path(work / MARKER) as tmp:
+        tmp.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    final = out_dir / "crops" / key
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():  # an earlier ingest of this video with other settings, or of an older file
+        stale = out_dir / ".work" / f".stale-{os.getpid()}"
+        final.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    work.rename(final)
+    print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(ids)} tracks in {seconds:.1f} s "
+          f"({sampled / max(seconds, 1e-9):.1f} frames/s)", file=sys.stderr)
+    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(ids), seconds)
+
+
+def _write_all_records(out_dir: Path) -> None:
+    """records.jsonl at the gallery root: the concatenation of the finished videos' records."""
+    records = read_records(out_dir)
+    with atomic_path(out_dir / RECORDS) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
