@@ -24,11 +24,11 @@ def embeddings(b=8, d=16, nc=3, p=4, seed=0, tokens=3):
 LABELS = torch.arange(8) // 2
 
 
-def test_default_terms_are_the_papers_six_and_the_two_that_form_the_parts():
+def test_default_terms_are_the_papers_six_and_the_three_that_form_the_parts():
     crit = PartSearchCriterion(LossConfig(), num_classes=4, dim=16, num_coarse=3, num_fine=4)
     losses = crit(embeddings(seed=0), embeddings(seed=1, tokens=7), LABELS)
     assert set(losses) == {"id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr",
-                           "diversity", "attention_overlap"}
+                           "diversity", "attention_overlap", "part_match"}
     assert set(crit.last_stats) == {"cmr_margin", "cmr_commonality", "coarse_token_cos", "coarse_attention_cos"}
     assert 0.05 <= float(crit.last_stats["cmr_margin"]) <= 0.2
 

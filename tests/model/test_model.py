@@ -191,6 +191,20 @@ def test_the_stripes_pool_the_projected_tokens_or_the_memory_as_configured(tiny_
     assert not torch.allclose(ea.fine, eb.fine)
 
 
+def test_without_the_foreground_weighting_the_stripes_are_plain_maxima_over_their_rows(tiny_cfg):
+    from partsearch.model.fine import stripe_pool
+
+    model = _model(dataclasses.replace(tiny_cfg, fine_foreground=False)).eval()
+    images = _batch()[0]
+    with torch.no_grad():
+        out = model.image_backbone(images)
+        projected, _ = model.image_encoder(out.tokens)
+        plain = stripe_pool(projected, torch.ones(len(images), *model.grid), model.num_fine)
+        emb = model.image_heads(out)
+    assert torch.allclose(emb.fine, torch.nn.functional.normalize(plain, dim=-1), atol=1e-6)
+    assert emb.foreground is not None and emb.foreground.amax() == 1.0
+
+
 def test_an_image_of_another_size_is_a_clear_user_error(tiny_cfg):
     from partsearch.errors import DataError
 

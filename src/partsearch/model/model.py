@@ -86,6 +86,7 @@ class PartSearchModel(nn.Module):
             cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std)
         self.fine_center = cfg.fine_center
         self.foreground_grad = cfg.foreground_grad
+        self.fine_foreground = cfg.fine_foreground
         self.fine_head = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, cfg.dim)) if cfg.fine_head else None
         std = cfg.query_init_std
         self.fine_text_queries = nn.Parameter(torch.zeros(cfg.num_fine, cfg.dim))
@@ -105,6 +106,8 @@ class PartSearchModel(nn.Module):
         decoded = self.shared_decoder(memory, need_weights=True)
         coarse, foreground = decoded.coarse, foreground_map(decoded.attention, out.grid)
         weights = foreground if self.foreground_grad else foreground.detach()
+        if not self.fine_foreground:
+            weights = torch.ones_like(weights)
         fine = stripe_pool(memory if self.fine_source == "memory" else projected, weights, self.num_fine)
         if self.fine_head is not None:
             fine = self.fine_head(fine)
