@@ -252,7 +252,7 @@ def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
         return {
             "format": FORMAT, "config": cfg.to_dict(), "num_classes": num_classes, "vocab_size": tokenizer.vocab_size,
             "model": model.state_dict(), "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": None, "rng": rng_state(), "epoch": epoch, "batch": batch,
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "batch": batch,
             "step": pos["step"], "best": pos["best"], "metrics": pos["metrics"], "selection": pos["selection"],
         }
 
