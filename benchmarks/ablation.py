@@ -101,7 +101,7 @@ def part_columns(run, splits) -> dict[str, float]:
 
     from partsearch.eval.parts import ATTRIBUTES, _encode, _sample_pairs, diagnose, summary, token_aucs
     from partsearch.losses.cmr import cmr_margin, commonality
-    from partsearch.losses.ranking import part_similarity
+    from partsearch.model.similarity import token_cosines
 
     records = splits.test
     diag = diagnose(run.model, run.cfg, records, splits.image_root, run.tokenizer, "cpu")
@@ -128,8 +128,8 @@ def part_columns(run, splits) -> dict[str, float]:
         aucs = token_aucs(img["fine"][i[valid]], img["fine"][j[valid]], same[valid])
         out[f"auc_common_{attr}"] = float(np.nanmax(aucs))
     first_caption = np.cumsum([0] + [len(r.captions) for r in records[:-1]])
-    sim = part_similarity(torch.nn.functional.normalize(img["fine"], dim=-1),
-                          torch.nn.functional.normalize(txt["fine"][first_caption], dim=-1))
+    sim = token_cosines(torch.nn.functional.normalize(txt["fine"][first_caption], dim=-1),
+                        torch.nn.functional.normalize(img["fine"], dim=-1)).transpose(0, 1)  # anchors = images
     c = commonality(sim, torch.tensor(pids), run.cfg.loss.cmr_delta, run.cfg.loss.cmr_temperature).flatten()
     for q in (0.1, 0.5, 0.9):
         c_q = torch.quantile(c, q)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from partsearch.losses.cmr import cmr_loss, cmr_margin, commonality
-from partsearch.losses.ranking import part_similarity
+from partsearch.model.similarity import token_cosines
 
 
 def sigmoid(x):
@@ -54,7 +54,7 @@ def test_loss_matches_hand_computation_with_soft_rank_margins():
     image = F.normalize(torch.randn(4, 2, 3), dim=-1)
     text = F.normalize(torch.randn(4, 2, 3), dim=-1)
     labels = torch.tensor([0, 0, 1, 2])
-    sim = part_similarity(image, text).tolist()
+    sim = token_cosines(text, image).transpose(0, 1).tolist()  # rows = images
     total = 0.0
     for direction in range(2):
         terms = []
@@ -75,7 +75,7 @@ def test_commonality_none_uses_the_fixed_margin():
     text = F.normalize(torch.randn(5, 3, 4), dim=-1)
     out = cmr_loss(image, text, torch.arange(5), alpha=0.2, mode="none")
     assert torch.all(out.margin == 0.2)
-    sim = part_similarity(image, text)
+    sim = token_cosines(text, image).transpose(0, 1)  # rows = images
     loss = 0.0
     for s in (sim, sim.transpose(0, 1)):
         pos = torch.diagonal(s).t()  # (B, P)
@@ -86,5 +86,5 @@ def test_commonality_none_uses_the_fixed_margin():
 
 def test_commonality_carries_no_gradient():
     image = F.normalize(torch.randn(4, 2, 3), dim=-1).requires_grad_()
-    sim = part_similarity(image, image.detach())
+    sim = token_cosines(image.detach(), image)
     assert not commonality(sim, torch.arange(4)).requires_grad

@@ -36,5 +36,6 @@ def test_one_token_has_nothing_to_differ_from():
 
 def test_infonce_from_a_similarity_equals_the_global_infonce():
     a, b = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1), torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    # a: images, b: texts; the similarity's rows are texts
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    assert torch.allclose(infonce_loss(a, b, labels, 0.1), infonce_from_similarity(a @ b.t(), labels, 0.1))
+    assert torch.allclose(infonce_loss(a, b, labels, 0.1), infonce_from_similarity(b @ a.t(), labels, 0.1))

@@ -1,10 +1,10 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
-from partsearch.losses.ranking import coarse_similarity, ranking_loss
+from partsearch.losses.ranking import ranking_loss
 
-# rows = images, columns = texts; pair i = (image i, text i); samples 0 and 1 share identity 0.
+# Written with rows = images, columns = texts, as the hand computations read it; pair i = (image i,
+# text i); samples 0 and 1 share identity 0. ranking_loss takes the transpose (rows = texts).
 SIM = torch.tensor([
     [0.9, 0.95, 0.3, 0.1],
     [0.8, 0.5, 0.6, 0.2],
@@ -31,20 +31,20 @@ def test_hardest_negative_loss_matches_hand_computation():
         max(0, m - 0.3 + max(0.1, 0.2, 0.65)),
     ]
     expected = sum(i2t) / 4 + sum(t2i) / 4
-    assert ranking_loss(SIM, LABELS, margin=m).item() == pytest.approx(expected, abs=1e-6)
+    assert ranking_loss(SIM.T, LABELS, margin=m).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_same_identity_samples_are_never_negatives():
-    base = ranking_loss(SIM, LABELS).item()
+    base = ranking_loss(SIM.T, LABELS).item()
     raised = SIM.clone()
     raised[0, 1] = raised[1, 0] = 5.0  # a same-identity pair made extremely similar
-    assert ranking_loss(raised, LABELS).item() == pytest.approx(base)
-    all_same = ranking_loss(SIM, torch.zeros(4, dtype=torch.long))
+    assert ranking_loss(raised.T, LABELS).item() == pytest.approx(base)
+    all_same = ranking_loss(SIM.T, torch.zeros(4, dtype=torch.long))
     assert all_same.item() == 0.0
 
 
 def test_semihard_takes_the_hardest_negative_below_the_positive_within_the_margin():
-    sim = torch.tensor([
+    sim = torch.tensor([  # rows = images
         [0.5, 0.6, 0.4],
         [0.0, 0.5, 0.0],
         [0.0, 0.0, 0.5],
@@ -56,17 +56,7 @@ def test_semihard_takes_the_hardest_negative_below_the_positive_within_the_margi
     i2t = [m - 0.5 + 0.4, max(0, m - 0.5 + 0.0), max(0, m - 0.5 + 0.0)]
     t2i = [max(0, m - 0.5 + 0.0), m - 0.5 + 0.6, m - 0.5 + 0.4]
     expected = sum(i2t) / 3 + sum(t2i) / 3
-    assert ranking_loss(sim, labels, m, "semihard").item() == pytest.approx(expected, abs=1e-6)
+    assert ranking_loss(sim.T, labels, m, "semihard").item() == pytest.approx(expected, abs=1e-6)
     hardest = (m - 0.5 + 0.6) / 3 + sum(t2i) / 3
-    assert ranking_loss(sim, labels, m, "hardest").item() == pytest.approx(hardest, abs=1e-6)
+    assert ranking_loss(sim.T, labels, m, "hardest").item() == pytest.approx(hardest, abs=1e-6)
 
-
-def test_coarse_similarity_is_the_mean_of_token_wise_cosines():
-    torch.manual_seed(0)
-    image = F.normalize(torch.randn(3, 4, 5), dim=-1)
-    text = F.normalize(torch.randn(2, 4, 5), dim=-1)
-    sim = coarse_similarity(image, text)
-    for i in range(3):
-        for k in range(2):
-            expected = sum(float(image[i, j] @ text[k, j]) for j in range(4)) / 4
-            assert sim[i, k].item() == pytest.approx(expected, abs=1e-6)

@@ -5,8 +5,11 @@ colour mixes (coarse) and of three horizontal stripes (fine); texts by the colou
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
+from partsearch.model.model import Embeddings
+from partsearch.model.similarity import similarity as model_similarity
 from partsearch.search.encoder import GalleryArrays
 
 COLOURS = {
@@ -81,12 +84,14 @@ class FakeEncoder:
         return [(i * height // 3, -(-(i + 1) * height // 3)) for i in range(3)]
 
 
+def embeddings(arrays: GalleryArrays) -> Embeddings:
+    """The model's `Embeddings` of numpy arrays (no copy)."""
+    return Embeddings(torch.from_numpy(arrays.global_), torch.from_numpy(arrays.coarse), torch.from_numpy(arrays.fine))
+
+
 def similarity(encoder: FakeEncoder, images: GalleryArrays, texts: GalleryArrays) -> np.ndarray:
-    """(Q, G) s = cos(g) + mean_j cos(C^j) + mean_i cos(f^i), computed directly, not folded."""
-    g = texts.global_ @ images.global_.T
-    c = np.einsum("qjd,gjd->qg", texts.coarse, images.coarse) / encoder.num_coarse
-    f = np.einsum("qpd,gpd->qg", texts.fine, images.fine) / encoder.num_fine
-    return g + c + f
+    """(Q, G): the model's similarity (`model.similarity.similarity`), computed directly, not folded."""
+    return model_similarity(embeddings(images), embeddings(texts), encoder.weights).numpy()
 
 
 def make_crop(path, top, bottom, fmt=None, size=(32, 64)) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from search_fakes import CROPS, FakeEncoder, make_crop, similarity
+from search_fakes import CROPS, FakeEncoder, embeddings, make_crop, similarity
 
 from partsearch.errors import DataError, SearchIndexError, StorageError
 from partsearch.data.images import ImageRejected, decode_image
 from partsearch.search.index import build_index, scan_images
 from partsearch.search.store import IndexStore
-from partsearch.search.searcher import Searcher
+from partsearch.model.similarity import level_similarities, part_scores
+from partsearch.search.searcher import Searcher, part_cosines
 
 
 def _manifest(index_dir):
@@ -59,6 +60,18 @@ def test_search_ranks_as_the_model_similarity(index_dir, images_dir, encoder):
     top = results[0]
     assert top.score == pytest.approx(top.levels["global"] + top.levels["coarse"] + top.levels["fine"], abs=1e-5)
     assert len(top.parts["coarse"]) == 2 and len(top.parts["fine"]) == 3
+
+
+def test_a_results_part_cosines_are_the_models_part_scores(images_dir, encoder):
+    images = encoder.encode_images([Image.open(images_dir / rel) for rel in sorted(CROPS)])
+    text, _ = encoder.encode_texts(["a person in red and blue", "green"])
+    rows = np.array([4, 1, 2])
+    g, c, f = part_cosines(images, rows, text)
+    as_torch = {name: part_scores(embeddings(images), embeddings(text))[name][0, rows] for name in ("coarse", "fine")}
+    as_torch["global"] = level_similarities(embeddings(images), embeddings(text))["global"][0, rows]
+    np.testing.assert_allclose(g, as_torch["global"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(c, as_torch["coarse"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(f, as_torch["fine"].numpy(), atol=1e-6)
 
 
 def test_rerun_embeds_only_new_files_and_drops_deleted_ones(index_dir, images_dir, encoder):

@@ -10,7 +10,7 @@ from partsearch.config import ConfigError
 from partsearch.data.formats import load_dataset
 from partsearch.errors import CheckpointError
 from partsearch.losses.criterion import PartSearchCriterion
-from partsearch.train.checkpoint import load_checkpoint, load_run
+from partsearch.train.checkpoint import load_checkpoint, load_run, save_checkpoint
 from partsearch.train.engine import TrainingError, train
 
 
@@ -208,6 +208,16 @@ def test_load_run_rebuilds_the_trained_model(tiny_cfg, tmp_path):
     assert loaded.fingerprint == load_run(run, "best").fingerprint
     ids = loaded.tokenizer(["a man in a red shirt"])
     assert loaded.model.encode_text(ids.ids, ids.mask).global_.shape == (1, 32)
+
+
+def test_a_checkpoint_that_still_holds_the_old_scaler_entry_loads_and_resumes(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=1"), tmp_path / "run")
+    payload = load_checkpoint(run / "last.pt")
+    assert "scaler" not in payload
+    save_checkpoint(run / "last.pt", {**payload, "scaler": None})
+    assert load_run(run, "last").fingerprint == load_run(run, "best").fingerprint
+    train(tiny_cfg("train.max_steps=2"), run, resume=True)
+    assert load_checkpoint(run / "last.pt")["step"] == 2
 
 
 def test_load_run_with_a_mismatching_config_lists_the_keys(tiny_cfg, tmp_path):

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from partsearch.losses.ranking import hinge_both_directions, negative_mask, part_similarity
+from partsearch.losses.ranking import hinge_both_directions, negative_mask
+from partsearch.model.similarity import token_cosines
 
 COMMONALITY = ("soft_rank", "none")
 
@@ -68,14 +69,14 @@ def cmr_loss(
     """L_CMR on fine embeddings image_fine, text_fine (B, P, d), L2-normalised; labels (B,)."""
     if mode not in COMMONALITY:
         raise ValueError(f"commonality must be one of {COMMONALITY}, got {mode!r}")
-    sim = part_similarity(image_fine, text_fine)  # (B, B, P), rows = images
+    sim = token_cosines(text_fine, image_fine)  # (B, B, P), rows = texts
     if mode == "none":
         c = sim.new_zeros((2,) + (sim.shape[0], sim.shape[2]))
         margin = torch.full_like(c, alpha)
     else:
         c = torch.stack([
-            commonality(sim, labels, delta, temperature),
             commonality(sim.transpose(0, 1), labels, delta, temperature),
+            commonality(sim, labels, delta, temperature),
         ])
         margin = cmr_margin(c, alpha, min_margin)
     loss = hinge_both_directions(sim, labels, margin, negatives)

@@ -13,16 +13,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from partsearch.model.similarity import global_cosines
+
 
 def infonce_loss(image_global: torch.Tensor, text_global: torch.Tensor, labels: torch.Tensor,
                  temperature: float = 0.02) -> torch.Tensor:
     """(CE_i2t + CE_t2i) / 2 on logits s / tau; image_global, text_global (B, d) L2-normalised."""
-    return infonce_from_similarity(image_global @ text_global.t(), labels, temperature)
+    return infonce_from_similarity(global_cosines(text_global, image_global), labels, temperature)
 
 
 def infonce_from_similarity(sim: torch.Tensor, labels: torch.Tensor, temperature: float = 0.02) -> torch.Tensor:
-    """InfoNCE on a `(B, B)` image x text similarity (pair i = image i, text i)."""
-    logits = sim.float() / temperature
+    """InfoNCE on a `(B, B)` text x image similarity (`model.similarity`'s orientation; pair i =
+    image i, text i); the cross-entropies are written with images along the rows."""
+    logits = sim.t().float() / temperature
     same = labels[:, None] == labels[None, :]
     off_pair = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     logits = logits.masked_fill(off_pair, float("-inf"))
@@ -34,7 +37,7 @@ def sdm_loss(image_global: torch.Tensor, text_global: torch.Tensor, labels: torc
              temperature: float = 0.02, epsilon: float = 1e-8) -> torch.Tensor:
     """IRRA's SDM: sum over directions of mean_i KL(p_i || q_i), p_i = softmax_j(s_ij / tau),
     q_ij = 1[y_i = y_j] / #{j: y_j = y_i}."""
-    logits = (image_global @ text_global.t()).float() / temperature
+    logits = global_cosines(text_global, image_global).t().float() / temperature  # rows = images
     same = (labels[:, None] == labels[None, :]).float()
     target = same / same.sum(dim=1, keepdim=True)
     total = logits.new_zeros(())

@@ -20,7 +20,8 @@ from partsearch.losses.contrastive import infonce_from_similarity, infonce_loss,
 from partsearch.losses.correspondence import part_correspondence_loss
 from partsearch.losses.diversity import attention_overlap_loss, diversity_loss, off_diagonal, pairwise_cosine
 from partsearch.losses.id import CosineClassifier, id_loss
-from partsearch.losses.ranking import NEGATIVES, coarse_similarity, global_similarity, part_similarity, ranking_loss
+from partsearch.losses.ranking import NEGATIVES, ranking_loss
+from partsearch.model.similarity import global_cosines, mean_token_cosines, token_cosines
 
 TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_fine", "part_match")
 
@@ -90,10 +91,10 @@ class PartSearchCriterion(nn.Module):
             ]
             losses["id_fine"] = cfg.id_fine * torch.stack(per_part).mean()
         if cfg.rank_global > 0:
-            sim = global_similarity(image_emb.global_.float(), text_emb.global_.float())
+            sim = global_cosines(text_emb.global_.float(), image_emb.global_.float())
             losses["rank_global"] = cfg.rank_global * ranking_loss(sim, labels, cfg.margin, cfg.negatives)
         if cfg.rank_coarse > 0:
-            sim = coarse_similarity(image_emb.coarse.float(), text_emb.coarse.float())
+            sim = mean_token_cosines(text_emb.coarse.float(), image_emb.coarse.float())
             losses["rank_coarse"] = cfg.rank_coarse * ranking_loss(sim, labels, cfg.margin, cfg.negatives)
         if cfg.cmr > 0:
             out = cmr_loss(
@@ -129,7 +130,7 @@ class PartSearchCriterion(nn.Module):
             losses["infonce"] = cfg.infonce * infonce_loss(
                 image_emb.global_, text_emb.global_, labels, cfg.contrastive_temperature)
         if cfg.infonce_fine > 0:
-            fine_sim = part_similarity(image_emb.fine.float(), text_emb.fine.float())
+            fine_sim = token_cosines(text_emb.fine.float(), image_emb.fine.float())
             losses["infonce_fine"] = cfg.infonce_fine * torch.stack([
                 infonce_from_similarity(fine_sim[..., p], labels, cfg.contrastive_temperature)
                 for p in range(fine_sim.shape[-1])

@@ -47,14 +47,16 @@ def hinge_both_directions(
 ) -> torch.Tensor:
     """sum over directions of mean_a [m - s(a, a+) + s(a, n*)]_+.
 
-    sim: (B, B, ...) with rows = images, columns = texts; pair i is (image i, text i). Trailing
-    dimensions (e.g. parts) are averaged too. margin: a float or a tensor (2, B, ...) holding the
-    image->text and the text->image margins. Anchors with no negative in the batch are left out.
+    sim: (B, B, ...) with rows = texts, columns = images (`model.similarity`'s orientation); pair
+    i is (image i, text i). The image->text direction anchors on images, so it reads `sim`
+    transposed. Trailing dimensions (e.g. parts) are averaged too. margin: a float or a tensor
+    (2, B, ...) holding the image->text and the text->image margins. Anchors with no negative in
+    the batch are left out.
     """
     valid = negative_mask(labels)
     has_negative = valid.any(dim=1)
     total = sim.new_zeros(())
-    for direction, s in enumerate((sim, sim.transpose(0, 1))):
+    for direction, s in enumerate((sim.transpose(0, 1), sim)):
         positive = torch.diagonal(s, dim1=0, dim2=1)
         positive = positive.movedim(-1, 0)  # (B, ...)
         m = margin[direction] if torch.is_tensor(margin) else margin
@@ -68,20 +70,7 @@ def hinge_both_directions(
 def ranking_loss(
     sim: torch.Tensor, labels: torch.Tensor, margin: float = 0.2, negatives: str = "hardest",
 ) -> torch.Tensor:
-    """Bidirectional triplet ranking loss L_R on a (B, B) image x text similarity matrix."""
+    """Bidirectional triplet ranking loss L_R on a (B, B) text x image similarity matrix
+    (`model.similarity.global_cosines` or `mean_token_cosines` of the batch)."""
     return hinge_both_directions(sim, labels, margin, negatives)
 
-
-def global_similarity(image_global: torch.Tensor, text_global: torch.Tensor) -> torch.Tensor:
-    """(B, d), (B, d) L2-normalised -> (B, B) cosine, rows = images."""
-    return image_global @ text_global.t()
-
-
-def coarse_similarity(image_coarse: torch.Tensor, text_coarse: torch.Tensor) -> torch.Tensor:
-    """(B, N_c, d), (B, N_c, d) -> (B, B): mean over tokens j of cos(C_v^j, C_t^j) (METHOD.md)."""
-    return torch.einsum("ind,knd->ik", image_coarse, text_coarse) / image_coarse.shape[1]
-
-
-def part_similarity(image_fine: torch.Tensor, text_fine: torch.Tensor) -> torch.Tensor:
-    """(B, P, d), (B, P, d) -> (B, B, P): s_p(i, k) = cos(f_v^{i,p}, f_t^{k,p})."""
-    return torch.einsum("ipd,kpd->ikp", image_fine, text_fine)

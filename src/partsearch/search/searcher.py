@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from partsearch.errors import QueryError, SearchIndexError, UnknownImage
 from partsearch.eval.parts import stripe_regions
+from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.store import Entry, Generation, IndexStore, check_model
 from partsearch.search.vectors import VectorIndex
@@ -79,12 +81,15 @@ def validate_query(text: str, k: int) -> str:
 
 
 def part_cosines(gallery: GalleryArrays, rows: np.ndarray, text: GalleryArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-part cosines of gallery `rows` against one text: global `(K,)`, coarse `(K, N_c)`,
-    fine `(K, P)` (vectors are L2-normalised, so cosines are dot products)."""
-    g = np.asarray(gallery.global_[rows], np.float32) @ text.global_[0]
-    c = np.einsum("kjd,jd->kj", np.asarray(gallery.coarse[rows], np.float32), text.coarse[0])
-    f = np.einsum("kpd,pd->kp", np.asarray(gallery.fine[rows], np.float32), text.fine[0])
-    return g, c, f
+    """Per-part cosines of gallery `rows` against the first text: global `(K,)`, coarse `(K, N_c)`,
+    fine `(K, P)`; row 0 of `model.similarity`'s cosines, computed on the numpy arrays."""
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(a, np.float32))
+
+    g = global_cosines(tensor(text.global_[:1]), tensor(gallery.global_[rows]))[0]
+    c = token_cosines(tensor(text.coarse[:1]), tensor(gallery.coarse[rows]))[0]
+    f = token_cosines(tensor(text.fine[:1]), tensor(gallery.fine[rows]))[0]
+    return g.numpy(), c.numpy(), f.numpy()
 
 
 class Searcher:

@@ -41,7 +41,8 @@ class VectorIndex(Protocol):
 def rerank(candidates: Iterable[tuple[np.ndarray, np.ndarray]], query_folded: np.ndarray,
            k: int) -> tuple[np.ndarray, np.ndarray]:
     """The exact re-rank [ours]: for query q, its candidates `(C,)` (ids or rows) with their folded
-    vectors `(C, D)` are scored s = vectors @ query_folded[q] and the best k kept, best first (ties
+    vectors `(C, D)` are scored s = vectors @ query_folded[q] (row q of `fold_query @ fold_gallery.T`,
+    texts x images as every similarity in `model.similarity`) and the best k kept, best first (ties
     in candidate order). Returns scores `(Q, k)` and candidates `(Q, k)`, padded with -inf / -1."""
     scores = np.full((len(query_folded), k), -np.inf, np.float32)
     chosen = np.full((len(query_folded), k), -1, np.int64)

@@ -2,11 +2,13 @@
 config); reading a run back is `partsearch.runs`.
 
 A checkpoint is one `torch.save`d dict (INTERNALS.md, train): `{"format": "partsearch/1",
-"config", "num_classes", "vocab_size", "model", "criterion", "optimizer", "scheduler", "scaler",
-"rng", "epoch", "step", "best", "metrics"}` plus `"batch"` (micro-batches done in `epoch`) and
+"config", "num_classes", "vocab_size", "model", "criterion", "optimizer", "scheduler", "rng",
+"epoch", "step", "best", "metrics"}` plus `"batch"` (micro-batches done in `epoch`) and
 `"selection"` (how best.pt was chosen) [ours]. It holds only tensors and plain Python values, so
 it loads with `torch.load(weights_only=True)`. It is written to a temporary file in the same
 directory and renamed over the target, so a crash mid-write leaves the previous file intact.
+Checkpoints written before issue 12 also hold `"scaler": None` (bf16 autocast needs no loss
+scaling); loading and resuming ignore it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The training loop: `train(cfg, run_dir, ...)`; the `partsearch train` command
+"""The training loop: `train(cfg, run_dir, ...)` checks the config and the run directory, joins
+DDP and runs a `Trainer` (its position in a `RunState`); the `partsearch train` command
 (`commands/train.py`) resolves the config and wires the evaluator in.
 
 What it does, in order: validate the config (unknown backbone, loss or value -> ConfigError
@@ -28,6 +29,7 @@ import math
 import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -164,210 +166,275 @@ def train(
     check_run_dir(run_dir, resume, overwrite)
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx)
+        return Trainer(cfg, run_dir, ctx, resume=resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer).run()
     finally:
         ctx.close()
 
 
-def _train(cfg, run_dir, resume, evaluator, splits, tokenizer, ctx) -> Path:
-    from partsearch.data.datasets import build_train_loader
-    from partsearch.data.formats import load_dataset
-    from partsearch.model.backbones import build_image_transform, build_tokenizer
+@dataclass
+class RunState:
+    """Where a run stands; checkpointed, and restored by `--resume`. `batch`: micro-batches already
+    done in `epoch`; `best`: the best t2i R1 so far (None before any evaluation), `metrics` its
+    evaluation; `selection`: how best.pt was chosen."""
 
-    tc = cfg.train
-    device = ctx.device
-    quiet_weight_loading()
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            _remove_previous_run(run_dir)
-        portable_config(cfg, run_dir).dump(run_dir / "config.yaml")
-    seed_everything(tc.seed)
-    if splits is None:
-        splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
-    if tokenizer is None:
-        tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
-    loader = build_train_loader(
-        cfg, splits.train, splits.image_root, tokenizer, build_image_transform(cfg.model, cfg.data, train=True),
-        rank=ctx.rank, world_size=ctx.world_size, seed=tc.seed,
-    )
-    num_classes = max(r.pid for r in splits.train) + 1
-    model, criterion, optimizer = build_parts(cfg, num_classes, tokenizer.vocab_size, device)
-    steps_per_epoch = math.ceil(len(loader) / tc.accumulate)
-    scheduler = build_scheduler(tc, optimizer, steps_per_epoch)
-    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "metrics": {}, "selection": ""}
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    last_good = "none yet"
-    if resume:
-        payload = load_checkpoint(last_path, map_location="cpu")
-        if payload["num_classes"] != num_classes or payload["vocab_size"] != tokenizer.vocab_size:
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best: float | None = None
+    metrics: dict = field(default_factory=dict)
+    selection: str = ""
+
+
+class LogWindow:
+    """The summed loss terms, micro-batches and images since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, Any] = defaultdict(float)  # tensors on the device until a log line reads them
+        self.count, self.images, self.start = 0, 0, time.perf_counter()
+
+    def add(self, losses: dict[str, Any], loss: Any, images: int) -> None:
+        for name, value in losses.items():
+            self.sums[name] += value
+        self.sums["loss"] += loss
+        self.count += 1
+        self.images += images
+
+
+class Trainer:
+    """One training run, as the module docstring describes it. `__init__` writes `config.yaml`,
+    builds data, model, criterion, optimizer and schedule and restores `last.pt` when resuming
+    (`train` has checked the config and the run directory); `run()` trains epoch by epoch
+    (`_train_epoch`), logs (`_log`), evaluates (`_evaluate`) and checkpoints (`_save`)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, ctx: distributed.DistContext, *, resume: bool = False,
+                 evaluator: EvaluateFn | None = None, splits: Any = None, tokenizer: Any = None):
+        from partsearch.data.datasets import build_train_loader
+        from partsearch.data.formats import load_dataset
+        from partsearch.model.backbones import build_image_transform, build_tokenizer
+
+        self.cfg, self.run_dir, self.ctx, self.evaluator = cfg, run_dir, ctx, evaluator
+        tc = cfg.train
+        quiet_weight_loading()
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                _remove_previous_run(run_dir)
+            portable_config(cfg, run_dir).dump(run_dir / "config.yaml")
+        seed_everything(tc.seed)
+        if splits is None:
+            splits = load_dataset(cfg.data.dataset, cfg.data.root, jsonl_file=cfg.data.jsonl_file or None)
+        if tokenizer is None:
+            tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
+        self.tokenizer = tokenizer
+        self.loader = build_train_loader(
+            cfg, splits.train, splits.image_root, tokenizer, build_image_transform(cfg.model, cfg.data, train=True),
+            rank=ctx.rank, world_size=ctx.world_size, seed=tc.seed,
+        )
+        self.num_classes = max(r.pid for r in splits.train) + 1
+        self.model, self.criterion, self.optimizer = build_parts(cfg, self.num_classes, tokenizer.vocab_size, ctx.device)
+        self.steps_per_epoch = math.ceil(len(self.loader) / tc.accumulate)
+        self.scheduler = build_scheduler(tc, self.optimizer, self.steps_per_epoch)
+        self.state = RunState()
+        self.last_path, self.best_path = run_dir / "last.pt", run_dir / "best.pt"
+        self.last_good = "none yet"
+        if resume:
+            self._restore()
+        if ctx.rank > 0:
+            # Ranks draw different augmentations; only rank 0's RNG state is checkpointed.
+            seed_everything(tc.seed + ctx.rank + self.state.step)
+
+        self.log = RunLog(run_dir, ctx.is_main)
+        self.selection_split = tc.eval_split
+        if evaluator is None:
+            self.no_selection = "no evaluator was given"
+        elif not getattr(splits, self.selection_split, None):
+            self.no_selection = f"{splits.name} has no {self.selection_split} split"
+        else:
+            self.no_selection = ""
+        if ctx.is_main:
+            if self.no_selection:
+                print(f"note: {self.no_selection}; best.pt = the last epoch")
+            elif self.selection_split == "test":
+                print("warning: model selection on the TEST split (train.eval_split=test); results are labelled so")
+        self.stepper = Stepper(cfg, self.model, self.criterion, self.optimizer, self.scheduler, ctx.device, ctx,
+                               log=print)
+        self.window = LogWindow()
+        self.start_time = time.perf_counter()
+
+    def _restore(self) -> None:
+        """Continue from `last.pt`: weights, optimizer, schedule, RNG states and position."""
+        payload = load_checkpoint(self.last_path, map_location="cpu")
+        if payload["num_classes"] != self.num_classes or payload["vocab_size"] != self.tokenizer.vocab_size:
             raise CheckpointError(
-                f"{last_path}: trained with {payload['num_classes']} identities / vocabulary {payload['vocab_size']}, "
-                f"but the data and tokenizer now give {num_classes} / {tokenizer.vocab_size}; resume with the same data"
+                f"{self.last_path}: trained with {payload['num_classes']} identities / vocabulary "
+                f"{payload['vocab_size']}, but the data and tokenizer now give {self.num_classes} / "
+                f"{self.tokenizer.vocab_size}; resume with the same data"
             )
-        diff = config_differences(payload["config"], cfg.to_dict())
-        load_state_checked(model, payload["model"], "model", last_path, diff)
-        load_state_checked(criterion, payload["criterion"], "criterion", last_path, diff)
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        diff = config_differences(payload["config"], self.cfg.to_dict())
+        load_state_checked(self.model, payload["model"], "model", self.last_path, diff)
+        load_state_checked(self.criterion, payload["criterion"], "criterion", self.last_path, diff)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload["rng"])
-        pos.update({k: payload[k] for k in ("epoch", "batch", "step", "best", "metrics")})
-        pos["selection"] = payload.get("selection", "")
-        last_good = f"{last_path} (step {pos['step']})"
-    if ctx.rank > 0:
-        # Ranks draw different augmentations; only rank 0's RNG state is checkpointed.
-        seed_everything(tc.seed + ctx.rank + pos["step"])
+        self.state = RunState(**{k: payload[k] for k in ("epoch", "batch", "step", "best", "metrics")},
+                              selection=payload.get("selection", ""))
+        self.last_good = f"{self.last_path} (step {self.state.step})"
 
-    log = RunLog(run_dir, ctx.is_main)
-    selection_split = tc.eval_split
-    eval_records = getattr(splits, selection_split, None)
-    if evaluator is None:
-        no_selection = "no evaluator was given"
-    elif not eval_records:
-        no_selection = f"{splits.name} has no {selection_split} split"
-    else:
-        no_selection = ""
-    if ctx.is_main:
-        if no_selection:
-            print(f"note: {no_selection}; best.pt = the last epoch")
-        elif selection_split == "test":
-            print("warning: model selection on the TEST split (train.eval_split=test); results are labelled so")
+    def run(self) -> Path:
+        """Train until `train.epochs`, `max_steps` or `time_limit_min`; returns the run directory."""
+        tc, state = self.cfg.train, self.state
+        self.model.train()
+        self.criterion.train()
+        self.window.reset()
+        self.start_time, start_step = time.perf_counter(), state.step
+        stopped = state.step >= tc.max_steps > 0
+        epoch = state.epoch
+        while epoch < tc.epochs and not stopped:
+            done, stopped = self._train_epoch(epoch)
+            self._check_finite()
+            epoch = self._end_epoch(epoch, done, stopped)
+        self.log.close()
+        if self.ctx.is_main:
+            _summary(self.run_dir, state, start_step, time.perf_counter() - self.start_time)
+        return self.run_dir
 
-    stepper = Stepper(cfg, model, criterion, optimizer, scheduler, device, ctx, log=print)
+    def _train_epoch(self, epoch: int) -> tuple[int, bool]:
+        """One epoch from where the run stands; returns (micro-batches done in it, stopped early)."""
+        tc, state, ctx, loader = self.cfg.train, self.state, self.ctx, self.loader
+        skip = state.batch if epoch == state.epoch else 0
+        total, desc = _bar_extent(len(loader), skip, epoch, state.step, self.steps_per_epoch, tc)
+        bar = _progress(total, skip, desc, ctx.is_main)
+        done, stopped = skip, False
+        for i, batch in enumerate(_epoch_loader(loader, epoch, skip, tc.seed), start=skip):
+            images, ids, mask, labels = self.stepper.to_device(batch)
+            steps_now = (i + 1) % tc.accumulate == 0 or i + 1 == len(loader)
+            loss, losses = self.stepper.micro_batch(
+                images, ids, mask, labels, sync_grads=steps_now, where=(state.step + 1, epoch + 1, i + 1)
+            )
+            self.window.add(losses, loss, images.shape[0] * ctx.world_size)
+            done = i + 1
+            if bar is not None:
+                bar.update(1)
+            if not steps_now:
+                continue
+            self.stepper.optimizer_step()
+            state.step += 1
+            log_now = state.step % tc.log_every == 0 or (tc.max_steps and state.step >= tc.max_steps)
+            if log_now or (tc.nan_check_every and state.step % tc.nan_check_every == 0):
+                self._check_finite()
+            if log_now:
+                self._log(round(epoch + (i + 1) / len(loader), 4), bar)
+            if tc.max_steps and state.step >= tc.max_steps:
+                stopped = True
+                break
+            if tc.time_limit_min > 0 and _out_of_time(self.start_time, tc.time_limit_min, ctx):
+                stopped = True
+                if ctx.is_main:
+                    print(f"time limit of {tc.time_limit_min:g} min reached at step {state.step}")
+                break
+        if bar is not None:
+            bar.close()
+        return done, stopped
 
-    def check_finite() -> None:
+    def _end_epoch(self, epoch: int, done: int, stopped: bool) -> int:
+        """Evaluate when due (every `eval_every` epochs and at the end), checkpoint; returns the
+        next epoch."""
+        tc, batches = self.cfg.train, len(self.loader)
+        epoch_done = done >= batches
+        next_epoch, next_batch = (epoch + 1, 0) if epoch_done else (epoch, done)
+        final = stopped or next_epoch >= tc.epochs
+        due = epoch_done and (next_epoch % tc.eval_every == 0)
+        evaluated = None
+        if (due or final) and self.ctx.is_main:
+            evaluated = self._evaluate(next_epoch if epoch_done else round(epoch + done / batches, 4))
+        self.state.epoch, self.state.batch = next_epoch, next_batch
+        self._save(next_epoch, next_batch, evaluated)
+        return next_epoch
+
+    def _log(self, epoch: float, bar: Any) -> None:
+        """One line of metrics.jsonl and TensorBoard: the window's mean loss terms, the
+        criterion's diagnostics, learning rates and throughput."""
+        window = self.window
+        elapsed = time.perf_counter() - window.start
+        record = {"step": self.state.step, "epoch": epoch}
+        record.update({k: float(v) / window.count for k, v in window.sums.items()})
+        record.update({k: float(v) for k, v in self.criterion.last_stats.items()})
+        lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+        record["lr"] = lrs.get("heads", lrs.get("heads_no_decay", 0.0))
+        if "backbone" in lrs or "backbone_no_decay" in lrs:
+            record["lr_backbone"] = lrs.get("backbone", lrs.get("backbone_no_decay"))
+        record["images_per_s"] = window.images / max(elapsed, 1e-9)
+        self.log.write(record, {f"train/{k}": v for k, v in record.items() if k not in ("step", "epoch")})
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}")
+        window.reset()
+
+    def _check_finite(self) -> None:
         """Stop at the first non-finite loss so far (one host sync; see step.py)."""
-        bad = stepper.first_bad()
+        bad = self.stepper.first_bad()
         if bad is None:
             return
         (step, epoch_no, batch_no), values = bad
         terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k != "loss") or "on another rank"
         raise TrainingError(
             f"non-finite loss at step {step} (epoch {epoch_no}, batch {batch_no}): {terms}; noticed at step "
-            f"{pos['step']}, no checkpoint written since; last good checkpoint: {last_good}. "
+            f"{self.state.step}, no checkpoint written since; last good checkpoint: {self.last_good}. "
             "Lower train.lr or set train.grad_clip, then --resume"
         )
 
-    def payload_now(epoch: int, batch: int) -> dict[str, Any]:
-        return {
-            "format": FORMAT, "config": cfg.to_dict(), "num_classes": num_classes, "vocab_size": tokenizer.vocab_size,
-            "model": model.state_dict(), "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": None, "rng": rng_state(), "epoch": epoch, "batch": batch,
-            "step": pos["step"], "best": pos["best"], "metrics": pos["metrics"], "selection": pos["selection"],
-        }
-
-    def evaluate(epoch: int) -> dict | None:
-        if no_selection:
+    def _evaluate(self, epoch: float) -> dict | None:
+        """Score the selection split with the evaluator, log it and keep the best t2i R1; None
+        when there is nothing to select on."""
+        if self.no_selection:
             return None
+        state, split, model = self.state, self.selection_split, self.model
         # Evaluation leaves the RNG streams as it found them, so a run resumed from a checkpoint
         # taken after an evaluation continues exactly as the uninterrupted one.
         saved = rng_state()
         model.eval()
         with torch.no_grad():
-            metrics = evaluator(model, selection_split)
+            metrics = self.evaluator(model, split)
         model.train()
         set_rng_state(saved)
         r1 = float(metrics["t2i"]["R1"])
-        improved = pos["best"] is None or r1 > pos["best"]
-        label = "TEST" if selection_split == "test" else selection_split
-        record = {"step": pos["step"], "epoch": epoch, "split": selection_split, "eval": metrics, "selected": improved}
-        if selection_split == "test":
+        improved = state.best is None or r1 > state.best
+        label = "TEST" if split == "test" else split
+        record = {"step": state.step, "epoch": epoch, "split": split, "eval": metrics, "selected": improved}
+        if split == "test":
             record["note"] = "selected on TEST split"
-        scalars = {f"eval/{selection_split}/t2i_{k}": float(v) for k, v in metrics["t2i"].items()}
-        log.write(record, scalars)
-        print(f"[{label}] epoch {epoch} step {pos['step']}: t2i R1 {r1:.2f}  R5 {metrics['t2i'].get('R5', float('nan')):.2f}"
+        scalars = {f"eval/{split}/t2i_{k}": float(v) for k, v in metrics["t2i"].items()}
+        self.log.write(record, scalars)
+        print(f"[{label}] epoch {epoch} step {state.step}: t2i R1 {r1:.2f}  R5 {metrics['t2i'].get('R5', float('nan')):.2f}"
               f"  mAP {metrics['t2i'].get('mAP', float('nan')):.2f}" + ("  (best)" if improved else ""))
         if improved:
-            pos["best"], pos["metrics"] = r1, metrics
-            pos["selection"] = f"t2i R1 on the {label} split" + (" (selected on TEST split)" if label == "TEST" else "")
+            state.best, state.metrics = r1, metrics
+            state.selection = f"t2i R1 on the {label} split" + (" (selected on TEST split)" if label == "TEST" else "")
         return {"improved": improved}
 
-    def checkpoint(epoch: int, batch: int, evaluated: dict | None) -> None:
-        nonlocal last_good
-        if ctx.is_main:
-            if no_selection:
-                pos["selection"] = f"last epoch ({no_selection})"
-            payload = payload_now(epoch, batch)
-            save_checkpoint(last_path, payload)
-            if no_selection or (evaluated and evaluated["improved"]) or not best_path.exists():
-                link_checkpoint(last_path, best_path)
-        last_good = f"{last_path} (step {pos['step']})"
-        ctx.barrier()
+    def _payload(self, epoch: int, batch: int) -> dict[str, Any]:
+        state = self.state
+        return {
+            "format": FORMAT, "config": self.cfg.to_dict(), "num_classes": self.num_classes,
+            "vocab_size": self.tokenizer.vocab_size, "model": self.model.state_dict(),
+            "criterion": self.criterion.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "batch": batch,
+            "step": state.step, "best": state.best, "metrics": state.metrics, "selection": state.selection,
+        }
 
-    model.train()
-    criterion.train()
-    window: dict[str, float] = defaultdict(float)
-    window_count, window_images, window_start = 0, 0, time.perf_counter()
-    start_time, start_step = time.perf_counter(), pos["step"]
-    stopped = pos["step"] >= tc.max_steps > 0
-    epoch = pos["epoch"]
-    while epoch < tc.epochs and not stopped:
-        skip = pos["batch"] if epoch == pos["epoch"] else 0
-        epoch_loader = _epoch_loader(loader, epoch, skip, tc.seed)
-        total, desc = _bar_extent(len(loader), skip, epoch, pos["step"], steps_per_epoch, tc)
-        bar = _progress(total, skip, desc, ctx.is_main)
-        done = skip
-        for i, batch in enumerate(epoch_loader, start=skip):
-            images, ids, mask, labels = stepper.to_device(batch)
-            steps_now = (i + 1) % tc.accumulate == 0 or i + 1 == len(loader)
-            loss, losses = stepper.micro_batch(
-                images, ids, mask, labels, sync_grads=steps_now, where=(pos["step"] + 1, epoch + 1, i + 1)
-            )
-            for name, value in losses.items():
-                window[name] += value
-            window["loss"] += loss
-            window_count += 1
-            window_images += images.shape[0] * ctx.world_size
-            done = i + 1
-            if bar is not None:
-                bar.update(1)
-            if not steps_now:
-                continue
-            stepper.optimizer_step()
-            pos["step"] += 1
-            log_now = pos["step"] % tc.log_every == 0 or (tc.max_steps and pos["step"] >= tc.max_steps)
-            if log_now or (tc.nan_check_every and pos["step"] % tc.nan_check_every == 0):
-                check_finite()
-            if log_now:
-                elapsed = time.perf_counter() - window_start
-                record = {"step": pos["step"], "epoch": round(epoch + (i + 1) / len(loader), 4)}
-                record.update({k: float(v) / window_count for k, v in window.items()})
-                record.update({k: float(v) for k, v in criterion.last_stats.items()})
-                lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-                record["lr"] = lrs.get("heads", lrs.get("heads_no_decay", 0.0))
-                if "backbone" in lrs or "backbone_no_decay" in lrs:
-                    record["lr_backbone"] = lrs.get("backbone", lrs.get("backbone_no_decay"))
-                record["images_per_s"] = window_images / max(elapsed, 1e-9)
-                log.write(record, {f"train/{k}": v for k, v in record.items() if k not in ("step", "epoch")})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}")
-                window.clear()
-                window_count, window_images, window_start = 0, 0, time.perf_counter()
-            if tc.max_steps and pos["step"] >= tc.max_steps:
-                stopped = True
-                break
-            if tc.time_limit_min > 0 and _out_of_time(start_time, tc.time_limit_min, ctx):
-                stopped = True
-                if ctx.is_main:
-                    print(f"time limit of {tc.time_limit_min:g} min reached at step {pos['step']}")
-                break
-        if bar is not None:
-            bar.close()
-        check_finite()
-        epoch_done = done >= len(loader)
-        next_epoch, next_batch = (epoch + 1, 0) if epoch_done else (epoch, done)
-        final = stopped or next_epoch >= tc.epochs
-        due = epoch_done and (next_epoch % tc.eval_every == 0)
-        evaluated = None
-        if (due or final) and ctx.is_main:
-            evaluated = evaluate(next_epoch if epoch_done else round(epoch + done / len(loader), 4))
-        pos["epoch"], pos["batch"] = next_epoch, next_batch
-        checkpoint(next_epoch, next_batch, evaluated)
-        epoch = next_epoch
-    log.close()
-    if ctx.is_main:
-        _summary(run_dir, pos, start_step, time.perf_counter() - start_time)
-    return run_dir
+    def _save(self, epoch: int, batch: int, evaluated: dict | None) -> None:
+        """Write last.pt (rank 0) and make best.pt follow it when the evaluation improved, when
+        there is no selection, or when there is no best.pt yet."""
+        if self.ctx.is_main:
+            if self.no_selection:
+                self.state.selection = f"last epoch ({self.no_selection})"
+            save_checkpoint(self.last_path, self._payload(epoch, batch))
+            if self.no_selection or (evaluated and evaluated["improved"]) or not self.best_path.exists():
+                link_checkpoint(self.last_path, self.best_path)
+        self.last_good = f"{self.last_path} (step {self.state.step})"
+        self.ctx.barrier()
 
 
 def _out_of_time(start: float, limit_min: float, ctx: distributed.DistContext) -> bool:
@@ -397,12 +464,12 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
 
 
-def _summary(run_dir: Path, pos: dict, start_step: int, seconds: float) -> None:
+def _summary(run_dir: Path, state: RunState, start_step: int, seconds: float) -> None:
     best = (
-        f"best t2i R1 {pos['best']:.2f} ({pos['selection']})" if pos["best"] is not None
-        else f"best.pt = {pos['selection'] or 'last checkpoint'}"
+        f"best t2i R1 {state.best:.2f} ({state.selection})" if state.best is not None
+        else f"best.pt = {state.selection or 'last checkpoint'}"
     )
     print(
-        f"done: {run_dir}: {pos['step'] - start_step} steps this session ({pos['step']} in all, "
-        f"epoch {pos['epoch']}) in {_format_duration(seconds)}; {best}; checkpoints last.pt, best.pt"
+        f"done: {run_dir}: {state.step - start_step} steps this session ({state.step} in all, "
+        f"epoch {state.epoch}) in {_format_duration(seconds)}; {best}; checkpoints last.pt, best.pt"
     )
