@@ -4,6 +4,8 @@ colour mixes (coarse) and of three horizontal stripes (fine); texts by the colou
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 from PIL import Image
@@ -100,3 +102,44 @@ def make_crop(path, top, bottom, fmt=None, size=(32, 64)) -> None:
     im.paste(tuple(int(255 * x) for x in COLOURS[top]), (0, 0, size[0], size[1] // 2))
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path, format=fmt)
+
+
+def make_ingest_gallery(root, tracks, fps=10.0, frame_size=(160, 120)):
+    """A gallery as `partsearch ingest` leaves it, without decoding any video: `tracks` maps
+    (video file name, track id) to the (top, bottom) colours of its crops, one crop per sampled
+    frame (every 5th frame). Writes crops, per-video records.jsonl and video.json markers; returns
+    the records. The videos themselves are not written (`write_video_for` does)."""
+    records = []
+    for video in sorted({v for v, _ in tracks}):
+        folder = root / "crops" / video.replace(".", "_")
+        lines = []
+        for (v, track), crops in sorted(tracks.items()):
+            if v != video:
+                continue
+            for n, (top, bottom) in enumerate(crops):
+                frame = 5 * n + track
+                crop = folder / f"t{track:04d}_f{frame:06d}.jpg"
+                make_crop(crop, top, bottom)
+                x1 = 10 + 40 * (track - 1)
+                lines.append({"crop": crop.relative_to(root).as_posix(), "video": f"videos/{video}",
+                              "frame": frame, "time": round(frame / fps, 3), "box": [x1, 20, x1 + 32, 84],
+                              "track": track, "score": 1.5})
+        (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        (folder / "video.json").write_text(json.dumps({"format": "partsearch-ingest/1", "video": f"videos/{video}",
+                                                      "fps": fps, "width": frame_size[0], "height": frame_size[1]}))
+        records += lines
+    return records
+
+
+def write_video_for(root, video, frames=40, fps=10.0, size=(160, 120)):
+    """A small MJPEG video at root/videos/<video>: frame i is a flat grey of level 5 i, so a frame
+    read back tells which one it is."""
+    import cv2
+
+    path = root / "videos" / video
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 5 * i, np.uint8))
+    writer.release()
+    return path

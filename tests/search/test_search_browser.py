@@ -187,3 +187,38 @@ def test_fine_parts_are_named_by_their_body_region(big_server, browser):
     captions = page.locator("#maps figcaption").all_inner_texts()
     assert captions[0].startswith("foreground")
     assert [c.rsplit(" ", 1)[0] for c in captions[1:]] == stripe_regions(len(captions) - 1)
+
+
+@pytest.fixture
+def track_server(tmp_path, encoder):
+    """An index of a `partsearch ingest` gallery of two videos, one of them on disk."""
+    from search_fakes import make_ingest_gallery, write_video_for
+
+    from partsearch.search.index import build_index
+    from partsearch.video.ingest import read_records
+
+    gallery = tmp_path / "gallery"
+    make_ingest_gallery(gallery, {("cam1.avi", 1): [("red", "blue")] * 3, ("cam1.avi", 2): [("green", "black")] * 2,
+                                  ("cam2.avi", 1): [("white", "red")] * 2})
+    write_video_for(gallery, "cam1.avi")
+    build_index(encoder, gallery, tmp_path / "index", progress=False, video_records=read_records(gallery))
+    yield from _serve(Searcher(tmp_path / "index", encoder=encoder))
+
+
+def test_a_track_card_shows_video_time_and_best_crop_and_opens_its_frame(track_server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    page.goto(track_server + "/")
+    page.wait_for_selector("#tracks-toggle:not([hidden])")
+    assert page.is_checked("#tracks")
+    _search(page, track_server, "red blue", 3)
+    first = page.locator("#results .card").first
+    assert "cam1.avi" in first.inner_text() and "0:00.1–0:01.1 · 3 crops" in first.inner_text()
+    assert first.locator("img").evaluate("img => img.complete && img.naturalWidth") == 32
+    assert "3 tracks" in page.inner_text("#status")
+    first.click()
+    page.wait_for_selector("#frame-view:not([hidden])")
+    page.wait_for_function("document.getElementById('frame-image').naturalWidth === 160")
+    assert "frame 1 at 0:00.1" in page.inner_text("#frame-caption")
+    page.screenshot(path=str(tmp_path / "tracks.png"), full_page=True)
+    page.locator("#results .card", has_text="cam2.avi").click()  # not on disk: the page says so
+    page.wait_for_function("document.getElementById('frame-caption').textContent.includes('cannot be read')")

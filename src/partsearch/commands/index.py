@@ -1,4 +1,5 @@
-"""`partsearch index RUN_DIR --images DIR --out INDEX_DIR [--index-factory SPEC]`."""
+"""`partsearch index RUN_DIR --images DIR --out INDEX_DIR [--index-factory SPEC]`; a DIR written by
+`partsearch ingest` is indexed with its video records, so `search --tracks` can return tracks."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from partsearch.search.encoder import RunEncoder
     from partsearch.search.index import build_index
+    from partsearch.video.ingest import read_records
 
     encoder = RunEncoder(args.run_dir, args.checkpoint, args.device)
+    # A gallery written by `partsearch ingest` carries a record per crop: its tracks become searchable.
+    records = read_records(args.images)
     report = build_index(encoder, args.images, args.out, index_factory=args.index_factory,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, video_records=records)
     print(report.summary())
     return 0

@@ -11,7 +11,11 @@ Layout of INDEX_DIR (format `partsearch-index/1`):
                             next free id, match threshold (`threshold.py`; null when unknown)
       manifest.jsonl        one JSON object per image, row order = array order:
                             {"id": int, "source": "images"|"uploads", "path": relative posix path,
-                             "sha256": hex, "size": bytes}
+                             "sha256": hex, "size": bytes}, plus for a crop of a `partsearch
+                            ingest` gallery "video": {"video": the video file relative to the
+                            images root, "frame", "time" (s), "box": [x1, y1, x2, y2], "track"}
+                            (`tracks.py`; absent for plain images and uploads, and in indexes
+                            written before tracks existed, which load unchanged)
       folded.npy            (G, D) float32, `fold_gallery` (METHOD.md, Similarity)
       global.npy            (G, d) float32
       coarse.npy            (G, N_c, d) float32
@@ -46,7 +50,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -57,6 +61,7 @@ from partsearch.errors import DataError, UnknownImage
 from partsearch.files import atomic_path
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.store import FORMAT, Entry, Generation, IndexStore, check_model, portable_source, storage
+from partsearch.search.tracks import join_records
 from partsearch.search.vectors import check_factory
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -134,10 +139,13 @@ class BuildReport:
     skipped: list[str]
     generation: str
     index_dir: str
+    tracks: int = 0  # tracks of the gallery's video crops
 
     def summary(self) -> str:
         text = (f"index {self.index_dir} ({self.generation}): {self.total} images; {self.added} added, "
                 f"{self.removed} removed, {self.embedded} embedded, {self.reused} reused")
+        if self.tracks:
+            text += f"; {self.tracks} tracks (from the gallery's video records)"
         if self.skipped:
             text += f"; {len(self.skipped)} skipped (unreadable): " + ", ".join(self.skipped[:5])
         return text
@@ -175,16 +183,22 @@ def build_index(
     progress: bool = True,
     max_pixels: int = MAX_IMAGE_PIXELS,
     on_batch: Callable[[int], None] | None = None,
+    video_records: Iterable[dict] | None = None,
+    gallery_dir: str | Path | None = None,
 ) -> BuildReport:
     """Create or update the index at `out_dir` for every image under `images_dir`.
 
     `run` is an `Encoder` or a `LoadedRun`. New files are embedded, deleted files dropped, and
     files whose sha256 is already in the index (or in an unfinished run's work/) are reused.
+    `video_records` are the records of a `partsearch ingest` gallery (`crop` and `video` relative
+    to `gallery_dir`, by default `images_dir`; `partsearch.video.ingest.read_records` reads them):
+    each crop's manifest entry keeps its record, which makes its track searchable.
     """
     encoder = _as_encoder(run)
     images_root = Path(images_dir).resolve()
     if not images_root.is_dir():
         raise DataError(f"--images {images_dir}: no such folder")
+    videos = join_records(video_records or (), Path(gallery_dir or images_root), images_root)
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: must be at least 1")
     check_factory(index_factory, encoder.dim * (1 + encoder.num_coarse + encoder.num_fine))
@@ -229,13 +243,14 @@ def build_index(
                 entry_id = previous.id
             else:
                 entry_id, next_id = next_id, next_id + 1
-            entries.append(Entry(entry_id, source, rel, sha, size))
+            entries.append(Entry(entry_id, source, rel, sha, size, videos.get(rel) if source == "images" else None))
 
         kept_ids = {e.id for e in entries}
         removed = sum(1 for e in (old.entries if old else []) if e.id not in kept_ids)
         added = sum(1 for e in entries if e.id not in (old.rows if old else {}))
         unchanged = (old is not None and not recovered and not added and not removed
                      and old.meta["index_factory"] == index_factory
+                     and [e.video for e in entries] == [e.video for e in old.entries]
                      and store.images_root(old.meta).resolve() == images_root)
         if unchanged:
             name = old.name
@@ -260,8 +275,9 @@ def build_index(
             }
             name = store.write(meta, entries, arrays, folded, previous=old.name if old else None).name
         work.clear()
+    tracks = len({e.video.key for e in entries if e.video is not None})
     return BuildReport(len(entries), added, removed, len(pending) - len(skipped),
-                       reused, skipped, name, str(store.root))
+                       reused, skipped, name, str(store.root), tracks)
 
 
 def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work: _WorkCache,

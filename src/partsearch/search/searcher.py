@@ -20,9 +20,14 @@ from partsearch.eval.parts import stripe_regions
 from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.store import Entry, Generation, IndexStore, check_model
+from partsearch.search.tracks import AGGREGATES, DEFAULT_AGGREGATE
+from partsearch.search.tracks import aggregate as aggregate_scores
 from partsearch.search.vectors import VectorIndex
 
 MAX_TOP_K = 1000
+# A track search first asks the vector index for this many crops per wanted track (more when
+# they hold too few tracks) [ours].
+TRACK_CANDIDATES = 10
 # Texts are cut here before tokenizing, far beyond any tokenizer limit, so a huge request body
 # costs no tokenizer time [ours].
 MAX_QUERY_CHARS = 2000
@@ -70,6 +75,50 @@ class SearchResponse:
     def to_dict(self) -> dict:
         return {"query": self.query, "truncated": self.truncated, "score_max": self.score_max,
                 "match_threshold": self.match_threshold, "results": [r.to_dict() for r in self.results]}
+
+
+@dataclass
+class TrackCrop:
+    """A track's best crop: its image and where it was seen."""
+
+    id: int
+    score: float  # s(v, t) of this crop
+    name: str
+    relpath: str
+    path: str  # absolute path on this machine
+    frame: int
+    time: float  # seconds from the start of the video
+    box: list[int]  # [x1, y1, x2, y2] in frame pixels, x2/y2 exclusive
+
+
+@dataclass
+class TrackResult:
+    rank: int
+    video: str  # the video file, relative to the index's images root; (video, track) is the key
+    track: int
+    score: float  # the crops' scores aggregated (`TrackResponse.aggregate`)
+    crops: int  # crops of this track in the index
+    start: float  # time of its first and last crop, seconds
+    end: float
+    best: TrackCrop
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrackResponse:
+    query: str
+    truncated: bool
+    results: list[TrackResult]
+    aggregate: str  # how a track's score is made from its crops' (`tracks.AGGREGATES`)
+    score_max: float = 3.0
+    match_threshold: float | None = None  # for a crop's score: the best crop's (`TrackCrop.score`)
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "truncated": self.truncated, "aggregate": self.aggregate,
+                "score_max": self.score_max, "match_threshold": self.match_threshold,
+                "results": [r.to_dict() for r in self.results]}
 
 
 def validate_query(text: str, k: int) -> str:
@@ -196,6 +245,59 @@ class Searcher:
         """The top `k` images for `text`, best first."""
         return self.query(text, k).results
 
+    def query_tracks(self, text: str, k: int = 10, aggregate: str = DEFAULT_AGGREGATE) -> TrackResponse:
+        """The top `k` tracks of the index's video crops for `text`, each scored from all its
+        crops' scores by `aggregate` (`tracks.AGGREGATES`). Crops come from the vector index
+        until the k-th track outscores every crop not yet seen (a track's score is at most its
+        best crop's), so with an exact index the ranking is exact; crops outside any track
+        (plain images, uploads) are left out."""
+        text = validate_query(text, k)
+        if aggregate not in AGGREGATES:
+            raise QueryError(f"aggregate={aggregate!r} is unknown; use one of {', '.join(AGGREGATES)}")
+        gen = self.current()
+        if not gen.tracks:
+            raise QueryError(f"index {self.store.root} holds no tracks: index a gallery written by "
+                             "`partsearch ingest` to search tracks, or search images")
+        emb, truncated = self.encode_query(text)
+        folded = self.encoder.fold_query(emb)
+        vectors = self.vector_index or gen.vectors
+        wanted = min(len(gen.entries), k * TRACK_CANDIDATES)
+        while True:
+            scores, ids = vectors.search(folded, emb.global_, wanted)
+            seen = {gen.entries[gen.rows[int(i)]].video.key for i in ids[0]
+                    if int(i) in gen.rows and gen.entries[gen.rows[int(i)]].video is not None}
+            ranked = self._rank_tracks(gen, seen, folded, aggregate)
+            unseen_bound = float(scores[0][-1]) if len(scores[0]) else float("inf")
+            if wanted >= len(gen.entries) or (len(ranked) >= k and ranked[k - 1][0] >= unseen_bound):
+                break
+            wanted = min(len(gen.entries), wanted * 4)
+        results = [self._track_result(gen, rank, key, score, crop_scores)
+                   for rank, (score, key, crop_scores) in enumerate(ranked[:k], start=1)]
+        return TrackResponse(text[:MAX_QUERY_CHARS], truncated, results, aggregate,
+                             float(sum(self.encoder.weights)), gen.meta.get("match_threshold"))
+
+    @staticmethod
+    def _rank_tracks(gen: Generation, keys: set, folded: np.ndarray, aggregate: str):
+        """[(track score, key, crop scores in the track's row order)], best first (ties by key)."""
+        ranked = []
+        for key in keys:
+            # s(v, t) of every crop of the track: the inner product of folded vectors, as the exact re-rank scores
+            exact = np.asarray(gen.folded[gen.tracks[key]], np.float32) @ folded[0]
+            ranked.append((aggregate_scores(exact, aggregate), key, exact))
+        ranked.sort(key=lambda item: (-item[0], item[1]))
+        return ranked
+
+    def _track_result(self, gen: Generation, rank: int, key: tuple[str, int], score: float,
+                      crop_scores: np.ndarray) -> TrackResult:
+        rows = gen.tracks[key]
+        best_row = int(rows[int(np.argmax(crop_scores))])
+        entry, first, last = gen.entries[best_row], gen.entries[rows[0]], gen.entries[rows[-1]]
+        best = TrackCrop(id=entry.id, score=float(np.max(crop_scores)), name=entry.name, relpath=entry.path,
+                         path=str(self.store.image_path(gen.meta, entry)), frame=entry.video.frame,
+                         time=entry.video.time, box=list(entry.video.box))
+        return TrackResult(rank=rank, video=key[0], track=key[1], score=score, crops=len(rows),
+                           start=first.video.time, end=last.video.time, best=best)
+
     def __len__(self) -> int:
         return len(self.current().entries)
 
@@ -214,6 +316,23 @@ def format_table(response: SearchResponse) -> str:
                      f"{r.levels['fine']:7.4f}  {r.path}")
         lines.append("      parts: " + "  ".join(f"{name} {x:+.3f}" for name, x in zip(r.regions, r.parts["fine"])))
         lines.append("      coarse: " + "  ".join(f"{k} {v:+.3f}" for k, v in coarse_display(r.parts["coarse"])))
+    return "\n".join(lines)
+
+
+def format_track_table(response: TrackResponse) -> str:
+    lines = []
+    if response.truncated:
+        lines.append("note: the query was longer than the tokenizer limit and was truncated")
+    threshold = response.match_threshold
+    if threshold is not None and response.results and response.results[0].best.score < threshold:
+        lines.append(f"note: no track is a good match (its best crop scores below {threshold:.4f}, the match "
+                     "threshold measured on the validation split)")
+    lines.append(f"{'rank':>4}  {'score':>7}  {'track':>5}  {'crops':>5}  {'seen (s)':>15}  video  "
+                 f"(track score: {response.aggregate} of its crops' scores)")
+    for r in response.results:
+        b = r.best
+        lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.track:>5}  {r.crops:>5}  {r.start:7.2f}-{r.end:<7.2f}  {r.video}")
+        lines.append(f"      best crop {b.score:.4f} at {b.time:.2f} s (frame {b.frame}, box {b.box}): {b.path}")
     return "\n".join(lines)
 
 

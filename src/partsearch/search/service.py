@@ -6,7 +6,14 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
   "match_threshold" (null when unknown), "results": [{"rank",
   "id", "score", "levels": {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name",
   "relpath", "source", "url"}]}`. Empty query or top_k outside 1..1000 -> 422.
+- `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max"}`
+  (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold", "results": [{"rank", "video",
+  "track", "score", "crops", "start", "end", "best": {"id", "score", "name", "relpath", "frame",
+  "time", "box", "url", "frame_url"}}]}`: tracks of an index of `partsearch ingest` crops
+  (`Searcher.query_tracks`); an index without tracks, or an unknown aggregate -> 422.
 - `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).
+- `GET /api/images/{id}/frame` a video crop's frame re-read from its video, with the box drawn
+  (JPEG); 404 for an image that is not a video crop or a video that cannot be read.
 - `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
   overlays (foreground map and one per fine stripe) as PNG data URLs. A file replaced since indexing
   by one that is not an image within the pixel limit -> 409.
@@ -32,7 +39,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -41,6 +48,7 @@ from partsearch.data.images import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarg
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
 from partsearch.search.searcher import QueryError, Searcher
+from partsearch.search.tracks import DEFAULT_AGGREGATE, frame_with_box
 
 WEB_DIR = Path(__file__).parent / "web"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # [ours]
@@ -54,6 +62,10 @@ _MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".we
 class SearchRequest(BaseModel):
     query: str
     top_k: int = 10
+
+
+class TrackSearchRequest(SearchRequest):
+    aggregate: str = DEFAULT_AGGREGATE
 
 
 def _parse_id(image_id: str) -> int:
@@ -172,7 +184,7 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     @app.get("/healthz")
     def healthz():
         gen = searcher.current()
-        return {"status": "ok", "images": len(gen.entries), "generation": gen.name,
+        return {"status": "ok", "images": len(gen.entries), "tracks": len(gen.tracks), "generation": gen.name,
                 "uploads": api_key is not None}
 
     @app.post("/api/search")
@@ -186,6 +198,31 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             del result["path"]  # the server's file system stays private
             result["url"] = f"/api/images/{result['id']}"
         return body
+
+    @app.post("/api/search/tracks")
+    def search_tracks(request: TrackSearchRequest):
+        try:
+            response = searcher.query_tracks(request.query, request.top_k, request.aggregate)
+        except QueryError as err:
+            raise HTTPException(422, str(err)) from None
+        body = response.to_dict()
+        for result in body["results"]:
+            del result["best"]["path"]
+            result["best"]["url"] = f"/api/images/{result['best']['id']}"
+            result["best"]["frame_url"] = f"/api/images/{result['best']['id']}/frame"
+        return body
+
+    @app.get("/api/images/{image_id}/frame")
+    def frame(image_id: str):
+        entry, _, gen = lookup(image_id)
+        if entry.video is None:
+            raise HTTPException(404, f"image {image_id} ({entry.path}) is not a crop of a video")
+        try:
+            data = frame_with_box(searcher.store.images_root(gen.meta) / entry.video.video, entry.video)
+        except FileNotFoundError:
+            raise HTTPException(404, f"the frame of image {image_id} cannot be read from {entry.video.video} "
+                                     "(the video moved or is unreadable)") from None
+        return Response(data, media_type="image/jpeg")
 
     @app.get("/api/images/{image_id}")
     def image(image_id: str):

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from partsearch.errors import SearchIndexError, StorageError
 from partsearch.search.encoder import Encoder, GalleryArrays
+from partsearch.search.tracks import VideoRecord, group_tracks
 from partsearch.search.vectors import FaissIndex
 
 FORMAT = "partsearch-index/1"
@@ -31,17 +32,25 @@ _GEN_NAME = re.compile(r"gen-[0-9]{6}")
 
 @dataclass(frozen=True)
 class Entry:
-    """One manifest line."""
+    """One manifest line. `video` is where a crop of a `partsearch ingest` gallery was seen (its
+    track among them); None for plain images and uploads, and absent from their lines."""
 
     id: int
     source: str
     path: str
     sha256: str
     size: int
+    video: VideoRecord | None = None
 
     @property
     def name(self) -> str:
         return Path(self.path).name
+
+    def to_json(self) -> str:
+        values = {"id": self.id, "source": self.source, "path": self.path, "sha256": self.sha256, "size": self.size}
+        if self.video is not None:
+            values["video"] = self.video.to_dict()
+        return json.dumps(values)
 
 
 @dataclass
@@ -55,9 +64,11 @@ class Generation:
     folded: np.ndarray
     vectors: FaissIndex
     rows: dict[int, int] = field(default_factory=dict)
+    tracks: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # (video, track) -> rows
 
     def __post_init__(self):
         self.rows = {e.id: i for i, e in enumerate(self.entries)}
+        self.tracks = group_tracks([e.video for e in self.entries])
 
     def reuse_by_sha(self) -> dict[str, int]:
         return {e.sha256: i for i, e in enumerate(self.entries)}
@@ -203,7 +214,7 @@ class IndexStore:
             with storage(f"index generation {partial}"):
                 partial.mkdir(parents=True)
                 (partial / "meta.json").write_text(json.dumps(meta, indent=1))
-                (partial / "manifest.jsonl").write_text("".join(json.dumps(asdict(e)) + "\n" for e in entries))
+                (partial / "manifest.jsonl").write_text("".join(e.to_json() + "\n" for e in entries))
                 np.save(partial / "folded.npy", folded)
                 np.save(partial / "global.npy", np.asarray(arrays.global_, np.float32))
                 np.save(partial / "coarse.npy", np.asarray(arrays.coarse, np.float32))
@@ -277,15 +288,17 @@ def _parse_entry(line: str, path: Path, number: int) -> Entry:
     inside its folder (a hand-edited '../' path would serve files the index does not own)."""
     where = f"{path} line {number}"
     values = json.loads(line)
-    if not isinstance(values, dict) or set(values) != set(_ENTRY_FIELDS):
+    if not isinstance(values, dict) or set(values) - {"video"} != set(_ENTRY_FIELDS):
         keys = sorted(values) if isinstance(values, dict) else type(values).__name__
-        raise ValueError(f"{where}: has {keys}, expected the fields {sorted(_ENTRY_FIELDS)}")
+        raise ValueError(f"{where}: has {keys}, expected the fields {sorted(_ENTRY_FIELDS)} (and 'video' for a video crop)")
     for key, kind in _ENTRY_FIELDS.items():
         if not isinstance(values[key], kind) or isinstance(values[key], bool):
             raise ValueError(f"{where}: field {key!r} is {values[key]!r}, not a {kind.__name__}")
     rel = Path(values["path"])
     if values["source"] not in SOURCES or rel.is_absolute() or ".." in rel.parts or not values["path"]:
         raise ValueError(f"{where}: source {values['source']!r} / path {values['path']!r} is not an indexed file")
+    if "video" in values:
+        values["video"] = VideoRecord.from_dict(values["video"], where)
     return Entry(**values)
 
 

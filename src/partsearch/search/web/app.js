@@ -1,4 +1,5 @@
-// partsearch web page: query -> /api/search -> grid; click -> /api/images/{id}/explain.
+// partsearch web page: query -> /api/search (or /api/search/tracks) -> grid; click ->
+// /api/images/{id}/explain (and, for a track, the video frame of its best crop).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -31,40 +32,90 @@ async function fetchJSON(url, options) {
   return body;
 }
 
+function clock(seconds) {
+  // 83.4 -> "1:23.4"
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes}:${(seconds - 60 * minutes).toFixed(1).padStart(4, "0")}`;
+}
+
+function card(label, imageUrl, alt, weak, lines, onOpen) {
+  const node = document.createElement("div");
+  node.className = weak ? "card weak" : "card";
+  node.tabIndex = 0;
+  node.setAttribute("role", "button");
+  node.setAttribute("aria-label", label);
+  const img = document.createElement("img");
+  img.src = imageUrl;
+  img.alt = alt;
+  node.appendChild(img);
+  for (const [cls, text, title] of lines) {
+    if (cls === "bar") {
+      node.appendChild(bar(text, scoreMax));
+      continue;
+    }
+    const line = document.createElement("div");
+    line.className = cls;
+    line.textContent = text;
+    if (title) line.title = title;
+    node.appendChild(line);
+  }
+  node.addEventListener("click", () => onOpen(node));
+  node.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      onOpen(node);
+    }
+  });
+  return node;
+}
+
+function clearResults(body) {
+  // Bars are absolute: the score's share of its largest possible value (the sum of the level
+  // weights, 3 by default), never relative to the first result. Returns the match threshold.
+  $("results").replaceChildren();
+  scoreMax = body.score_max || 3;
+  return typeof body.match_threshold === "number" ? body.match_threshold : null;
+}
+
+function renderTracks(body) {
+  const grid = $("results");
+  const threshold = clearResults(body);
+  for (const t of body.results) {
+    const b = t.best;
+    const weak = threshold !== null && b.score < threshold;
+    const video = t.video.split("/").pop();
+    grid.appendChild(card(
+      `rank ${t.rank}, ${video} track ${t.track}, seen ${clock(t.start)} to ${clock(t.end)}, score ` +
+        `${t.score.toFixed(3)}${weak ? ", weak match" : ""}; show why`,
+      b.url, `${video} track ${t.track}, best crop`, weak,
+      [["rank", `#${t.rank}  ${t.score.toFixed(3)}`], ["bar", t.score],
+       ["name", video, t.video], ["when", `${clock(t.start)}–${clock(t.end)} · ${t.crops} crops`],
+       ["name", `track ${t.track} · best ${clock(b.time)}`]],
+      (node) => showDetail(b.id, node, t)));
+  }
+  const note = body.truncated ? " (query truncated at the tokenizer limit)" : "";
+  let text = `${body.results.length} tracks for “${body.query}”${note}`;
+  if (threshold !== null && body.results.length && body.results[0].best.score < threshold) {
+    text += `. No track is a good match: its best crop scores below ${threshold.toFixed(3)}.`;
+  }
+  setStatus(text, false);
+  $("weak-note").hidden = false;
+  $("weak-note").textContent = `A track is one person followed through a video; its score is the ${body.aggregate} ` +
+    `of its crops' scores (each from −${scoreMax} to +${scoreMax}), and the picture its best crop. ` +
+    "Open a track for the frame it was seen in." + (threshold === null ? ""
+      : ` Dimmed cards: the best crop scores below ${threshold.toFixed(3)}, the validation split's match threshold.`);
+}
+
 function renderResults(body) {
   const grid = $("results");
-  grid.replaceChildren();
-  // Bars are absolute: the score's share of its largest possible value (the sum of the level
-  // weights, 3 by default), never relative to the first result.
-  scoreMax = body.score_max || 3;
-  const threshold = typeof body.match_threshold === "number" ? body.match_threshold : null;
+  const threshold = clearResults(body);
   for (const r of body.results) {
-    const card = document.createElement("div");
     const weak = threshold !== null && r.score < threshold;
-    card.className = weak ? "card weak" : "card";
-    card.dataset.id = r.id;
-    card.tabIndex = 0;
-    card.setAttribute("role", "button");
-    card.setAttribute("aria-label", `rank ${r.rank}, ${r.name}, score ${r.score.toFixed(3)}${weak ? ", weak match" : ""}; show why`);
-    const img = document.createElement("img");
-    img.src = r.url;
-    img.alt = r.name;
-    const rank = document.createElement("div");
-    rank.className = "rank";
-    rank.textContent = `#${r.rank}  ${r.score.toFixed(3)}`;
-    const name = document.createElement("div");
-    name.className = "name";
-    name.textContent = r.name;
-    name.title = r.relpath;
-    card.append(img, rank, bar(r.score, scoreMax), name);
-    card.addEventListener("click", () => showDetail(r.id, card));
-    card.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        showDetail(r.id, card);
-      }
-    });
-    grid.appendChild(card);
+    const node = card(`rank ${r.rank}, ${r.name}, score ${r.score.toFixed(3)}${weak ? ", weak match" : ""}; show why`,
+      r.url, r.name, weak, [["rank", `#${r.rank}  ${r.score.toFixed(3)}`], ["bar", r.score], ["name", r.name, r.relpath]],
+      (n) => showDetail(r.id, n));
+    node.dataset.id = r.id;
+    grid.appendChild(node);
   }
   const note = body.truncated ? " (query truncated at the tokenizer limit)" : "";
   let text = `${body.results.length} results for “${body.query}”${note}`;
@@ -107,14 +158,32 @@ function mapTile(label, src, score) {
   return tile;
 }
 
-async function showDetail(id, card) {
+function showFrame(track) {
+  // The frame the best crop was cut from, re-read from the video by the server, with its box.
+  const view = $("frame-view");
+  view.hidden = !track;
+  if (!track) return;
+  const b = track.best;
+  $("frame-caption").textContent = `${track.video}, frame ${b.frame} at ${clock(b.time)}; ` +
+    `track ${track.track} seen ${clock(track.start)}–${clock(track.end)}`;
+  $("frame-image").hidden = false;
+  $("frame-image").onerror = () => {
+    $("frame-image").hidden = true;
+    $("frame-caption").textContent += " (the frame cannot be read from the video: it moved or is unreadable)";
+  };
+  $("frame-image").src = b.frame_url;
+}
+
+async function showDetail(id, card, track) {
   document.querySelectorAll(".card.selected").forEach((c) => c.classList.remove("selected"));
   card.classList.add("selected");
   openedFrom = card;
   try {
     const e = await fetchJSON(`/api/images/${id}/explain?query=${encodeURIComponent(lastQuery)}`);
-    $("detail-title").textContent = e.name;
-    $("detail-score").textContent = `score ${e.score.toFixed(3)} of at most ${scoreMax} for “${e.query}”`;
+    $("detail-title").textContent = track ? `${track.video.split("/").pop()}, track ${track.track}` : e.name;
+    $("detail-score").textContent = (track ? `best crop ${e.name}: ` : "") +
+      `score ${e.score.toFixed(3)} of at most ${scoreMax} for “${e.query}”`;
+    showFrame(track);
     $("levels").replaceChildren(
       scoreRow("global", e.levels.global), scoreRow("coarse (mean)", e.levels.coarse),
       scoreRow("fine (mean)", e.levels.fine));
@@ -149,17 +218,27 @@ $("search-form").addEventListener("submit", async (event) => {
   }
   setStatus("searching…", false);
   $("detail").hidden = true;
+  const tracks = $("tracks").checked;
   try {
-    renderResults(await fetchJSON("/api/search", {
+    const body = await fetchJSON(tracks ? "/api/search/tracks" : "/api/search", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ query: lastQuery, top_k: topK }),
-    }));
+    });
+    (tracks ? renderTracks : renderResults)(body);
   } catch (err) {
     $("results").replaceChildren();
     setStatus(err.message, true);
   }
 });
+
+// The tracks switch appears only for an index of video crops, and is on by default there.
+fetchJSON("/healthz").then((health) => {
+  if (health.tracks > 0) {
+    $("tracks-toggle").hidden = false;
+    $("tracks").checked = true;
+  }
+}).catch(() => {});
 
 $("close-detail").addEventListener("click", closeDetail);
 document.addEventListener("keydown", (event) => {
