@@ -100,7 +100,8 @@ function renderTracks(body) {
   }
   setStatus(text, false);
   $("weak-note").hidden = false;
-  $("weak-note").textContent = `A track is one person followed through a video; its score is the ${body.aggregate} ` +
+  const how = {"max": "highest", "mean-top3": "mean of the three best"}[body.aggregate] || body.aggregate;
+  $("weak-note").textContent = `A track is one person followed through a video; its score is the ${how} ` +
     `of its crops' scores (each from −${scoreMax} to +${scoreMax}), and the picture its best crop. ` +
     "Open a track for the frame it was seen in." + (threshold === null ? ""
       : ` Dimmed cards: the best crop scores below ${threshold.toFixed(3)}, the validation split's match threshold.`);
