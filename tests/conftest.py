@@ -1,6 +1,8 @@
 """Shared test set-up: no hub access, few threads, deterministic."""
 
 import os
+import signal
+import subprocess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -28,3 +30,25 @@ def tiny_overrides() -> list[str]:
     """Config overrides for a tiny end-to-end model on a tiny SynthPEDES (seconds on 2 cores);
     tests append their own overrides, and a later value for the same key wins."""
     return list(TINY_MODEL)
+
+
+@pytest.fixture
+def kill_at_pause():
+    """`kill(argv, marker, env)`: run `argv`, wait until its stderr prints `marker` (the process
+    pauses there), then SIGKILL it, as a crash would; fails if it ends before the marker."""
+
+    def kill(argv: list[str], marker: str, env: dict[str, str]) -> None:
+        proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in proc.stderr:
+                if marker in line:
+                    break
+            else:
+                raise AssertionError(f"the process ended before printing {marker!r} (exit {proc.wait()})")
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            proc.kill()
+            proc.stderr.close()
+
+    return kill

@@ -2,8 +2,6 @@
 
 import io
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,31 +38,20 @@ class CountingEncoder(FakeEncoder):
         return super().encode_images(images)
 
 
-def _kill_after_first_batch(images_dir, index_dir):
+def _kill_after_first_batch(kill_at_pause, images_dir, index_dir):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(images_dir), str(index_dir)],
-                            env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stderr:
-            if "partsearch-index: paused" in line:
-                break
-        else:
-            raise AssertionError(f"indexer ended before pausing (exit {proc.wait()})")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        proc.kill()
-        proc.stderr.close()
+    kill_at_pause([sys.executable, "-c", SCRIPT, str(images_dir), str(index_dir)], "partsearch-index: paused", env)
 
 
-def test_killed_indexer_leaves_the_previous_index_valid_and_the_next_run_completes_it(tmp_path, index_dir, images_dir):
+def test_killed_indexer_leaves_the_previous_index_valid_and_the_next_run_completes_it(tmp_path, index_dir, images_dir,
+                                                                                      kill_at_pause):
     before = IndexStore(index_dir).current_name()
     colours = ["red", "green", "blue", "white", "black"]
     for i, colour in enumerate(colours):
         make_crop(images_dir / "new" / f"{i}.png", colour, colours[-1 - i])
 
-    _kill_after_first_batch(images_dir, index_dir)
+    _kill_after_first_batch(kill_at_pause, images_dir, index_dir)
 
     assert IndexStore(index_dir).current_name() == before
     searcher = Searcher(index_dir, encoder=FakeEncoder())

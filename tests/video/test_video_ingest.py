@@ -4,8 +4,6 @@ damaged videos, the command line."""
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -122,21 +120,10 @@ ingest([sys.argv[1]], sys.argv[2], IngestSettings(fps=5.0), detector=ReplayDetec
 """
 
 
-def test_a_kill_mid_video_leaves_no_record_of_it_and_the_rerun_completes_it(street, tmp_path):
+def test_a_kill_mid_video_leaves_no_record_of_it_and_the_rerun_completes_it(street, tmp_path, kill_at_pause):
     video, out = tmp_path / "street.avi", tmp_path / "g"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(video), str(out), str(Path(__file__).parent)],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        for line in proc.stderr:
-            if "partsearch-ingest: paused" in line:
-                break
-        else:
-            raise AssertionError(f"ingest ended before pausing (exit {proc.wait()})")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        proc.kill()
-        proc.stderr.close()
+    kill_at_pause([sys.executable, "-c", KILLED, str(video), str(out), str(Path(__file__).parent)],
+                  "partsearch-ingest: paused", dict(os.environ))
     assert any((out / ".work" / "street_avi").iterdir())  # crops of the unfinished video ...
     assert not (out / "crops").exists() and read_records(out) == []  # ... but nothing a reader sees
     report = ingest([video], out, IngestSettings(fps=FPS), detector=_replay(street), progress=False)
