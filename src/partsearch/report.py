@@ -239,8 +239,10 @@ def _parts_section(parts: dict, token_maps: TokenMaps | None) -> str:
         figures = "".join(f'<figure><img src="{esc(url)}" alt="{esc(label)}"><figcaption>{esc(label)}</figcaption>'
                           f"</figure>" for label, url in token_maps.maps)
         out.append(f"<h3>What each shared token looks at</h3><p class=\"note\">The cross-attention of each coarse "
-                   f"token over {esc(token_maps.name)} (brighter = more), and the region that takes most of its "
-                   f'attention over the test split.</p><div class="tokens"><figure><img src="{esc(token_maps.image_url)}" '
+                   f"token over {esc(token_maps.name)} (brighter = more). Each label names the body region the token "
+                   f"favours most over the test split, as its share of the token's attention divided by the "
+                   f"region's share of the image area; \"background\" when the token gives the background more "
+                   f'than its share of the area.</p><div class="tokens"><figure><img src="{esc(token_maps.image_url)}" '
                    f'alt="image"><figcaption>image</figcaption></figure>{figures}</div>')
     if "token_regions" in parts:
         regions = parts["token_regions"]
