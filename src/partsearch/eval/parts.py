@@ -68,7 +68,7 @@ def stripe_regions(parts: int) -> list[str]:
 
 def mean_pairwise_cosine(tokens: torch.Tensor) -> float:
     """tokens `(N, T, d)` -> the mean over samples and token pairs j != k of cos(x_j, x_k)."""
-    unit = F.normalize(tokens.float(), dim=-1)
+    unit = F.normalize(tokens.detach().float(), dim=-1)
     t = unit.shape[1]
     if t < 2:
         return float("nan")
