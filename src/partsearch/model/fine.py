@@ -28,10 +28,15 @@ def stripe_bounds(height: int, parts: int) -> list[tuple[int, int]]:
     return [((i * height) // parts, -((-(i + 1) * height) // parts)) for i in range(parts)]
 
 
-def stripe_pool(memory: torch.Tensor, foreground: torch.Tensor, parts: int) -> torch.Tensor:
+def stripe_pool(memory: torch.Tensor, foreground: torch.Tensor | None, parts: int,
+                grid: tuple[int, int] | None = None) -> torch.Tensor:
     """memory M_v `(B, h*w, d)`, foreground A `(B, h, w)` -> fine embeddings `(B, P, d)`: the
     max of M_v * A over each horizontal stripe (a max over each row first, then over the rows
-    of each stripe: the same max, in the tokens' own layout, which is cheaper on a GPU)."""
-    b, h, w = foreground.shape
-    rows = (memory.unflatten(1, (h, w)) * foreground[..., None]).amax(dim=2)
+    of each stripe: the same max, in the tokens' own layout, which is cheaper on a GPU).
+    `foreground=None` pools M_v unweighted [ours, `model.fine_foreground=false`]; then `grid`
+    `(h, w)` gives the layout."""
+    tokens = memory.unflatten(1, foreground.shape[1:] if foreground is not None else grid)
+    if foreground is not None:
+        tokens = tokens * foreground[..., None]
+    rows = tokens.amax(dim=2)
     return F.adaptive_max_pool1d(rows.transpose(1, 2), parts).transpose(1, 2)

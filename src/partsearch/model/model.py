@@ -105,10 +105,8 @@ class PartSearchModel(nn.Module):
         projected, memory = self.image_encoder(out.tokens)
         decoded = self.shared_decoder(memory, need_weights=True)
         coarse, foreground = decoded.coarse, foreground_map(decoded.attention, out.grid)
-        weights = foreground if self.foreground_grad else foreground.detach()
-        if not self.fine_foreground:
-            weights = torch.ones_like(weights)
-        fine = stripe_pool(memory if self.fine_source == "memory" else projected, weights, self.num_fine)
+        weights = None if not self.fine_foreground else foreground if self.foreground_grad else foreground.detach()
+        fine = stripe_pool(memory if self.fine_source == "memory" else projected, weights, self.num_fine, out.grid)
         if self.fine_head is not None:
             fine = self.fine_head(fine)
         if self.fine_center:
