@@ -9,10 +9,12 @@ Every variant trains with the same data, model, seed set and budget (epochs); on
 | coarse       | + L_ID(C) + L_R(C)                               | (1, 1, 0)                  |
 | fine_fixed   | + L_ID(F) + L_CMR(F) with `commonality: none`    | (1, 1, 1)                  |
 | full         | + L_ID(F) + L_CMR(F) with `commonality: soft_rank` | (1, 1, 1)                |
+| full_per_pair | + L_ID(F) + L_CMR(F) with `commonality: per_pair` [ours] | (1, 1, 1)          |
 
 A level that no loss trains is left out of the similarity: its embeddings are untrained noise.
 The part-forming terms [ours] (token diversity and attention overlap, METHOD.md) follow the
-levels: off for `global`; the part-level InfoNCE (`loss.infonce_fine`, when the base config sets
+levels: off for `global`, the part correspondence (`loss.part_match`) on the coarse level only for
+`coarse`; the part-level InfoNCE (`loss.infonce_fine`, when the base config sets
 it) is on in both fine variants. The last checkpoint of each run is evaluated on the test split
 (no model selection, so no val split is involved), and its part diagnostics (`partsearch parts`)
 are computed there too, with the CMR margin the trained model would apply on the test split by
@@ -33,10 +35,12 @@ from pathlib import Path
 
 VARIANTS = {
     "global": ["loss.id_coarse=0", "loss.rank_coarse=0", "loss.id_fine=0", "loss.cmr=0", "loss.infonce_fine=0",
-               "loss.diversity=0", "loss.attention_overlap=0", "model.similarity_weights=[1, 0, 0]"],
-    "coarse": ["loss.id_fine=0", "loss.cmr=0", "loss.infonce_fine=0", "model.similarity_weights=[1, 1, 0]"],
+               "loss.diversity=0", "loss.attention_overlap=0", "loss.part_match=0", "model.similarity_weights=[1, 0, 0]"],
+    "coarse": ["loss.id_fine=0", "loss.cmr=0", "loss.infonce_fine=0", "loss.part_match_levels=[coarse]",
+               "model.similarity_weights=[1, 1, 0]"],
     "fine_fixed": ["loss.commonality=none"],
     "full": ["loss.commonality=soft_rank"],
+    "full_per_pair": ["loss.commonality=per_pair"],
 }
 METRICS = ("R1", "R5", "R10", "mAP")
 
@@ -49,6 +53,8 @@ BASE = [
     "model.encoder_heads=4", "model.decoder_heads=4",
     "train.lr=1e-3", "train.backbone_lr_factor=1.0", "train.warmup_epochs=1", "train.log_every=10",
     "train.device=cpu", "eval.batch_size=64",
+    # the part settings of configs/synth_cpu.yaml (METHOD.md, "Making the parts form", items 7-8)
+    "model.fine_foreground=false", "loss.diversity=2.0",
 ]
 
 
@@ -81,11 +87,11 @@ def summarise(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str,
 
 
 def format_table(summary: dict, results: dict) -> str:
-    lines = [f"{'variant':<11}" + "".join(f"{m:>16}" for m in METRICS) + "   per seed R1"]
+    lines = [f"{'variant':<14}" + "".join(f"{m:>16}" for m in METRICS) + "   per seed R1"]
     for variant, stats in summary.items():
         cells = "".join(f"{stats[m]['mean']:9.2f} ± {stats[m]['std']:4.2f}" for m in METRICS)
         seeds = ", ".join(f"{r['R1']:.2f}" for r in results[variant])
-        lines.append(f"{variant:<11}{cells}   {seeds}")
+        lines.append(f"{variant:<14}{cells}   {seeds}")
     return "\n".join(lines)
 
 
@@ -145,13 +151,13 @@ PART_COLUMNS = ("coarse_token_cos", "coarse_margin", "fine_margin", "foreground_
 
 def format_parts(results: dict) -> str:
     """Mean over seeds of the part columns, one row per variant."""
-    lines = [f"{'variant':<11}" + "".join(f"{c[-12:]:>13}" for c in PART_COLUMNS)]
+    lines = [f"{'variant':<14}" + "".join(f"{c[-12:]:>13}" for c in PART_COLUMNS)]
     for variant, runs in results.items():
         cells = []
         for c in PART_COLUMNS:
             values = [r["parts"][c] for r in runs if c in r.get("parts", {})]
             cells.append(f"{statistics.fmean(values):13.3f}" if values else f"{'-':>13}")
-        lines.append(f"{variant:<11}" + "".join(cells))
+        lines.append(f"{variant:<14}" + "".join(cells))
     return "\n".join(lines)
 
 

@@ -117,7 +117,7 @@ class LossConfig:
     sdm: float = 0.0  # optional, IRRA's similarity distribution matching [ours]
     margin: float = 0.2
     negatives: str = "hardest"  # hardest | semihard
-    commonality: str = "soft_rank"  # soft_rank | none
+    commonality: str = "soft_rank"  # soft_rank | per_pair [ours] | none
     cmr_alpha: float = 0.2
     cmr_min_margin: float = 0.05
     cmr_delta: float = 0.1
@@ -135,6 +135,9 @@ class LossConfig:
     # fine level (stripes vs text fine tokens) and the coarse level (shared tokens). Without it the
     # fine diagonal margin stayed at 0.01 on the demo; with it, 0.11 (METHOD.md, "Making the parts form").
     part_match: float = 1.0
+    # the levels the part correspondence covers (the ablation's `coarse` variant keeps it off the
+    # fine level, which that variant does not train); the term is the mean over them
+    part_match_levels: tuple[str, ...] = ("coarse", "fine")
     id_scale: float = 20.0  # scale s of the cosine ID classifiers [ours, after NormFace]
 
 

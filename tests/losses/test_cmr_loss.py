@@ -88,3 +88,43 @@ def test_commonality_carries_no_gradient():
     image = F.normalize(torch.randn(4, 2, 3), dim=-1).requires_grad_()
     sim = token_cosines(image.detach(), image)
     assert not commonality(sim, torch.arange(4)).requires_grad
+
+
+def test_per_pair_loss_matches_hand_computation():
+    torch.manual_seed(3)
+    image = F.normalize(torch.randn(4, 2, 3), dim=-1)
+    text = F.normalize(torch.randn(4, 2, 3), dim=-1)
+    labels = torch.tensor([0, 0, 1, 2])
+    sim = token_cosines(text, image).transpose(0, 1).tolist()  # rows = images
+    total = 0.0
+    for direction in range(2):
+        terms = []
+        for a in range(4):
+            for p in range(2):
+                s = (lambda x, y: sim[x][y][p]) if direction == 0 else (lambda x, y: sim[y][x][p])
+                hinges = []
+                for n in (n for n in range(4) if labels[n] != labels[a]):
+                    m = max(0.2 * (1 - sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05)), 0.05)
+                    hinges.append(m - s(a, a) + s(a, n))
+                terms.append(max(0.0, max(hinges)))
+        total += sum(terms) / len(terms)
+    assert cmr_loss(image, text, labels, mode="per_pair").loss.item() == pytest.approx(total, abs=1e-5)
+
+
+def test_per_pair_margin_belongs_to_the_selected_negative_not_to_the_anchor():
+    # text anchor 0 with s(a, a+) = 0.5 and two negatives; soft rank gives the anchor one margin
+    # from the mean commonality of both, per pair the margin is that of the hardest one alone.
+    from partsearch.losses.cmr import _per_pair_cmr
+    s = torch.tensor([[0.5, 0.47, 0.2], [0.0, 0.9, 0.0], [0.0, 0.0, 0.9]]).unsqueeze(-1)  # rows = texts
+    out = _per_pair_cmr(s, torch.arange(3), alpha=0.2, min_margin=0.05, delta=0.1, temperature=0.05)
+    c_hardest = sigmoid((0.47 - 0.5 + 0.1) / 0.05)
+    assert out.commonality[1, 0, 0].item() == pytest.approx(c_hardest, abs=1e-6)
+    assert out.margin[1, 0, 0].item() == pytest.approx(max(0.2 * (1 - c_hardest), 0.05), abs=1e-6)
+    soft = commonality(s, torch.arange(3))[0, 0].item()
+    assert soft == pytest.approx((c_hardest + sigmoid((0.2 - 0.5 + 0.1) / 0.05)) / 2, abs=1e-6)
+
+
+def test_per_pair_commonality_carries_no_gradient_but_the_loss_does():
+    image = F.normalize(torch.randn(4, 2, 3), dim=-1).requires_grad_()
+    out = cmr_loss(image, F.normalize(torch.randn(4, 2, 3), dim=-1), torch.arange(4), mode="per_pair")
+    assert out.loss.requires_grad and not out.margin.requires_grad and not out.commonality.requires_grad

@@ -57,7 +57,8 @@ def test_classifiers_are_shared_one_per_level_and_one_per_fine_part():
     assert len(crit.classifier_fine) == 4
 
 
-@pytest.mark.parametrize("override", [{"negatives": "easy"}, {"commonality": "hard"}, {"cmr": -1.0}])
+@pytest.mark.parametrize("override", [{"negatives": "easy"}, {"commonality": "hard"}, {"cmr": -1.0},
+                                      {"part_match_levels": ("fine", "hands")}, {"part_match_levels": ()}])
 def test_bad_loss_config_is_rejected_with_the_field_named(override):
     key = next(iter(override))
     with pytest.raises(ConfigError, match=f"loss.{key}"):
@@ -113,3 +114,17 @@ def test_part_match_averages_the_fine_and_the_coarse_correspondence():
     crit = PartSearchCriterion(replace(LossConfig(), part_match=3.0), 4, 16, 3, 4)
     expected = 3.0 * 0.5 * (part_correspondence_loss(img.fine, txt.fine) + part_correspondence_loss(img.coarse, txt.coarse))
     assert torch.allclose(crit(img, txt, LABELS)["part_match"], expected)
+
+
+def test_part_match_on_the_coarse_level_only_ignores_the_fine_parts():
+    from partsearch.losses.correspondence import part_correspondence_loss
+
+    img, txt = embeddings(seed=0), embeddings(seed=1, tokens=7)
+    crit = PartSearchCriterion(replace(LossConfig(), part_match=2.0, part_match_levels=("coarse",)), 4, 16, 3, 4)
+    expected = 2.0 * part_correspondence_loss(img.coarse, txt.coarse)
+    assert torch.allclose(crit(img, txt, LABELS)["part_match"], expected)
+
+
+def test_per_pair_commonality_needs_the_hardest_negative():
+    with pytest.raises(ConfigError, match="loss.commonality: per_pair.*hardest"):
+        PartSearchCriterion(replace(LossConfig(), commonality="per_pair", negatives="semihard"), 4, 16, 3, 4)

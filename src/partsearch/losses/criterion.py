@@ -23,6 +23,7 @@ from partsearch.losses.id import CosineClassifier, id_loss
 from partsearch.losses.ranking import NEGATIVES, ranking_loss
 from partsearch.model.similarity import global_cosines, mean_token_cosines, token_cosines
 
+PART_MATCH_LEVELS = ("coarse", "fine")
 TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_fine", "part_match")
 
 
@@ -34,6 +35,13 @@ def check_loss_config(cfg: LossConfig) -> None:
         raise ConfigError(
             f"loss.commonality: unknown value {cfg.commonality!r}; use one of {', '.join(COMMONALITY)}"
         )
+    levels = tuple(cfg.part_match_levels)
+    if not levels or len(set(levels)) != len(levels) or any(level not in PART_MATCH_LEVELS for level in levels):
+        raise ConfigError(f"loss.part_match_levels: expected one or both of {list(PART_MATCH_LEVELS)} "
+                          f"without repeats, got {list(levels)}")
+    if cfg.commonality == "per_pair" and cfg.negatives != "hardest":
+        raise ConfigError("loss.commonality: per_pair picks the negative with the largest hinge and is only "
+                          f"defined with loss.negatives=hardest, got {cfg.negatives!r}")
     for name in TERMS:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"loss.{name}: a loss weight must be >= 0, got {getattr(cfg, name)}")
@@ -119,9 +127,9 @@ class PartSearchCriterion(nn.Module):
             ]).mean()
         if cfg.part_match > 0:
             tau = cfg.contrastive_temperature
-            losses["part_match"] = cfg.part_match * 0.5 * (
-                part_correspondence_loss(image_emb.fine, text_emb.fine, tau)
-                + part_correspondence_loss(image_emb.coarse, text_emb.coarse, tau))
+            losses["part_match"] = cfg.part_match * torch.stack([
+                part_correspondence_loss(getattr(image_emb, level), getattr(text_emb, level), tau)
+                for level in cfg.part_match_levels]).mean()
         with torch.no_grad():
             if getattr(image_emb, "attention", None) is not None:
                 stats["coarse_attention_cos"] = off_diagonal(pairwise_cosine(image_emb.attention)).mean()
