@@ -117,7 +117,7 @@ class LossConfig:
     sdm: float = 0.0  # optional, IRRA's similarity distribution matching [ours]
     margin: float = 0.2
     negatives: str = "hardest"  # hardest | semihard
-    commonality: str = "soft_rank"  # soft_rank | per_pair [ours] | none
+    commonality: str = "soft_rank"  # soft_rank | per_pair [ours] | weighted [ours] | none (losses/cmr.py)
     cmr_alpha: float = 0.2
     cmr_min_margin: float = 0.05
     cmr_delta: float = 0.1

@@ -128,3 +128,39 @@ def test_per_pair_commonality_carries_no_gradient_but_the_loss_does():
     image = F.normalize(torch.randn(4, 2, 3), dim=-1).requires_grad_()
     out = cmr_loss(image, F.normalize(torch.randn(4, 2, 3), dim=-1), torch.arange(4), mode="per_pair")
     assert out.loss.requires_grad and not out.margin.requires_grad and not out.commonality.requires_grad
+
+
+def test_weighted_loss_matches_hand_computation():
+    torch.manual_seed(4)
+    image = F.normalize(torch.randn(4, 2, 3), dim=-1)
+    text = F.normalize(torch.randn(4, 2, 3), dim=-1)
+    labels = torch.tensor([0, 0, 1, 2])
+    sim = token_cosines(text, image).transpose(0, 1).tolist()  # rows = images
+    rows = []  # (1 - c, hinge) per direction, anchor, part
+    for direction in range(2):
+        for a in range(4):
+            for p in range(2):
+                s = (lambda x, y: sim[x][y][p]) if direction == 0 else (lambda x, y: sim[y][x][p])
+                negs = [n for n in range(4) if labels[n] != labels[a]]
+                c = sum(sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05) for n in negs) / len(negs)
+                rows.append((direction, 1 - c, max(0.0, max(0.2 * (1 - c), 0.05) - s(a, a) + max(s(a, n) for n in negs))))
+    mean_rare = sum(r for _, r, _ in rows) / len(rows)
+    total = sum(sum(r / mean_rare * h for d, r, h in rows if d == direction) / 8 for direction in range(2))
+    assert cmr_loss(image, text, labels, mode="weighted").loss.item() == pytest.approx(total, abs=1e-5)
+
+
+def test_weighted_mode_pushes_a_common_part_less_than_soft_rank_does():
+    torch.manual_seed(0)
+    n, d = 6, 8
+    common = F.normalize(torch.randn(1, d) + 0.3 * torch.randn(n, d), dim=-1)  # part 0: near one vector for all
+    rare = F.normalize(torch.randn(n, d), dim=-1)  # part 1: distinct per person
+    image = torch.stack([common, rare], dim=1).requires_grad_()
+    text = F.normalize(image.detach() + 0.5 * torch.randn(n, 2, d), dim=-1)
+    push = {}
+    for mode in ("soft_rank", "weighted"):
+        image.grad = None
+        out = cmr_loss(image, text, torch.arange(n), mode=mode)
+        out.loss.backward()
+        push[mode] = image.grad[:, 0].norm(dim=-1).sum().item()
+    assert out.commonality[..., 0].mean() > out.commonality[..., 1].mean() + 0.3
+    assert 0 < push["weighted"] < 0.8 * push["soft_rank"]

@@ -24,6 +24,14 @@ positive gets the floor and one delta below it gets alpha_f / 2. With the defaul
 T = delta / 2) m + s never decreases in s, so the hardest negative is the same one L_R picks; what
 the pair's margin changes is where its hinge switches off (at a gap s(a, a+) - s(a, n*) of delta).
 Only `negatives: hardest` is defined for it.
+
+`commonality="weighted"` [ours] keeps the soft-rank margins and also weights each hinge by
+w[a, p] = (1 - c[a, p]) / mean(1 - c) (stop-gradient; the mean over the batch's anchors, parts and
+directions, so the term keeps its overall size). With hardest negatives a hinge's gradient is +-1
+wherever it is active, whatever its margin; on SynthPEDES the hardest negative's part is closer than
+the positive's for most anchors and parts (the hinge is active for 99.9% of them,
+docs/ABLATION.md), so no margin can stop the loss pushing apart people who share a part. The
+weight can: a common part gets less of the push and a rare one more.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import torch
 from partsearch.losses.ranking import hinge_both_directions, negative_mask
 from partsearch.model.similarity import token_cosines
 
-COMMONALITY = ("soft_rank", "per_pair", "none")
+COMMONALITY = ("soft_rank", "per_pair", "weighted", "none")
 
 
 @dataclass
@@ -94,7 +102,11 @@ def cmr_loss(
             commonality(sim, labels, delta, temperature),
         ])
         margin = cmr_margin(c, alpha, min_margin)
-    loss = hinge_both_directions(sim, labels, margin, negatives)
+    weight = None
+    if mode == "weighted":
+        rare = 1 - c
+        weight = rare / rare.mean().clamp(min=1e-6)
+    loss = hinge_both_directions(sim, labels, margin, negatives, weight)
     return CMROutput(loss=loss, margin=margin.detach(), commonality=c.detach())
 
 

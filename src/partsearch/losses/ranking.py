@@ -44,14 +44,15 @@ def select_negative(
 
 def hinge_both_directions(
     sim: torch.Tensor, labels: torch.Tensor, margin: torch.Tensor | float, negatives: str = "hardest",
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """sum over directions of mean_a [m - s(a, a+) + s(a, n*)]_+.
 
     sim: (B, B, ...) with rows = texts, columns = images (`model.similarity`'s orientation); pair
     i is (image i, text i). The image->text direction anchors on images, so it reads `sim`
     transposed. Trailing dimensions (e.g. parts) are averaged too. margin: a float or a tensor
-    (2, B, ...) holding the image->text and the text->image margins. Anchors with no negative in
-    the batch are left out.
+    (2, B, ...) holding the image->text and the text->image margins; weight: None or a tensor of
+    the margin's shape multiplying each hinge. Anchors with no negative in the batch are left out.
     """
     valid = negative_mask(labels)
     has_negative = valid.any(dim=1)
@@ -62,6 +63,8 @@ def hinge_both_directions(
         m = margin[direction] if torch.is_tensor(margin) else margin
         negative = select_negative(s, positive, valid, m, negatives)
         hinge = (m - positive + negative).clamp(min=0)
+        if weight is not None:
+            hinge = hinge * weight[direction]
         if has_negative.any():
             total = total + hinge[has_negative].mean()
     return total
