@@ -146,6 +146,63 @@ def part_columns(run, splits) -> dict[str, float]:
     return out
 
 
+def hinge_gaps(run, splits, batches: int = 30, ids_per_batch: int = 16, seed: int = 0) -> dict[str, float]:
+    """How many ranking hinges a margin could switch off: the gap s(a, a+) - s(a, n*) to the
+    hardest negative over `batches` training-like batches of the train split (`ids_per_batch`
+    identities x 2 images, one caption each, both directions), at the global and the fine level:
+    its 10/50/90% quantiles and the share of gaps above 0.05 and 0.2 (METHOD.md, Losses 3: with the
+    hardest negative, an active hinge's gradient does not depend on its margin)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from partsearch.data.datasets import build_gallery_loader, build_query_loader
+    from partsearch.model.backbones import build_image_transform
+    from partsearch.model.similarity import global_cosines, token_cosines
+
+    records = splits.train
+    model, cfg = run.model.eval(), run.cfg
+    image, text = {"global": [], "fine": []}, {"global": [], "fine": []}
+    with torch.no_grad():
+        transform = build_image_transform(cfg.model, cfg.data, train=False)
+        for batch in build_gallery_loader(cfg, records, splits.image_root, transform, cfg.eval.batch_size):
+            emb = model.encode_image(batch["image"])
+            image["global"].append(emb.global_)
+            image["fine"].append(emb.fine)
+        first = set(np.cumsum([0] + [len(r.captions) for r in records[:-1]]).tolist())
+        for batch in build_query_loader(cfg, records, run.tokenizer, cfg.eval.batch_size):
+            emb = model.encode_text(batch["ids"], batch["mask"])
+            text["global"].append(emb.global_)
+            text["fine"].append(emb.fine)
+    image = {k: F.normalize(torch.cat(v).float(), dim=-1) for k, v in image.items()}
+    keep = torch.tensor(sorted(first))
+    text = {k: F.normalize(torch.cat(v).float(), dim=-1)[keep] for k, v in text.items()}
+    pids = np.array([r.pid for r in records])
+    rng = np.random.default_rng(seed)
+    gaps: dict[str, list[torch.Tensor]] = {"global": [], "fine": []}
+    for _ in range(batches):
+        chosen = rng.choice(np.unique(pids), min(ids_per_batch, len(np.unique(pids))), replace=False)
+        idx = np.concatenate([rng.choice(np.nonzero(pids == i)[0], min(2, int((pids == i).sum())), replace=False)
+                              for i in chosen])
+        labels = torch.tensor(pids[idx])
+        valid = labels[:, None] != labels[None, :]
+        sims = {"global": global_cosines(text["global"][idx], image["global"][idx])[..., None],
+                "fine": token_cosines(text["fine"][idx], image["fine"][idx])}
+        for level, sim in sims.items():
+            for s in (sim.transpose(0, 1), sim):
+                positive = torch.diagonal(s, dim1=0, dim2=1).t()
+                hardest = s.masked_fill(~valid[:, :, None], -2.0).amax(dim=1)
+                gaps[level].append((positive - hardest).flatten())
+    out = {}
+    for level, values in gaps.items():
+        g = torch.cat(values).numpy()
+        for q in (10, 50, 90):
+            out[f"gap_{level}_q{q}"] = float(np.quantile(g, q / 100))
+        out[f"gap_{level}_above_0.05"] = float((g > 0.05).mean())
+        out[f"gap_{level}_above_0.2"] = float((g > 0.2).mean())
+    return out
+
+
 PART_COLUMNS = ("coarse_token_cos", "coarse_margin", "fine_margin", "foreground_contrast", "auc_hair_color",
                 "auc_upper_color", "auc_lower_color", "auc_shoe_color", "auc_common_lower_color",
                 "margin_at_c_q10", "margin_at_c_q50", "margin_at_c_q90")
@@ -160,6 +217,16 @@ def format_parts(results: dict) -> str:
             values = [r["parts"][c] for r in runs if c in r.get("parts", {})]
             cells.append(f"{statistics.fmean(values):13.3f}" if values else f"{'-':>13}")
         lines.append(f"{variant:<14}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def format_gaps(results: dict) -> str:
+    """Mean over seeds of the share of hinges a margin could switch off (`hinge_gaps`)."""
+    columns = ("gap_global_q50", "gap_global_above_0.05", "gap_fine_q50", "gap_fine_above_0.05", "gap_fine_above_0.2")
+    lines = [f"{'variant':<14}" + "".join(f"{c[4:]:>20}" for c in columns)]
+    for variant, runs in results.items():
+        lines.append(f"{variant:<14}" + "".join(
+            f"{statistics.fmean(r['hinge_gaps'][c] for r in runs):20.3f}" for c in columns))
     return "\n".join(lines)
 
 
@@ -220,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["levels_R1"] = {k: float(v["R1"]) for k, v in evaluation.get("levels", {}).items()}
             entry.update(_last_stats(run_dir))
             entry["parts"] = part_columns(run, splits)
+            entry["hinge_gaps"] = hinge_gaps(run, splits)
             results[variant].append(entry)
             print(f"{variant} seed {seed}: R1 {metrics['R1']:.2f} R5 {metrics['R5']:.2f} "
                   f"R10 {metrics['R10']:.2f} mAP {metrics['mAP']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -231,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({os.cpu_count()} cores)")
     print(format_table(summary, results))
     print(format_parts(results))
+    print(format_gaps(results))
     if args.json:
         payload = {"args": {k: v for k, v in vars(args).items()}, "config": common, "variants": VARIANTS,
                    "results": results, "summary": summary, "test_split": stats["test"]}

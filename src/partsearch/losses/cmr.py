@@ -29,7 +29,7 @@ Only `negatives: hardest` is defined for it.
 w[a, p] = (1 - c[a, p]) / mean(1 - c) (stop-gradient; the mean over the batch's anchors, parts and
 directions, so the term keeps its overall size). With hardest negatives a hinge's gradient is +-1
 wherever it is active, whatever its margin; on SynthPEDES the hardest negative's part is closer than
-the positive's for most anchors and parts (the hinge is active for 99.9% of them,
+the positive's for most anchors and parts (the hinge is active for 99.6-99.8% of them,
 docs/ABLATION.md), so no margin can stop the loss pushing apart people who share a part. The
 weight can: a common part gets less of the push and a rare one more.
 """
