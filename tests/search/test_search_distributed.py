@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from search_fakes import FakeEncoder, make_crop
 
 from partsearch.search.index import Shard, build_index
@@ -47,6 +48,7 @@ def _same_index(a, b, encoder):
                 == [(r.id, r.score) for r in Searcher(b, encoder=encoder).search(text, 10)])
 
 
+@pytest.mark.slow
 def test_two_processes_build_the_index_one_process_builds(tmp_path, images_dir, encoder):
     for i, colour in enumerate(["red", "green", "blue", "white", "black"]):
         make_crop(images_dir / "more" / f"{i}.png", colour, "yellow")
@@ -70,3 +72,23 @@ def test_a_shard_takes_a_contiguous_share_in_rank_order():
     items = list(range(7))
     assert [list(Shard(r, 3).part(items)) for r in range(3)] == [[0, 1], [2, 3], [4, 5, 6]]
     assert list(Shard().part(items)) == items
+
+
+@pytest.mark.slow
+def test_torchrun_of_the_index_command_builds_the_index_of_one_process(tmp_path, images_dir):
+    from test_search_end_to_end import write_random_run
+
+    from partsearch.cli import main
+
+    run = write_random_run(tmp_path / "run", seed=0)
+    args = [str(run), "--images", str(images_dir), "--device", "cpu", "--batch-size", "1"]
+    assert main(["index", *args, "--out", str(tmp_path / "one")]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "partsearch", "index", *args, "--out", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("6 images; 6 added") == 1  # rank 0 reports, once
+    one, two = IndexStore(tmp_path / "one").load(), IndexStore(tmp_path / "two").load()
+    assert one.entries == two.entries and len(two.segments) == 2
+    np.testing.assert_array_equal(np.asarray(one.folded), np.asarray(two.folded))
