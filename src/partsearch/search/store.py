@@ -349,7 +349,7 @@ class IndexStore:
             raise ValueError(f"{folder}: the manifest has {len(entries)} images but folded.npy {folded.shape} "
                              f"and foreground.npy {foreground.shape}")
         ids = np.array([e.id for e in entries], np.int64)
-        vectors = FaissIndex.load(folder / "vectors.faiss", np.asarray(folded, np.float32), ids, info["index_factory"])
+        vectors = FaissIndex.load(folder / "vectors.faiss", folded, ids, info["index_factory"])
         segment = Segment(name, entries, folded, foreground, vectors)
         self._segments[name] = segment
         return segment
@@ -435,7 +435,7 @@ class IndexStore:
                 stored.flush()
                 maps.flush()
                 ids = np.array([e.id for e in entries], np.int64)
-                vectors, used = _build_vectors(np.asarray(stored, np.float32), ids, factory, strict)
+                vectors, used = _build_vectors(stored, ids, factory, strict)  # on the stored float16 values
                 del stored, maps
                 (partial / "manifest.jsonl").write_text("".join(e.to_json() + "\n" for e in entries))
                 (partial / "segment.json").write_text(json.dumps(
