@@ -136,12 +136,18 @@ def test_missing_images_folder_is_a_data_error(tmp_path, encoder):
         build_index(encoder, tmp_path / "nope", tmp_path / "idx", progress=False)
 
 
-def test_faiss_index_is_rebuilt_from_the_manifest_when_missing(index_dir, encoder):
-    store = IndexStore(index_dir)
-    expected = [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)]
-    for path in store.segments_dir.glob("*/vectors.faiss"):
-        path.unlink()
-    assert [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)] == expected
+def test_faiss_index_is_rebuilt_from_the_folded_vectors_when_missing(tmp_path, images_dir, encoder):
+    build_index(encoder, images_dir, tmp_path / "index", index_factory="HNSW8", progress=False)
+    store = IndexStore(tmp_path / "index")
+    expected = [r.id for r in Searcher(store.root, encoder=encoder).search("green", 3)]
+    (saved,) = store.segments_dir.glob("*/vectors.faiss")
+    saved.unlink()
+    assert [r.id for r in Searcher(store.root, encoder=encoder).search("green", 3)] == expected
+
+
+def test_an_exact_index_keeps_no_second_copy_of_the_vectors(index_dir):
+    # A Flat FAISS file would hold every vector again, as float32; it is built from folded.npy at load.
+    assert not list(IndexStore(index_dir).segments_dir.glob("*/vectors.faiss"))
 
 
 @pytest.mark.parametrize("factory", ["HNSW8", "IVF2,Flat"])

@@ -46,7 +46,7 @@ def test_each_vector_is_stored_once_as_float16_and_the_levels_are_views_of_it(in
     gen = IndexStore(index_dir).load()
     (segment,) = gen.segments
     assert sorted(p.name for p in (IndexStore(index_dir).segments_dir / segment.name).iterdir()) == [
-        "folded.npy", "foreground.npy", "manifest.jsonl", "segment.json", "vectors.faiss"]
+        "folded.npy", "foreground.npy", "manifest.jsonl", "segment.json"]
     assert segment.folded.dtype == np.float16 and isinstance(segment.folded, np.memmap)
     for level in level_views(segment.folded, 4, 2, 3):
         assert np.shares_memory(level, segment.folded)

@@ -23,7 +23,9 @@ keep theirs):
       folded.npy            (n, D) float16, `fold_gallery` (METHOD.md, Similarity): the one copy
                             of each vector; global / coarse / fine are views of it
       foreground.npy        (n, h, w) float16, the image foreground maps (for explanations)
-      vectors.faiss         the FAISS index over folded.npy (rebuilt from it when missing)
+      vectors.faiss         the FAISS index over folded.npy, for an approximate factory only (a Flat
+                            index would hold the vectors again; it is built at load), rebuilt when
+                            missing
     work/<fingerprint>/     embedded batches of an unfinished run (batch-NNNNNN.npz, per rank
                             under rank-R/ in a distributed run), for resuming; an unreadable batch
                             counts as not done

@@ -440,10 +440,11 @@ class IndexStore:
                 (partial / "manifest.jsonl").write_text("".join(e.to_json() + "\n" for e in entries))
                 (partial / "segment.json").write_text(json.dumps(
                     {"format": FORMAT, "rows": n, "dtype": np.dtype(STORED_DTYPE).name, "index_factory": used}))
-                try:
-                    vectors.save(partial / "vectors.faiss")
-                except RuntimeError as err:  # FAISS reports a failed write this way
-                    raise OSError(f"FAISS could not write vectors.faiss ({str(err).strip().splitlines()[-1]})") from None
+                if used != "Flat":  # a Flat index is the vectors again, as float32: built from folded.npy at load
+                    try:
+                        vectors.save(partial / "vectors.faiss")
+                    except RuntimeError as err:  # FAISS reports a failed write this way
+                        raise OSError(f"FAISS could not write vectors.faiss ({str(err).strip().splitlines()[-1]})") from None
                 for path in partial.iterdir():
                     _fsync(path)
                 os.rename(partial, self.segments_dir / name)
