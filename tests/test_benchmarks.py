@@ -198,3 +198,12 @@ def test_json_is_written_atomically(tmp_path):
 def test_cli_runs_as_a_module(tmp_path):
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "train-step" in result.stdout
+
+
+def test_store_int8_quantization_keeps_each_component_within_half_a_step_of_its_vector_scale():
+    from benchmarks import store
+
+    folded = np.random.default_rng(0).standard_normal((5, 40)).astype(np.float32)
+    step = np.abs(folded).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(store.quantize_int8(folded) - folded) <= step / 2 + 1e-7)
+    assert store.top_overlap(folded, folded, k=10) == 1.0

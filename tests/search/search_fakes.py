@@ -143,3 +143,14 @@ def write_video_for(root, video, frames=40, fps=10.0, size=(160, 120)):
         writer.write(np.full((size[1], size[0], 3), 5 * i, np.uint8))
     writer.release()
     return path
+
+
+def manifest_lines(index_dir) -> list[dict]:
+    """The live generation's manifest lines as stored in its segments, less the catalogue's deleted ids."""
+    from partsearch.search.store import IndexStore
+
+    store = IndexStore(index_dir)
+    catalogue = json.loads(store.catalogue_path(store.current_name()).read_text())
+    lines = [(ref, json.loads(line)) for ref in catalogue["segments"]
+             for line in (store.segments_dir / ref["name"] / "manifest.jsonl").read_text().splitlines()]
+    return [line for ref, line in lines if line["id"] not in ref["deleted"]]

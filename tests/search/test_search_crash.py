@@ -68,12 +68,15 @@ def test_killed_indexer_leaves_the_previous_index_valid_and_the_next_run_complet
 def test_leftover_partial_generation_is_ignored_and_cleaned(index_dir, images_dir, encoder):
     store = IndexStore(index_dir)
     before = store.current_name()
-    (store.root / "gen-000099.partial").mkdir()
-    (store.root / "gen-000099.partial" / "meta.json").write_text("{")
+    (store.root / "gen-000099.json.partial").write_text("{")
+    (store.segments_dir / ".seg-0123456789ab.partial").mkdir()
+    (store.segments_dir / "seg-0123456789ab").mkdir()  # written, never named by a catalogue
     assert len(Searcher(index_dir, encoder=encoder)) == 6
     make_crop(images_dir / "extra.png", "black", "black")
     build_index(encoder, images_dir, index_dir, progress=False)
-    assert sorted(p.name for p in store.root.glob("gen-*")) == [before, store.current_name()]
+    assert sorted(p.name for p in store.root.glob("gen-*")) == [f"{before}.json", f"{store.current_name()}.json"]
+    named = {s.name for s in store.load().segments}
+    assert {p.name for p in store.segments_dir.iterdir()} == named and len(named) == 2
 
 
 def _truncated_npz() -> bytes:
@@ -103,7 +106,8 @@ def test_rerun_recovers_an_unreadable_generation_from_the_previous_one(index_dir
     make_crop(images_dir / "extra.png", "black", "black")
     build_index(FakeEncoder(), images_dir, index_dir, progress=False)
     store = IndexStore(index_dir)
-    (store.root / store.current_name() / "folded.npy").write_bytes(b"garbage")
+    newest = store.load().segments[-1].name  # the segment holding extra.png
+    (store.segments_dir / newest / "folded.npy").write_bytes(b"garbage")
     encoder = CountingEncoder()
     report = build_index(encoder, images_dir, index_dir, progress=False)
     assert encoder.embedded == 1 and report.total == 7  # only the image the previous generation lacked
@@ -113,7 +117,7 @@ def test_rerun_recovers_an_unreadable_generation_from_the_previous_one(index_dir
 
 def test_rerun_rebuilds_from_the_images_when_no_generation_is_readable(index_dir, images_dir):
     store = IndexStore(index_dir)
-    (store.root / store.current_name() / "meta.json").write_text("{")
+    store.catalogue_path(store.current_name()).write_text("{")
     encoder = CountingEncoder()
     assert build_index(encoder, images_dir, index_dir, progress=False).total == 6
     assert encoder.embedded == 6

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from search_fakes import CROPS, FakeEncoder, embeddings, make_crop, similarity
+from search_fakes import CROPS, FakeEncoder, embeddings, make_crop, manifest_lines, similarity
 
 from partsearch.errors import DataError, SearchIndexError, StorageError
 from partsearch.data.images import ImageRejected, decode_image
@@ -18,9 +18,13 @@ from partsearch.model.similarity import level_similarities, part_scores
 from partsearch.search.searcher import Searcher, part_cosines
 
 
+# Vectors are stored float16: a component of a unit vector is off by at most 2^-12, a score
+# (a sum of 1 + N_c + P weighted cosines) by far less than this.
+SCORE_TOL = 2e-3
+
+
 def _manifest(index_dir):
-    store = IndexStore(index_dir)
-    return [json.loads(line) for line in (store.root / store.current_name() / "manifest.jsonl").read_text().splitlines()]
+    return manifest_lines(index_dir)
 
 
 def test_index_records_every_image_relative_to_the_root(index_dir, images_dir):
@@ -42,8 +46,8 @@ def test_arrays_and_folded_vectors_match_the_encoder(index_dir, images_dir, enco
     gen = IndexStore(index_dir).load()
     images = [Image.open(images_dir / e.path) for e in gen.entries]
     direct = encoder.encode_images(images)
-    np.testing.assert_allclose(gen.folded, encoder.fold_gallery(direct), atol=1e-6)
-    np.testing.assert_allclose(np.asarray(gen.arrays.fine), direct.fine, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gen.folded, np.float32), encoder.fold_gallery(direct), atol=2.5e-4)
+    np.testing.assert_allclose(np.asarray(gen.arrays.fine, np.float32), direct.fine, atol=2.5e-4)
     assert gen.arrays.foreground.shape == (len(CROPS), 8, 4)
 
 
@@ -56,9 +60,9 @@ def test_search_ranks_as_the_model_similarity(index_dir, images_dir, encoder):
     sims = similarity(encoder, encoder.encode_images([Image.open(images_dir / e.path) for e in gen.entries]), text)[0]
     results = searcher.search("a person in red and blue", k=4)
     assert [r.id for r in results] == [gen.entries[i].id for i in np.argsort(-sims)[:4]]
-    np.testing.assert_allclose([r.score for r in results], np.sort(sims)[::-1][:4], atol=1e-5)
+    np.testing.assert_allclose([r.score for r in results], np.sort(sims)[::-1][:4], atol=SCORE_TOL)
     top = results[0]
-    assert top.score == pytest.approx(top.levels["global"] + top.levels["coarse"] + top.levels["fine"], abs=1e-5)
+    assert top.score == pytest.approx(top.levels["global"] + top.levels["coarse"] + top.levels["fine"], abs=1e-4)
     assert len(top.parts["coarse"]) == 2 and len(top.parts["fine"]) == 3
 
 
@@ -132,11 +136,18 @@ def test_missing_images_folder_is_a_data_error(tmp_path, encoder):
         build_index(encoder, tmp_path / "nope", tmp_path / "idx", progress=False)
 
 
-def test_faiss_index_is_rebuilt_from_the_manifest_when_missing(index_dir, encoder):
-    store = IndexStore(index_dir)
-    expected = [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)]
-    (store.root / store.current_name() / "vectors.faiss").unlink()
-    assert [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)] == expected
+def test_faiss_index_is_rebuilt_from_the_folded_vectors_when_missing(tmp_path, images_dir, encoder):
+    build_index(encoder, images_dir, tmp_path / "index", index_factory="HNSW8", progress=False)
+    store = IndexStore(tmp_path / "index")
+    expected = [r.id for r in Searcher(store.root, encoder=encoder).search("green", 3)]
+    (saved,) = store.segments_dir.glob("*/vectors.faiss")
+    saved.unlink()
+    assert [r.id for r in Searcher(store.root, encoder=encoder).search("green", 3)] == expected
+
+
+def test_an_exact_index_keeps_no_second_copy_of_the_vectors(index_dir):
+    # A Flat FAISS file would hold every vector again, as float32; it is built from folded.npy at load.
+    assert not list(IndexStore(index_dir).segments_dir.glob("*/vectors.faiss"))
 
 
 @pytest.mark.parametrize("factory", ["HNSW8", "IVF2,Flat"])
@@ -171,11 +182,11 @@ def test_disk_full_while_writing_a_generation_is_one_clear_error_and_leaves_noth
     store = IndexStore(index_dir)
     before = sorted(p.name for p in index_dir.iterdir())
     make_crop(images_dir / "extra.png", "black", "black")
-    monkeypatch.setattr(np, "save", _disk_full)
+    monkeypatch.setattr(np.memmap, "flush", _disk_full)
     with pytest.raises(StorageError, match=r"No space left on device.*free space"):
         build_index(encoder, images_dir, index_dir, progress=False)
     assert sorted(p.name for p in index_dir.iterdir() if p.name != "work") == before
-    assert store.load().meta["count"] == 6
+    assert len(list(store.segments_dir.iterdir())) == 1 and store.load().meta["count"] == 6
 
 
 def test_disk_full_while_checkpointing_a_batch_leaves_no_temporary_file(index_dir, images_dir, encoder, monkeypatch):
@@ -190,19 +201,25 @@ def test_disk_full_while_checkpointing_a_batch_leaves_no_temporary_file(index_di
     ("manifest.jsonl", lambda e: dict(e, id="7"), "field 'id'"),
     ("manifest.jsonl", lambda e: {k: v for k, v in e.items() if k != "sha256"}, "expected the fields"),
     ("manifest.jsonl", lambda e: dict(e, path="../../outside.png"), "is not an indexed file"),
-    ("meta.json", lambda m: {k: v for k, v in m.items() if k != "index_factory"}, "field 'index_factory'"),
-    ("meta.json", lambda m: dict(m, next_id="12"), "field 'next_id'"),
+    ("catalogue", lambda m: {k: v for k, v in m.items() if k != "index_factory"}, "field 'index_factory'"),
+    ("catalogue", lambda m: dict(m, next_id="12"), "field 'next_id'"),
+    ("catalogue", lambda m: dict(m, segments=[dict(m["segments"][0], deleted=["3"])]), "deleted ids"),
 ])
-def test_hand_edited_manifest_or_meta_is_a_clear_error_naming_the_file(index_dir, encoder, file, edit, named):
-    path = index_dir / IndexStore(index_dir).current_name() / file
-    if file == "meta.json":
+def test_hand_edited_manifest_or_catalogue_is_a_clear_error_naming_the_file(index_dir, encoder, file, edit, named):
+    store = IndexStore(index_dir)
+    if file == "catalogue":
+        path = store.catalogue_path(store.current_name())
+    else:
+        (segment,) = store.segments_dir.iterdir()
+        path = segment / file
+    if file == "catalogue":
         path.write_text(json.dumps(edit(json.loads(path.read_text()))))
     else:
         lines = path.read_text().splitlines()
         path.write_text("\n".join([json.dumps(edit(json.loads(lines[0]))), *lines[1:]]) + "\n")
     with pytest.raises(SearchIndexError, match=named) as err:
         Searcher(index_dir, encoder=encoder)
-    assert file in str(err.value)
+    assert path.name in str(err.value)
 
 
 def test_an_index_moved_with_its_images_reads_them_where_they_now_are(tmp_path, index_dir, images_dir, encoder):

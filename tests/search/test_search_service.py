@@ -4,6 +4,7 @@ import asyncio
 import base64
 import errno
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -289,7 +290,7 @@ def _disk_full(*args, **kwargs):
 
 def test_upload_on_a_full_disk_is_a_json_507_and_writes_nothing(client, index_dir, monkeypatch):
     before = IndexStore(index_dir).current_name()
-    monkeypatch.setattr(np, "save", _disk_full)
+    monkeypatch.setattr(os, "fsync", _disk_full)
     response = _upload(client, _png("yellow"))
     assert response.status_code == 507 and "No space left on device" in response.json()["detail"]
     assert _nothing_written(index_dir, before)
@@ -298,7 +299,7 @@ def test_upload_on_a_full_disk_is_a_json_507_and_writes_nothing(client, index_di
 
 def test_delete_on_a_full_disk_is_a_json_507_and_keeps_the_image(client, index_dir, monkeypatch):
     entry = IndexStore(index_dir).load().entries[0]
-    monkeypatch.setattr(np, "save", _disk_full)
+    monkeypatch.setattr(os, "fsync", _disk_full)
     response = client.delete(f"/api/images/{entry.id}", headers={"X-API-Key": KEY})
     assert response.status_code == 507 and "No space left on device" in response.json()["detail"]
     assert entry.id in IndexStore(index_dir).load().rows

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from search_fakes import make_crop, make_ingest_gallery, write_video_for
+from search_fakes import make_crop, make_ingest_gallery, manifest_lines, write_video_for
 
 from partsearch.errors import DataError, QueryError
 from partsearch.search.index import build_index
@@ -102,8 +102,7 @@ def test_an_unknown_aggregate_is_a_query_error(tmp_path, encoder):
 
 
 def test_an_index_without_track_data_still_loads_and_searches(index_dir, encoder):
-    lines = (IndexStore(index_dir).root / "gen-000001" / "manifest.jsonl").read_text().splitlines()
-    assert {tuple(sorted(json.loads(line))) for line in lines} == {("id", "path", "sha256", "size", "source")}
+    assert {tuple(sorted(line)) for line in manifest_lines(index_dir)} == {("id", "path", "sha256", "size", "source")}
     searcher = Searcher(index_dir, encoder=encoder)
     assert searcher.current().tracks == {}
     assert searcher.search("red", k=3)[0].name.startswith("red_red")

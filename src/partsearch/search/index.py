@@ -1,48 +1,60 @@
-"""Building a gallery index on disk: the build pipeline with its resume cache, and single-image
-uploads and deletes. The index is split in parts: `store` (generations, fsync, CURRENT, lock),
-`vectors` (the `VectorIndex` protocol, the exact re-rank, FAISS), this module (what writes them).
+"""Building a gallery index on disk: the build pipeline with its resume cache, single-image
+uploads and deletes, and compaction. The index is split in parts: `store` (segments, catalogues,
+fsync, CURRENT, lock), `vectors` (the `VectorIndex` protocol, the exact re-rank, FAISS), this
+module (what writes them).
 
-Layout of INDEX_DIR (format `partsearch-index/1`):
+Layout of INDEX_DIR (format `partsearch-index/2`, a segmented store as Lucene, Milvus and Qdrant
+keep theirs):
 
     CURRENT                 name of the live generation, swapped with os.replace
-    gen-000007/
-      meta.json             format, model fingerprint, run dir + checkpoint, images root (paths
-                            relative to INDEX_DIR, absolute beside them), index factory, widths,
-                            next free id, match threshold (`threshold.py`; null when unknown)
+    gen-000007.json         the catalogue of generation 7: format, model fingerprint, run dir +
+                            checkpoint, images root (paths relative to INDEX_DIR, absolute beside
+                            them), index factory, widths (dim, num_coarse, num_fine, folded_dim),
+                            next free id, match threshold (`threshold.py`; null when unknown), and
+                            "segments": [{"name", "rows", "deleted": [ids]}] in row order
+    segments/seg-3f9a0c1b2d4e/   one immutable segment (an indexing run, an upload, a merge):
+      segment.json          format, rows, stored dtype, the FAISS factory of vectors.faiss
       manifest.jsonl        one JSON object per image, row order = array order:
                             {"id": int, "source": "images"|"uploads", "path": relative posix path,
                              "sha256": hex, "size": bytes}, plus for a crop of a `partsearch
                             ingest` gallery "video": {"video": the video file relative to the
                             images root, "frame", "time" (s), "box": [x1, y1, x2, y2], "track"}
-                            (`tracks.py`; absent for plain images and uploads, and in indexes
-                            written before tracks existed, which load unchanged)
-      folded.npy            (G, D) float32, `fold_gallery` (METHOD.md, Similarity)
-      global.npy            (G, d) float32
-      coarse.npy            (G, N_c, d) float32
-      fine.npy              (G, P, d) float32
-      foreground.npy        (G, h, w) float16, the image foreground maps (for explanations)
-      vectors.faiss         the FAISS index over folded.npy (rebuilt from it when missing)
-    work/<fingerprint>/     embedded batches of an unfinished run (batch-NNNNNN.npz), for resuming;
-                            an unreadable batch counts as not done
+                            (`tracks.py`; absent for plain images and uploads)
+      folded.npy            (n, D) float16, `fold_gallery` (METHOD.md, Similarity): the one copy
+                            of each vector; global / coarse / fine are views of it
+      foreground.npy        (n, h, w) float16, the image foreground maps (for explanations)
+      vectors.faiss         the FAISS index over folded.npy, for an approximate factory only (a Flat
+                            index would hold the vectors again; it is built at load), rebuilt when
+                            missing
+    work/<fingerprint>/     embedded batches of an unfinished run (batch-NNNNNN.npz, per rank
+                            under rank-R/ in a distributed run), for resuming; an unreadable batch
+                            counts as not done
     uploads/                images added over HTTP (their manifest source is "uploads")
     .lock                   flock taken by every writer (indexer, service)
 
-The manifest (with the arrays beside it) is the source of truth; `vectors.faiss` is derived.
-Images are never copied: paths are relative to the recorded images root (or to uploads/).
-A writer builds a complete new generation directory, then swaps CURRENT: a crash at any point,
-even `kill -9`, leaves the previous generation live, and the embedded batches in work/ let the
-next run continue where it stopped. Unchanged files (same sha256) are never embedded again.
-The generation a writer started from is kept beside the new one (older ones are removed): when the
-live generation is unreadable (a damaged disk, a hand edit), the next `partsearch index` recovers
-from it, or, when none is readable, indexes the images again.
+Segments and their manifests are the source of truth; `vectors.faiss` is derived. Images are never
+copied: paths are relative to the recorded images root (or to uploads/). A writer writes its new
+segment (new images only) under a temporary name, renames it, writes a new catalogue and swaps
+CURRENT: adding or deleting k images writes O(k) bytes plus the catalogue, and a crash at any
+point, even `kill -9`, leaves the previous generation live (an unnamed segment is removed by the
+next writer); the embedded batches in work/ let the next run continue where it stopped. Unchanged
+files (same sha256) are never embedded again. The catalogue a writer started from is kept with its
+segments: when the live generation is unreadable (a damaged disk, a hand edit), the next
+`partsearch index` recovers from it, or, when none is readable, indexes the images again.
+Compaction (`compact`, `partsearch index --compact`; a tiered merge after each upload or delete)
+merges segments into one and drops deleted rows the same way: new segment, new catalogue. An index
+of the older whole-generation format (`partsearch-index/1`) is converted by the next writer.
 
 `build_index(..., on_batch=f)` calls `f(n)` after the n-th batch is checkpointed into work/ (the
-crash tests pause the indexer there to kill it).
+crash tests pause the indexer there to kill it); `compact(..., on_written=f)` calls `f(segment
+name)` after the merged segment is written and before it goes live.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -50,23 +62,28 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from partsearch.config import DataConfig
 from partsearch.data.images import ACCEPTED_FORMATS, ImageRejected, decode_image
-from partsearch.errors import DataError, UnknownImage
+from partsearch.errors import DataError, SearchIndexError, UnknownImage
 from partsearch.files import atomic_path
-from partsearch.search.encoder import Encoder, GalleryArrays
-from partsearch.search.store import FORMAT, Entry, Generation, IndexStore, check_model, portable_source, storage
+from partsearch.search.encoder import Encoder
+from partsearch.search.store import (FORMAT, Entry, Generation, IndexStore, RowStack, check_model, portable_source,
+                                     storage)
 from partsearch.search.tracks import join_records
 from partsearch.search.vectors import check_factory
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 _BATCH_NAME = re.compile(r"batch-[0-9]{6}\.npz")
+# Tiered compaction [ours, after Lucene's merge policy]: segments are grouped by the decimal order
+# of their live rows, and MERGE_FACTOR segments of one group are merged into one, so each row is
+# rewritten about log10(G) times; a segment with half its rows deleted is rewritten too.
+MERGE_FACTOR = 10
 
 if TYPE_CHECKING:
     from partsearch.runs import LoadedRun
@@ -94,39 +111,43 @@ class _WorkCache:
     file that is not a readable batch (cut short, emptied, a leftover temporary) is ignored, so
     its images are embedded again instead of blocking the index."""
 
-    def __init__(self, root: Path, fingerprint: str):
-        self.dir = root / "work" / fingerprint[:32]
-        self.shas: dict[str, tuple[GalleryArrays, np.ndarray, int]] = {}
+    def __init__(self, root: Path, fingerprint: str, rank: int | None = None):
+        self.base = root / "work" / fingerprint[:32]
+        self.dir = self.base if rank is None else self.base / f"rank-{rank}"
+        self.shas: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}  # sha -> (folded, foreground, row)
         self.batches = 0
-        for path in sorted(self.dir.glob("batch-*.npz")):
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every complete batch, this process's and (in a distributed build) the other ranks'."""
+        for path in sorted([*self.base.glob("batch-*.npz"), *self.base.glob("rank-*/batch-*.npz")]):
             if not _BATCH_NAME.fullmatch(path.name):
                 continue
-            self.batches = max(self.batches, int(path.name[6:12]))
+            if path.parent == self.dir:
+                self.batches = max(self.batches, int(path.name[6:12]))
             try:
                 with np.load(path) as z:
-                    arrays = GalleryArrays(z["global_"], z["coarse"], z["fine"], z["foreground"])
-                    folded, shas = z["folded"], [str(s) for s in z["sha256"]]
-                if not len(shas) == len(folded) == len(arrays):
+                    folded, foreground, shas = z["folded"], z["foreground"], [str(s) for s in z["sha256"]]
+                if not len(shas) == len(folded) == len(foreground):
                     continue
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 continue  # a batch cut short by a crash is embedded again
             for i, sha in enumerate(shas):
-                self.shas[sha] = (arrays, folded, i)
+                self.shas[sha] = (folded, foreground, i)
 
-    def add(self, shas: list[str], arrays: GalleryArrays, folded: np.ndarray) -> None:
+    def add(self, shas: list[str], folded: np.ndarray, foreground: np.ndarray) -> None:
         self.batches += 1
         final = self.dir / f"batch-{self.batches:06d}.npz"
         with storage(f"embedded batch {final}"), atomic_path(final) as tmp:
             with open(tmp, "wb") as handle:  # a handle, so numpy adds no .npz suffix to the name
-                np.savez(handle, sha256=np.array(shas), folded=folded, global_=arrays.global_,
-                         coarse=arrays.coarse, fine=arrays.fine, foreground=arrays.foreground.astype(np.float16))
+                np.savez(handle, sha256=np.array(shas), folded=folded, foreground=foreground.astype(np.float16))
                 handle.flush()
                 os.fsync(handle.fileno())
         for i, sha in enumerate(shas):
-            self.shas[sha] = (arrays, folded, i)
+            self.shas[sha] = (folded, foreground, i)
 
     def clear(self) -> None:
-        shutil.rmtree(self.dir.parent, ignore_errors=True)
+        shutil.rmtree(self.base.parent, ignore_errors=True)
 
 
 @dataclass
@@ -160,18 +181,43 @@ def _as_encoder(run_or_encoder: Encoder | LoadedRun, device: str = "auto") -> En
     return RunEncoder(None, device=device, run=run_or_encoder)
 
 
-def _stack_rows(rows: list[tuple[GalleryArrays, np.ndarray, int]], like: tuple[GalleryArrays, np.ndarray] | None):
-    if not rows:
-        if like is None:
-            return None
-        return like[0].take([]), like[1][:0]
-    arrays = GalleryArrays(
-        np.stack([a.global_[i] for a, _, i in rows]),
-        np.stack([a.coarse[i] for a, _, i in rows]),
-        np.stack([a.fine[i] for a, _, i in rows]),
-        np.stack([np.asarray(a.foreground[i], np.float32) for a, _, i in rows]),
-    )
-    return arrays, np.stack([f[i] for _, f, i in rows]).astype(np.float32)
+class Shard:
+    """This process's part of a distributed build (`torchrun --nproc_per_node N -m partsearch
+    index ...`): `rank` of `world_size`, exchanging small Python objects over the default
+    `torch.distributed` process group (gloo is enough: only hashes, names and lists travel).
+    `Shard()` alone is a build in one process."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1):
+        self.rank, self.world_size = rank, world_size
+
+    def all_gather(self, value) -> list:
+        if self.world_size == 1:
+            return [value]
+        import torch.distributed as dist
+
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def part(self, items: Sequence) -> Sequence:
+        """This rank's contiguous share of `items` (rank order is item order)."""
+        bounds = [len(items) * r // self.world_size for r in range(self.world_size + 1)]
+        return items[bounds[self.rank]:bounds[self.rank + 1]]
+
+
+class _Rows:
+    """Row views from several arrays (old segments, embedded batches) read in slices, so a new
+    segment is written without stacking its rows first."""
+
+    def __init__(self, rows: list[np.ndarray], like: tuple[int, ...]):
+        self.rows = rows
+        self.shape = (len(rows), *(rows[0].shape if rows else like))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return np.stack(self.rows[key]) if self.rows[key] else np.zeros((0, *self.shape[1:]), np.float32)
 
 
 def build_index(
@@ -185,15 +231,23 @@ def build_index(
     on_batch: Callable[[int], None] | None = None,
     video_records: Iterable[dict] | None = None,
     gallery_dir: str | Path | None = None,
+    shard: Shard | None = None,
 ) -> BuildReport:
     """Create or update the index at `out_dir` for every image under `images_dir`.
 
     `run` is an `Encoder` or a `LoadedRun`. New files are embedded, deleted files dropped, and
-    files whose sha256 is already in the index (or in an unfinished run's work/) are reused.
+    files whose sha256 is already in the index (or in an unfinished run's work/) are reused. The
+    new images go into one new segment; deleted ones are marked deleted in the catalogue (a new
+    index factory rewrites every image into one segment).
     `video_records` are the records of a `partsearch ingest` gallery (`crop` and `video` relative
     to `gallery_dir`, by default `images_dir`; `partsearch.video.ingest.read_records` reads them):
     each crop's manifest entry keeps its record, which makes its track searchable.
+    With a `shard` of a distributed build, every rank hashes and embeds its share, writes the
+    segment of its share of the new images, and rank 0 (which holds the lock throughout) commits
+    them all in one catalogue: the same index as one process builds.
     """
+    shard = shard or Shard()
+    lead = shard.rank == 0
     encoder = _as_encoder(run)
     images_root = Path(images_dir).resolve()
     if not images_root.is_dir():
@@ -204,14 +258,18 @@ def build_index(
     check_factory(index_factory, encoder.dim * (1 + encoder.num_coarse + encoder.num_fine))
     from partsearch.search import threshold as match_threshold
 
-    threshold = match_threshold.for_run(encoder)
+    threshold = match_threshold.for_run(encoder) if lead else None
     store = IndexStore(out_dir)
-    with store.lock():
-        old = store.load_for_update()
+    progress = progress and lead
+    with store.lock() if lead else contextlib.nullcontext():
+        old = store.load_for_update() if lead else None
         recovered = old is not None and old.name != store.current_name()
         if old is not None:
             check_model(old.meta, encoder, store.root)
-        work = _WorkCache(store.root, encoder.fingerprint)
+        name, recovered = shard.all_gather((old.name if old is not None else None, recovered))[0]
+        if not lead and name is not None:
+            old = store.load(name)
+        work = _WorkCache(store.root, encoder.fingerprint, None if shard.world_size == 1 else shard.rank)
         files = [("images", p, images_root / p) for p in scan_images(images_root)]
         if store.uploads.is_dir():
             files += [("uploads", p, store.uploads / p) for p in scan_images(store.uploads)]
@@ -219,46 +277,71 @@ def build_index(
         old_rows = old.reuse_by_sha() if old else {}
         next_id = old.meta["next_id"] if old else 0
 
-        scanned: list[tuple[str, str, str, int]] = []
-        for source, rel, path in tqdm(files, desc="hashing", unit="img", disable=not progress):
+        hashed = []
+        for source, rel, path in tqdm(shard.part(files), desc="hashing", unit="img", disable=not progress):
             data = path.read_bytes()
-            scanned.append((source, rel, sha256_bytes(data), len(data)))
+            hashed.append((source, rel, sha256_bytes(data), len(data)))
+        scanned: list[tuple[str, str, str, int]] = [row for part in shard.all_gather(hashed) for row in part]
         pending = {sha: (rel, path) for (source, rel, sha, _), (_, _, path) in zip(scanned, files)
                    if sha not in old_rows and sha not in work.shas}
-        skipped = _embed_pending(encoder, pending, work, batch_size, progress, max_pixels, on_batch)
+        mine = dict(shard.part(list(pending.items())))
+        skipped = _embed_pending(encoder, mine, work, batch_size, progress, max_pixels, on_batch)
+        if shard.world_size > 1:
+            skipped = [rel for part in shard.all_gather(skipped) for rel in part]
+            work.reload()
 
-        entries: list[Entry] = []
-        rows: list[tuple[GalleryArrays, np.ndarray, int]] = []
+        # Every rank makes the same plan: which old rows stay, which entries are new (and their ids).
+        kept: set[int] = set()
+        ordered: list[tuple[Entry, np.ndarray, np.ndarray, int | None]] = []  # entry, folded, foreground, old row
         reused = 0
         for source, rel, sha, size in scanned:
+            video = videos.get(rel) if source == "images" else None
+            previous = old_keys.get((source, rel))
             if sha in old_rows:
-                rows.append((old.arrays, old.folded, old_rows[sha]))
+                row = old_rows[sha]
+                vector, foreground = old.folded[row], old.arrays.foreground[row]
                 reused += 1
             elif sha in work.shas:
-                rows.append(work.shas[sha])
+                folded, maps, i = work.shas[sha]
+                row, vector, foreground = None, folded[i], maps[i]
             else:
                 continue  # unreadable, reported in `skipped`
-            previous = old_keys.get((source, rel))
             if previous is not None and previous.sha256 == sha:
-                entry_id = previous.id
+                entry = Entry(previous.id, source, rel, sha, size, video)
+                row = old.rows[previous.id]
             else:
-                entry_id, next_id = next_id, next_id + 1
-            entries.append(Entry(entry_id, source, rel, sha, size, videos.get(rel) if source == "images" else None))
+                entry, next_id = Entry(next_id, source, rel, sha, size, video), next_id + 1
+                row = None
+            ordered.append((entry, vector, foreground, row))
+            if row is not None and entry == old.entries[row]:
+                kept.add(row)
 
-        kept_ids = {e.id for e in entries}
-        removed = sum(1 for e in (old.entries if old else []) if e.id not in kept_ids)
-        added = sum(1 for e in entries if e.id not in (old.rows if old else {}))
-        unchanged = (old is not None and not recovered and not added and not removed
-                     and old.meta["index_factory"] == index_factory
-                     and [e.video for e in entries] == [e.video for e in old.entries]
+        rewrite = old is None or old.meta["index_factory"] != index_factory
+        new = ordered if rewrite else [item for item in ordered if item[3] is None or item[3] not in kept]
+        final_ids = {item[0].id for item in ordered}
+        removed = sum(1 for e in (old.entries if old else []) if e.id not in final_ids)
+        added = sum(1 for i in final_ids if i not in (old.rows if old else {}))
+        unchanged = (old is not None and not recovered and not new and len(kept) == len(old.entries)
                      and store.images_root(old.meta).resolve() == images_root)
+        if not ordered and old is None:
+            raise DataError(f"--images {images_root}: no readable JPEG/PNG/WebP images found")
+        refs = []
+        if not unchanged:
+            part = shard.part(new)
+            if part:
+                folded_dim = encoder.dim * (1 + encoder.num_coarse + encoder.num_fine)
+                segment = store.write_segment(
+                    [e for e, _, _, _ in part], _Rows([v for _, v, _, _ in part], (folded_dim,)),
+                    _Rows([f for _, _, f, _ in part], (1, 1)), index_factory, strict=rewrite)
+                refs.append({"name": segment.name, "rows": len(segment), "deleted": []})
+        refs = [ref for part in shard.all_gather(refs) for ref in part]
         if unchanged:
             name = old.name
-        else:
-            stacked = _stack_rows(rows, (old.arrays, old.folded) if old else None)
-            if stacked is None:
-                raise DataError(f"--images {images_root}: no readable JPEG/PNG/WebP images found")
-            arrays, folded = stacked
+        elif lead:
+            segments = [] if rewrite else old.catalogue_segments()
+            dropped = {e.id for row, e in enumerate(old.entries) if row not in kept} if old else set()
+            for ref, segment in zip(segments, old.segments if old else []):
+                ref["deleted"] += [int(i) for i in segment.ids if int(i) in dropped]
             meta = {
                 "format": FORMAT,
                 "fingerprint": encoder.fingerprint,
@@ -269,14 +352,16 @@ def build_index(
                 "dim": encoder.dim,
                 "num_coarse": encoder.num_coarse,
                 "num_fine": encoder.num_fine,
-                "folded_dim": int(folded.shape[1]),
+                "folded_dim": encoder.dim * (1 + encoder.num_coarse + encoder.num_fine),
                 "next_id": next_id,
                 "match_threshold": threshold,
             }
-            name = store.write(meta, entries, arrays, folded, previous=old.name if old else None).name
-        work.clear()
-    tracks = len({e.video.key for e in entries if e.video is not None})
-    return BuildReport(len(entries), added, removed, len(pending) - len(skipped),
+            name = store.commit(meta, segments + refs, previous=old.name if old else None).name
+        if lead:
+            work.clear()
+        name = shard.all_gather(name if lead else None)[0]
+    tracks = len({e.video.key for e, _, _, _ in ordered if e.video is not None})
+    return BuildReport(len(ordered), added, removed, len(pending) - len(skipped),
                        reused, skipped, name, str(store.root), tracks)
 
 
@@ -302,7 +387,7 @@ def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work:
             images.append(image)
         if images:
             arrays = encoder.encode_images(images)
-            work.add(shas, arrays, encoder.fold_gallery(arrays))
+            work.add(shas, encoder.fold_gallery(arrays), arrays.foreground)
         bar.update(len(items[start:start + batch_size]))
         done_batches += 1
         if on_batch is not None:
@@ -313,9 +398,9 @@ def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work:
 
 def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
               max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Entry, bool, Generation]:
-    """Validate, store under uploads/ and index one uploaded image. Returns (entry, added, generation);
-    `added` is False when the same bytes are already indexed. Nothing is written when the image is
-    rejected."""
+    """Validate, store under uploads/ and index one uploaded image in a segment of its own.
+    Returns (entry, added, generation); `added` is False when the same bytes are already indexed.
+    Nothing is written when the image is rejected."""
     image, fmt = decode_image(data, name, max_pixels)
     sha = sha256_bytes(data)
     with store.lock():
@@ -330,30 +415,85 @@ def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
         with storage(f"upload {store.uploads / rel}"), atomic_path(store.uploads / rel) as tmp:
             tmp.write_bytes(data)
         entry = Entry(old.meta["next_id"], "uploads", rel, sha, len(data))
-        meta = dict(old.meta, next_id=old.meta["next_id"] + 1)
-        new_arrays = GalleryArrays.concat([old.arrays.take(range(len(old.entries))), arrays])
         try:
-            gen = store.write(meta, old.entries + [entry], new_arrays, np.concatenate([old.folded, folded]),
-                              previous=old.name)
+            segment = store.write_segment([entry], folded, arrays.foreground, old.meta["index_factory"])
+            gen = store.commit(dict(old.meta, next_id=entry.id + 1),
+                               old.catalogue_segments() + [{"name": segment.name, "rows": 1, "deleted": []}],
+                               previous=old.name)
         except BaseException:
             (store.uploads / rel).unlink(missing_ok=True)
             raise
-        return entry, True, gen
+        return entry, True, _merge(store, gen, merge_plan(gen))
 
 
 def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
-    """Remove one image from the manifest and the vectors. Only a file the index owns (an upload,
-    under uploads/) is deleted from disk; a file in the images folder belongs to the user and is
-    never touched (the next `partsearch index` of that folder adds it again)."""
+    """Remove one image: its id is added to its segment's deleted ids in a new catalogue. Only a
+    file the index owns (an upload, under uploads/) is deleted from disk; a file in the images
+    folder belongs to the user and is never touched (the next `partsearch index` of that folder
+    adds it again)."""
     with store.lock():
         old = store.load()
         if image_id not in old.rows:
             raise UnknownImage(image_id, store.root)
-        row = old.rows[image_id]
-        entry = old.entries[row]
-        keep = [i for i in range(len(old.entries)) if i != row]
-        gen = store.write(old.meta, [old.entries[i] for i in keep], old.arrays.take(keep), old.folded[keep],
-                          previous=old.name)
+        entry = old.entries[old.rows[image_id]]
+        segments = old.catalogue_segments()
+        for ref, segment in zip(segments, old.segments):
+            if image_id in segment.ids and image_id not in ref["deleted"]:
+                ref["deleted"].append(image_id)
+                break
+        gen = store.commit(old.meta, segments, previous=old.name)
         if entry.source == "uploads":
             store.image_path(old.meta, entry).unlink(missing_ok=True)
-        return entry, gen
+        return entry, _merge(store, gen, merge_plan(gen))
+
+
+def merge_plan(gen: Generation, full: bool = False) -> list[int]:
+    """Which segments (positions in `gen.segments`) to merge: with `full` all of them when there
+    is more than one or any deleted row; otherwise the tiered policy (MERGE_FACTOR segments of
+    the same decimal order of live rows; else the segments with half their rows deleted)."""
+    refs = gen.catalogue_segments()
+    if full:
+        return list(range(len(refs))) if len(refs) > 1 or any(r["deleted"] for r in refs) else []
+    tiers: dict[int, list[int]] = {}
+    for i, ref in enumerate(refs):
+        tiers.setdefault(int(math.log10(max(1, ref["rows"] - len(ref["deleted"])))), []).append(i)
+    for tier in sorted(tiers):
+        if len(tiers[tier]) >= MERGE_FACTOR:
+            return tiers[tier][:MERGE_FACTOR]
+    return [i for i, ref in enumerate(refs) if 2 * len(ref["deleted"]) >= ref["rows"]]
+
+
+def _merge(store: IndexStore, gen: Generation, chosen: list[int],
+           on_written: Callable[[str], None] | None = None) -> Generation:
+    """Merge segments `chosen` of `gen` into one new segment, in place of the first of them,
+    without their deleted rows (caller holds `lock`)."""
+    if not chosen:
+        return gen
+    live = gen.folded.rows
+    foreground = gen.arrays.foreground
+    rows = [gen.segments[i].entries[r] for i in chosen for r in live[i]]
+    segment = store.write_segment(
+        rows, RowStack([gen.folded.parts[i] for i in chosen], [live[i] for i in chosen]),
+        RowStack([foreground.parts[i] for i in chosen], [live[i] for i in chosen]), gen.meta["index_factory"])
+    if on_written is not None:
+        on_written(segment.name)
+    refs = gen.catalogue_segments()
+    merged = {"name": segment.name, "rows": len(segment), "deleted": []}
+    segments = [merged if i == chosen[0] else ref for i, ref in enumerate(refs) if i == chosen[0] or i not in chosen]
+    return store.commit(gen.meta, segments, previous=gen.name)
+
+
+def compact(index_dir: str | Path, full: bool = True,
+            on_written: Callable[[str], None] | None = None) -> tuple[Generation, Generation]:
+    """Merge the segments of the index at `index_dir` (all into one with `full`, else by the
+    tiered policy) and drop deleted rows; an index of the older format is converted. Returns the
+    generations before and after (the same when there was nothing to merge). Killed half-way,
+    the previous generation stays live and the next writer removes the unnamed segment."""
+    store = IndexStore(index_dir)
+    store.current_name()  # a clear error when there is no index there
+    with store.lock():
+        gen = store.load_for_update()
+        if gen is None:
+            raise SearchIndexError(f"index {store.root} has no readable generation; re-run `partsearch index` "
+                                   f"RUN_DIR --images DIR --out {store.root} to rebuild it")
+        return gen, _merge(store, gen, merge_plan(gen, full), on_written)

@@ -226,7 +226,7 @@ class Searcher:
         ids_known = [(int(i), float(s)) for i, s in zip(ids, scores) if int(i) in gen.rows]
         rows = np.array([gen.rows[i] for i, _ in ids_known], dtype=np.int64)
         g, c, f = part_cosines(gen.arrays, rows, emb) if len(rows) else ([], [], [])
-        regions = stripe_regions(np.asarray(gen.arrays.fine).shape[1]) if len(rows) else []
+        regions = stripe_regions(gen.arrays.fine.shape[1]) if len(rows) else []
         results = []
         for rank, ((image_id, score), row) in enumerate(zip(ids_known, rows), start=1):
             entry = gen.entries[row]
