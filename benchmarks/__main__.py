@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "search": ("benchmarks.search", "query latency and recall@10 at 10k / 100k / 1M vectors"),
     "ingest": ("benchmarks.ingest", "partsearch ingest: video frames/s with the HOG detector"),
     "tracks": ("benchmarks.tracks", "track-level search: R@1 of max vs mean-top3 on synthetic tracks"),
+    "vtest": ("benchmarks.vtest", "R@1/R@5 of a run on captioned real people from vtest.avi"),
     "gpu": ("benchmarks.gpu_bench", "the GPU suite gpu.sh runs (ceilings, train, encode, metrics)"),
 }
 # `all` runs the CPU suite; `ablation` trains models and `gpu` is gpu.sh's job, so both are opt-in.
