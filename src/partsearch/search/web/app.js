@@ -180,19 +180,23 @@ function showFrame(track) {
 }
 
 function showVideo(track) {
-  // The video from the best crop's time, when this browser can play its format (most play MP4
-  // and WebM, few AVI or MKV); the server answers range requests, so seeking does not download
-  // the whole file first.
+  // When this browser can play the video's format (most play MP4 and WebM, few AVI or MKV), a
+  // button swaps the frame for the video, playing from the best crop's time; the server answers
+  // range requests, so seeking does not download the whole file first.
   const b = track.best;
   const video = $("frame-video");
+  const button = $("play-video");
   const note = $("video-note");
   const name = track.video.split("/").pop();
   video.pause();
+  video.removeAttribute("src");
   video.hidden = true;
+  button.hidden = true;
   note.hidden = true;
   const cannot = (why) => {
     video.hidden = true;
-    video.removeAttribute("src");
+    button.hidden = true;
+    $("frame-image").hidden = false;
     note.hidden = false;
     note.replaceChildren(`${why}; the frame above shows where the person was at ${clock(b.time)}. `);
     const link = document.createElement("a");
@@ -206,11 +210,22 @@ function showVideo(track) {
     cannot(`This browser cannot play ${name} (${b.video_type})`);
     return;
   }
-  video.onloadedmetadata = () => { video.currentTime = b.time; };
-  video.onerror = () => cannot(`This browser could not play ${name}`);
-  video.src = b.video_url;
-  video.hidden = false;
-  video.setAttribute("aria-label", `${name} from ${clock(b.time)}`);
+  button.textContent = `▶ play ${name} from ${clock(b.time)}`;
+  button.hidden = false;
+  button.onclick = () => {
+    button.hidden = true;
+    $("frame-image").hidden = true;
+    video.hidden = false;
+    video.setAttribute("aria-label", `${name} from ${clock(b.time)}`);
+    video.onloadedmetadata = () => {
+      video.currentTime = b.time;
+      video.play().catch(() => {});
+    };
+    video.onerror = () => cannot(`This browser could not play ${name}`);
+    video.preload = "metadata";  // nothing is fetched before the click
+    video.src = b.video_url;
+    video.focus();
+  };
 }
 
 async function showDetail(id, card, track) {
