@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ingest": ("benchmarks.ingest", "partsearch ingest: video frames/s with the HOG detector"),
     "tracks": ("benchmarks.tracks", "track-level search: R@1 of max vs mean-top3 on synthetic tracks"),
     "store": ("benchmarks.store", "index storage: score error of float16 / int8 vectors, bytes written per change"),
+    "vtest": ("benchmarks.vtest", "R@1/R@5 of a run on captioned real people from vtest.avi"),
     "gpu": ("benchmarks.gpu_bench", "the GPU suite gpu.sh runs (ceilings, train, encode, metrics)"),
 }
 # `all` runs the CPU suite; `ablation` trains models and `gpu` is gpu.sh's job, so both are opt-in.

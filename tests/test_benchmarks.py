@@ -29,7 +29,8 @@ def read(path):
 def test_entry_point_lists_every_benchmark_including_the_other_owners(capsys):
     assert entry.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("synth", "metrics", "heads", "ablation", "train-step", "encode", "search", "ingest", "gpu", "all"):
+    for name in ("synth", "metrics", "heads", "ablation", "train-step", "encode", "search", "ingest", "tracks", "vtest",
+                 "gpu", "all"):
         assert f"  {name} " in out
 
 
@@ -207,3 +208,50 @@ def test_store_int8_quantization_keeps_each_component_within_half_a_step_of_its_
     step = np.abs(folded).max(axis=1, keepdims=True) / 127
     assert np.all(np.abs(store.quantize_int8(folded) - folded) <= step / 2 + 1e-7)
     assert store.top_overlap(folded, folded, k=10) == 1.0
+
+
+def test_vtest_set_is_10_people_with_4_crops_and_the_same_2_captions_on_each(tmp_path):
+    from benchmarks import vtest
+
+    from partsearch.data.formats import load_dataset
+
+    splits = load_dataset("CUHK-PEDES", vtest.DATA, verbose=False)
+    assert not splits.train and not splits.val
+    by_pid = {}
+    for record in splits.test:
+        by_pid.setdefault(record.pid, []).append(record)
+        assert (splits.image_root / record.image).is_file()
+    assert sorted(by_pid) == list(range(1, 11))
+    assert all(len(rs) == 4 and len(rs[0].captions) == 2 and all(r.captions == rs[0].captions for r in rs)
+               for rs in by_pid.values())
+    assert sum(p.stat().st_size for p in vtest.DATA.rglob("*") if p.is_file()) < 2 * 2**20
+
+
+def test_vtest_asks_each_caption_once_and_keeps_every_crop_in_the_gallery():
+    from benchmarks import vtest
+
+    from partsearch.data.formats import load_dataset
+
+    records = vtest.once_per_person(load_dataset("CUHK-PEDES", vtest.DATA, verbose=False).test)
+    assert len(records) == 40 and sum(len(r.captions) for r in records) == 20
+
+
+def test_vtest_tiny_run_reports_recall_on_20_queries_and_40_crops(tmp_path, tiny_overrides):
+    import yaml
+
+    from benchmarks import vtest
+
+    from partsearch.cli import main
+    from partsearch.config import load_config
+    from partsearch.data.synth import generate
+
+    root = generate(tmp_path / "synth", num_ids=8, seed=0, size=(64, 32))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    out = tmp_path / "vtest.json"
+    assert vtest.main(["--run", str(tmp_path / "run"), "--json", str(out)]) == 0
+    result = read(out)
+    assert (result["queries"], result["gallery"], result["people"]) == (20, 40, 10)
+    assert {row["similarity"] for row in result["rows"]} == {"global", "global+coarse", "all"}
+    assert 0 <= result["t2i"]["R1"] <= result["t2i"]["R5"] <= 100

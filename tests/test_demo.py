@@ -69,3 +69,76 @@ def test_demo_refuses_to_delete_a_folder_it_did_not_make(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--fresh"]) == 2
     assert "was not made by `partsearch demo`" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").exists()
+
+
+@pytest.fixture(scope="module")
+def video_demo(demo_run, tmp_path_factory):
+    """`partsearch demo --run RUN --video street.avi`: the tiny trained run reused on the small
+    synthetic street video of the video tests (two people, 6.4 s)."""
+    import contextlib
+    import io
+
+    from partsearch.video.synth import write_video
+
+    _, first, _, _ = demo_run
+    root = tmp_path_factory.mktemp("demo-video")
+    video = write_video(root / "street.avi", num_frames=64, fps=10.0)
+    out = root / "demo"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--out", str(out), "--run", str(first / "run"), "--video", str(video.path),
+                     "--video-query", "A man in a blue shirt.", "--video-query", "A woman in a red skirt."])
+    return code, out, buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_demo_with_a_run_and_a_video_skips_training_and_adds_the_video_step(video_demo):
+    code, out, printed = video_demo
+    assert code == 0
+    assert [int(n) for n in re.findall(r"== \[(\d)/8\]", printed)] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert "train: skipped" in printed and not (out / "run").exists()
+    assert f"partsearch search {out / 'video-index'}" in printed
+
+
+@pytest.mark.slow
+def test_demo_report_answers_each_video_sentence_with_tracks_their_crop_time_and_frame(video_demo):
+    _, out, _ = video_demo
+    page = (out / "report.html").read_text()
+    assert "<h2>Searching street.avi</h2>" in page
+    assert "&ldquo;A man in a blue shirt.&rdquo;" in page and "&ldquo;A woman in a red skirt.&rdquo;" in page
+    tracks = [t.split('<div class="query">')[0] for t in page.split('<div class="track">')[1:]]
+    assert len(tracks) >= 2  # up to 3 tracks per sentence
+    for track in tracks:
+        assert 'alt="best crop of track' in track and "data:image/jpeg;base64," in track
+        assert "street.avi, track " in track and re.search(r"seen \d:\d\d\.\d&ndash;\d:\d\d\.\d", track)
+        assert re.search(r'<img src="data:image/jpeg;base64,[^"]+" alt="frame \d+ of street.avi with the box', track)
+
+
+@pytest.mark.slow
+def test_demo_video_answers_come_from_the_ingested_gallerys_tracks(video_demo):
+    import json as json_
+
+    _, out, _ = video_demo
+    tracks = {(r["video"], r["track"]) for r in map(json_.loads, (out / "video-gallery" / "records.jsonl").read_text().splitlines())}
+    assert 1 <= len(tracks) <= 3  # two people; HOG may split one
+    page = (out / "report.html").read_text()
+    shown = {int(n) for n in re.findall(r"street.avi, track (\d+)", page)}
+    assert shown and shown <= {t for _, t in tracks}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--video", "no/such.avi"], "--video no/such.avi: no such file or folder"),
+    (["--video-query", "a man"], "--video-query needs --video PATH"),
+    (["--run", "RUN", "train.epochs=2"], "config overrides (train.epochs=2) apply only to training"),
+])
+def test_demo_refuses_video_and_run_options_that_cannot_work(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    assert main(["demo", "--out", str(tmp_path / "demo"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_run_without_a_checkpoint_names_the_folder(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--run", str(tmp_path / "run")]) == 2
+    assert f"--run {tmp_path / 'run'}: no best.pt there" in capsys.readouterr().err

@@ -108,3 +108,36 @@ def test_report_renders_offline_in_chromium(tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def _video_answer(**changes):
+    from partsearch.report import VideoAnswer
+
+    values = dict(rank=1, score=1.25, video="cam<1>.avi", track=3, crops=12, start=4.8, end=83.4, time=6.0,
+                  frame=60, box=(10, 20, 42, 84), crop_url=_png("red"), frame_url=_png("blue"), best_score=1.3)
+    return VideoAnswer(**{**values, **changes})
+
+
+def test_report_shows_each_video_answer_with_its_crop_time_span_video_and_frame():
+    from partsearch.report import VideoQuery, VideoSection
+
+    report = _report()
+    report.video = VideoSection(videos=["cam<1>.avi"], summary="1 video(s), 40 crops of 3 tracks",
+                                queries=[VideoQuery("a man in red", [_video_answer()], "mean-top3")])
+    page = render_report(report)
+    assert "<h2>Searching cam&lt;1&gt;.avi</h2>" in page and "&ldquo;a man in red&rdquo;" in page
+    assert "cam&lt;1&gt;.avi, track 3" in page and "seen 0:04.8&ndash;1:23.4" in page and "12 crops" in page
+    assert 'alt="best crop of track 3"' in page and 'alt="frame 60 of cam&lt;1&gt;.avi with the box of track 3"' in page
+    assert "frame 60 at 0:06.0, box (10, 20)&ndash;(42, 84)" in page and "the mean of the three best" in page
+
+
+def test_report_says_when_no_video_track_is_a_good_match_or_a_frame_cannot_be_read():
+    from partsearch.report import VideoQuery, VideoSection
+
+    report = _report()
+    weak = VideoQuery("a red coat", [_video_answer(best_score=0.9, frame_url=None)], "max", match_threshold=1.1)
+    good = VideoQuery("a blue coat", [_video_answer(best_score=1.2)], "max", match_threshold=1.1)
+    report.video = VideoSection(videos=["cam.avi"], summary="s", queries=[weak, good])
+    page = render_report(report)
+    assert page.count("No track is a good match") == 1 and "scores 0.900, below 1.100" in page
+    assert "frame 60 at 0:06.0: the video cannot be read there" in page

@@ -4,8 +4,11 @@ the embedded default, with no dataset and no network.
 1. generate SynthPEDES; 2. train `configs/synth_cpu.yaml`; 3. evaluate the test split (with the
 per-level rows); 4. index the test gallery; 5. answer three example queries (test captions) and
 print the top 5 with hit/miss marks; 6. write `report.html` (metrics, curves, results, heatmaps);
-7. print the commands to search the index. Each step reuses what a previous run left unless
-`--fresh` is given, so a re-run after an interruption picks up where it stopped.
+7. print the commands to search the index. With `--video`, a step before the report ingests the
+video, indexes its crops and answers sentences with tracks (`partsearch.demo_video`); with
+`--run RUN_DIR`, steps 1 and 2 reuse that run and its data instead of generating and training.
+Each step reuses what a previous run left unless `--fresh` is given, so a re-run after an
+interruption picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -31,8 +34,23 @@ def config_path(name: str = "synth_cpu.yaml") -> Path:
     return path
 
 
-def step(number: int, text: str) -> None:
-    print(f"\n== [{number}/7] {text}", flush=True)
+def step(number: int, text: str, total: int = 7) -> None:
+    print(f"\n== [{number}/{total}] {text}", flush=True)
+
+
+def reused_run(run_dir: Path):
+    """`--run RUN_DIR`: its best checkpoint loaded on the CPU, after checking that the run and the
+    data its config names are there (UserError naming what is missing otherwise)."""
+    from partsearch.runs import load_run
+
+    if not (run_dir / "best.pt").is_file():
+        raise UserError(f"--run {run_dir}: no best.pt there; give a run directory that `partsearch demo` or "
+                        "`partsearch train` finished, or drop --run to train one")
+    run = load_run(run_dir, "best", device="cpu")
+    if not Path(run.cfg.data.root).is_dir():
+        raise UserError(f"--run {run_dir}: its data, {run.cfg.data.root} (data.root in {run_dir / 'config.yaml'}), "
+                        "is not there; the demo evaluates and indexes that data's test split")
+    return run
 
 
 def prepare_out(out: Path, fresh: bool) -> None:

@@ -48,6 +48,43 @@ class TokenMaps:
 
 
 @dataclass
+class VideoAnswer:
+    """One track answering a sentence: its best crop and the frame it was cut from (data: URLs;
+    `frame_url` None when the video could not be read there)."""
+
+    rank: int
+    score: float  # the track's score (`VideoQuery.aggregate` of its crops' scores)
+    video: str  # the video's file name
+    track: int
+    crops: int
+    start: float  # seconds: the track's first and last crop
+    end: float
+    time: float  # seconds: the best crop
+    frame: int
+    box: tuple[int, int, int, int]
+    crop_url: str
+    frame_url: str | None
+    best_score: float = float("nan")  # s(v, t) of the best crop
+
+
+@dataclass
+class VideoQuery:
+    text: str
+    answers: list[VideoAnswer]
+    aggregate: str  # how a track's score is made from its crops' scores
+    match_threshold: float | None = None  # for a best crop's score, from the validation split
+
+
+@dataclass
+class VideoSection:
+    """`partsearch demo --video`: sentences answered with tracks of the given videos."""
+
+    videos: list[str]
+    summary: str
+    queries: list[VideoQuery]
+
+
+@dataclass
 class Report:
     title: str
     summary: list[tuple[str, str]]  # (label, value) lines shown at the top
@@ -58,6 +95,7 @@ class Report:
     chance_r1: float | None = None  # R@1 of a random ranking, in %
     parts: dict | None = None  # `partsearch.eval.parts.diagnose` output
     token_maps: TokenMaps | None = None
+    video: VideoSection | None = None
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
@@ -173,9 +211,12 @@ span.hit{color:#2da44e;font-weight:600} span.miss{color:#cf222e;font-weight:600}
 .bar .track{position:relative;display:inline-block;width:120px;height:9px;background:#eee;border-left:1px solid #ccc;border-right:1px solid #ccc}
 .bar .track::after{content:"";position:absolute;left:50%;top:-2px;bottom:-2px;border-left:1px solid #888}
 .bar i{position:absolute;top:0;height:9px} .bar i.pos{background:#1f6feb} .bar i.neg{background:#cf222e} .bar b{font-weight:400}
-.note{color:#666;font-size:12px}
+.note{color:#666;font-size:12px} .note.weak{color:#9a6700}
 table.diag{border-collapse:collapse;margin:8px 0;font-size:13px} table.diag td,table.diag th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 table.diag td.ok{background:#dafbe1} table.diag td.bad{background:#ffebe9} table.diag td.best{font-weight:700;outline:2px solid #1f6feb}
+.track{display:flex;width:fit-content;max-width:100%;gap:12px;align-items:flex-start;margin:8px 0;padding:6px;border:1px solid #ddd;border-radius:6px}
+.track figure{margin:0;font-size:11px;color:#666} .track .crop img{height:160px;display:block} .track .frame img{width:480px;max-width:100%;display:block}
+.track .facts{width:170px;font-size:13px} .track .facts .head{font-size:15px;margin-bottom:4px}
 .tokens{display:flex;gap:8px;flex-wrap:wrap;align-items:flex-end} .tokens figure{margin:0;text-align:center;font-size:11px} .tokens img{height:160px;image-rendering:pixelated}
 """
 
@@ -256,6 +297,45 @@ def _parts_section(parts: dict, token_maps: TokenMaps | None) -> str:
     return "".join(out)
 
 
+def clock(seconds: float) -> str:
+    """83.4 -> "1:23.4", as the web page writes a time in a video."""
+    minutes = int(seconds // 60)
+    return f"{minutes}:{seconds - 60 * minutes:04.1f}"
+
+
+def _video_answer(a: VideoAnswer) -> str:
+    esc = html.escape
+    x1, y1, x2, y2 = a.box
+    frame = (f'<figure class="frame"><img src="{esc(a.frame_url)}" alt="frame {a.frame} of {esc(a.video)} with the '
+             f'box of track {a.track}"><figcaption>frame {a.frame} at {clock(a.time)}, box ({x1}, {y1})&ndash;({x2}, '
+             f"{y2})</figcaption></figure>" if a.frame_url else
+             f'<p class="note">frame {a.frame} at {clock(a.time)}: the video cannot be read there</p>')
+    return (f'<div class="track"><figure class="crop"><img src="{esc(a.crop_url)}" alt="best crop of track '
+            f'{a.track}"><figcaption>best crop</figcaption></figure><div class="facts">'
+            f'<div class="head">#{a.rank} <b>{a.score:.3f}</b></div>'
+            f"<div>{esc(a.video)}, track {a.track}</div>"
+            f"<div>seen {clock(a.start)}&ndash;{clock(a.end)}</div><div>{a.crops} crops</div></div>{frame}</div>")
+
+
+def _video_section(section: VideoSection) -> str:
+    esc = html.escape
+    out = [f"<h2>Searching {esc(', '.join(section.videos))}</h2>"
+           f'<p class="note">{esc(section.summary)}. People were detected and tracked by <code>partsearch ingest</code>; '
+           "each answer is a track (one person as far as the tracker can tell) with its score, its best crop, "
+           "when it was seen, and the frame of the best crop with its box. The model was trained on SynthPEDES "
+           "drawings, so on real footage expect rough answers.</p>"]
+    for q in section.queries:
+        how = {"max": "the best", "mean-top3": "the mean of the three best"}.get(q.aggregate, q.aggregate)
+        answers = "".join(_video_answer(a) for a in q.answers) or '<p class="note">no track</p>'
+        if q.match_threshold is not None and q.answers and q.answers[0].best_score < q.match_threshold:
+            answers = (f'<p class="note weak">No track is a good match: the best crop scores '
+                       f"{q.answers[0].best_score:.3f}, below {q.match_threshold:.3f}, where matching and "
+                       f"non-matching pairs part on the validation split.</p>{answers}")
+        out.append(f'<div class="query"><p><b>Query:</b> &ldquo;{esc(q.text)}&rdquo; <span class="note">(a track\'s '
+                   f"score is {esc(how)} of its crops' scores)</span></p>{answers}</div>")
+    return "".join(out)
+
+
 def render_report(report: Report) -> str:
     esc = html.escape
     summary = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in report.summary)
@@ -270,6 +350,7 @@ def render_report(report: Report) -> str:
         queries.append(f'<div class="query"><p><b>Query:</b> &ldquo;{esc(q.text)}&rdquo; '
                        f'<span class="note">(describes identity {esc(q.target)}{esc(found)})</span></p>'
                        f'<div class="results">{cards}</div></div>')
+    video = _video_section(report.video) if report.video is not None else ""
     parts = ""
     if report.parts is not None:
         parts = f"<h2>Do the parts form?</h2>{_parts_section(report.parts, report.token_maps)}"
@@ -281,7 +362,8 @@ def render_report(report: Report) -> str:
             f"<h2>Example queries</h2><p class=\"note\">The score is the sum of three cosines (global, mean "
             f"over coarse tokens, mean over fine parts), so it lies in [-3, 3]. Each result shows the image, "
             f"its foreground map and the map on each body stripe, and the cosine between each stripe and "
-            f"the query's matching fine token (bars from -1 to +1, 0 in the middle).</p>{''.join(queries)}</body></html>")
+            f"the query's matching fine token (bars from -1 to +1, 0 in the middle).</p>{''.join(queries)}"
+            f"{video}</body></html>")
 
 
 def write_report(report: Report, path: str | Path) -> Path:

@@ -222,3 +222,63 @@ def test_a_track_card_shows_video_time_and_best_crop_and_opens_its_frame(track_s
     page.screenshot(path=str(tmp_path / "tracks.png"), full_page=True)
     page.locator("#results .card", has_text="cam2.avi").click()  # not on disk: the page says so
     page.wait_for_function("document.getElementById('frame-caption').textContent.includes('cannot be read')")
+    assert page.is_hidden("#frame-image")
+
+
+def test_a_track_in_a_video_the_browser_cannot_play_offers_the_file_instead(track_server, browser):
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    page.goto(track_server + "/")
+    page.wait_for_selector("#tracks-toggle:not([hidden])")
+    _search(page, track_server, "red blue", 3)
+    page.locator("#results .card").first.click()
+    page.wait_for_selector("#video-note:not([hidden])")
+    assert "This browser cannot play cam1.avi (video/x-msvideo)" in page.inner_text("#video-note")
+    assert page.is_hidden("#frame-video") and page.is_hidden("#play-video")
+    link = page.locator("#video-note a")
+    assert link.get_attribute("href").endswith("/video") and link.inner_text() == "download cam1.avi"
+
+
+@pytest.fixture
+def webm_server(tmp_path, encoder):
+    """An index of one track in a WebM (VP8) video, a format browsers play: 40 flat frames at 10
+    frames/s, frame i of grey level 5 i."""
+    import cv2
+    import numpy as np
+    from search_fakes import make_ingest_gallery
+
+    from partsearch.search.index import build_index
+    from partsearch.video.ingest import read_records
+
+    gallery = tmp_path / "gallery"
+    make_ingest_gallery(gallery, {("cam3.webm", 1): [("red", "blue")] * 3})
+    (gallery / "videos").mkdir()
+    writer = cv2.VideoWriter(str(gallery / "videos" / "cam3.webm"), cv2.VideoWriter_fourcc(*"VP80"), 10.0, (160, 120))
+    assert writer.isOpened(), "this OpenCV build writes no VP8"
+    for i in range(40):
+        writer.write(np.full((120, 160, 3), 5 * i, np.uint8))
+    writer.release()
+    build_index(encoder, gallery, tmp_path / "index", progress=False, video_records=read_records(gallery))
+    yield from _serve(Searcher(tmp_path / "index", encoder=encoder))
+
+
+def test_a_track_in_a_playable_video_plays_from_its_best_crops_time_on_a_click(webm_server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    requests = []
+    page.on("request", lambda r: requests.append(r.headers.get("range")) if r.url.endswith("/video") else None)
+    page.goto(webm_server + "/")
+    page.wait_for_selector("#tracks-toggle:not([hidden])")
+    _search(page, webm_server, "red blue", 1)
+    page.locator("#results .card").first.click()
+    page.wait_for_selector("#play-video:not([hidden])")
+    assert page.is_hidden("#frame-video") and page.is_visible("#frame-image")  # the frame with its box first
+    page.click("#play-video")
+    page.wait_for_selector("#frame-video:not([hidden])")
+    assert page.is_hidden("#frame-image")
+    best = page.evaluate("fetch('/api/search/tracks', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+                         " body: JSON.stringify({query: 'red blue', top_k: 1})}).then(r => r.json())")["results"][0]["best"]
+    # it plays, and began where the best crop was seen
+    page.wait_for_function("(v => v.played.length > 0 && Math.abs(v.played.start(0) - "
+                           f"{best['time']}) < 0.05)(document.getElementById('frame-video'))")
+    assert page.is_hidden("#video-note")
+    assert any(r and r.startswith("bytes=") for r in requests)  # the browser asked for ranges
+    page.screenshot(path=str(tmp_path / "video.png"), full_page=True)

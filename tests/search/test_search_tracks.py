@@ -190,3 +190,43 @@ def test_the_frame_of_a_crop_whose_video_is_gone_or_of_a_plain_image_is_404(tmp_
     assert answer.status_code == 404 and "videos/cam1.avi" in answer.json()["detail"]
     plain = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=LOCAL)
     assert "not a crop of a video" in plain.get("/api/images/0/frame").json()["detail"]
+
+
+def test_a_frame_scaled_to_a_width_keeps_its_aspect_and_draws_the_box_where_the_crop_is(tmp_path):
+    import cv2
+
+    from partsearch.search.tracks import VideoRecord, frame_with_box
+
+    path = write_video_for(tmp_path, "cam.avi", frames=5, size=(160, 120))
+    record = VideoRecord("videos/cam.avi", 2, 0.2, (40, 20, 80, 100), 1)
+    image = cv2.imdecode(np.frombuffer(frame_with_box(path, record, width=80), np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape[:2] == (60, 80)
+    assert image[30, 20, 2] > 150 and image[30, 30, 2] < 60  # the left edge at x 40 / 2; inside it the grey of frame 2
+    assert frame_with_box(path, record, width=320) == frame_with_box(path, record)  # never scaled up
+
+
+def test_the_video_of_a_track_is_served_with_range_requests_for_seeking(tmp_path, encoder):
+    gallery, out = _index(tmp_path, encoder, TRACKS)
+    data = write_video_for(gallery, "cam1.avi").read_bytes()
+    client = TestClient(create_app(Searcher(out, encoder=encoder)), base_url=LOCAL)
+    best = client.post("/api/search/tracks", json={"query": "red blue", "top_k": 1}).json()["results"][0]["best"]
+    assert best["video_type"] == "video/x-msvideo"
+    whole = client.get(best["video_url"])
+    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
+    part = client.get(best["video_url"], headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    tail = client.get(best["video_url"], headers={"Range": f"bytes={len(data) - 10}-"})
+    assert tail.status_code == 206 and tail.content == data[-10:]
+
+
+def test_the_video_of_an_unknown_id_a_plain_image_or_a_moved_video_is_a_clear_404(tmp_path, index_dir, encoder):
+    _, out = _index(tmp_path, encoder, TRACKS)  # its videos were never written
+    client = TestClient(create_app(Searcher(out, encoder=encoder)), base_url=LOCAL)
+    unknown = client.get("/api/images/999/video")
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "no image with id '999' in this index"
+    gone = client.get("/api/images/0/video")
+    assert gone.status_code == 404 and "videos/cam1.avi, is no longer on disk" in gone.json()["detail"]
+    plain = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=LOCAL)
+    assert "not a crop of a video" in plain.get("/api/images/0/video").json()["detail"]
+    assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd/video").status_code == 404

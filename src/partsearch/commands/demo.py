@@ -1,5 +1,6 @@
-"""`partsearch demo [--out runs/demo] [--minutes M] [--fresh] [--ids N] [key=value ...]`: the steps
-of `partsearch.demo`, in order."""
+"""`partsearch demo [--out runs/demo] [--minutes M] [--fresh] [--ids N] [--run RUN_DIR]
+[--video PATH ...] [--video-query TEXT ...] [key=value ...]`: the steps of `partsearch.demo`, in
+order; with `--video`, a step that searches the video (`partsearch.demo_video`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=6.0, help="training time budget in minutes")
     parser.add_argument("--fresh", action="store_true", help="start over instead of reusing results")
     parser.add_argument("--ids", type=int, default=400, help="SynthPEDES identities")
+    parser.add_argument("--run", metavar="RUN_DIR",
+                        help="use this trained run (and the SynthPEDES data its config names) instead of training")
+    parser.add_argument("--video", action="append", default=[], metavar="PATH",
+                        help="also ingest this video (or folder of videos), index it with the demo's model and "
+                             "answer sentences with its tracks in the report; repeat for more")
+    parser.add_argument("--video-query", action="append", default=[], metavar="TEXT",
+                        help="a sentence to answer on the video; repeat for more (default: three example sentences)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides on top of configs/synth_cpu.yaml, e.g. train.epochs=2")
 
@@ -29,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.data.synth import generate
     from partsearch.model.backbones import build_tokenizer
     from partsearch.demo import (DEMO_SIZE, NUM_QUERIES, TOP_K, config_path, curves, link_gallery, pick_queries,
-                                 prepare_out, step, token_maps)
+                                 prepare_out, reused_run, token_maps)
+    from partsearch.demo import step as numbered_step
+    from partsearch.demo_video import DEFAULT_QUERIES, search_video
+    from partsearch.errors import UserError
     from partsearch.eval.evaluate import Evaluator, format_table
     from partsearch.eval.parts import diagnose, format_report, summary
     from partsearch.files import write_text_atomic
@@ -43,32 +54,55 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = Path(args.out)
+    if args.run and args.overrides:
+        raise UserError(f"--run {args.run} reuses a trained run as it is; config overrides "
+                        f"({' '.join(args.overrides)}) apply only to training: drop them or drop --run")
+    missing = [v for v in args.video if not Path(v).exists()]
+    if missing:
+        raise UserError(f"--video {missing[0]}: no such file or folder")
+    if args.video_query and not args.video:
+        raise UserError("--video-query needs --video PATH: the sentences are answered on a video")
+    total = 8 if args.video else 7
+
+    def step(number: int, text: str) -> None:
+        numbered_step(number, text, total)
+
     prepare_out(out, args.fresh)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
-    step(1, "SynthPEDES: procedural pedestrians whose identity is decided by part attributes")
-    data_dir = out / "data"
-    if (data_dir / "reid_raw.json").is_file():
-        print(f"reusing {data_dir}")
+    if args.run:
+        run_dir = Path(args.run)
+        run = reused_run(run_dir)
+        cfg = run.cfg
+        step(1, "SynthPEDES: procedural pedestrians whose identity is decided by part attributes")
+        print(f"reusing {cfg.data.root}, the data of {run_dir}")
+        splits = load_dataset(cfg.data.dataset, cfg.data.root)
+        step(2, f"train: skipped, --run {run_dir} is used as it is")
+        evaluator = Evaluator(cfg, splits, run.tokenizer)
     else:
-        generate(data_dir, num_ids=args.ids, seed=0, size=DEMO_SIZE, progress=True)
+        step(1, "SynthPEDES: procedural pedestrians whose identity is decided by part attributes")
+        data_dir = out / "data"
+        if (data_dir / "reid_raw.json").is_file():
+            print(f"reusing {data_dir}")
+        else:
+            generate(data_dir, num_ids=args.ids, seed=0, size=DEMO_SIZE, progress=True)
 
-    step(2, "train configs/synth_cpu.yaml (MiniLM-L6 text, small CNN image backbone)")
-    overrides = [f"data.root={data_dir}", f"train.time_limit_min={args.minutes}", *args.overrides]
-    cfg = load_config(config_path(), overrides)
-    splits = load_dataset(cfg.data.dataset, cfg.data.root)
-    tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
-    run_dir = out / "run"
-    evaluator = Evaluator(cfg, splits, tokenizer)
-    if (run_dir / "best.pt").is_file() and (run_dir / "done").is_file():
-        print(f"reusing the trained run in {run_dir}")
-    else:
-        train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), evaluator=evaluator,
-              splits=splits, tokenizer=tokenizer)
-        (run_dir / "done").touch()
+        step(2, "train configs/synth_cpu.yaml (MiniLM-L6 text, small CNN image backbone)")
+        overrides = [f"data.root={data_dir}", f"train.time_limit_min={args.minutes}", *args.overrides]
+        cfg = load_config(config_path(), overrides)
+        splits = load_dataset(cfg.data.dataset, cfg.data.root)
+        tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
+        run_dir = out / "run"
+        evaluator = Evaluator(cfg, splits, tokenizer)
+        if (run_dir / "best.pt").is_file() and (run_dir / "done").is_file():
+            print(f"reusing the trained run in {run_dir}")
+        else:
+            train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), evaluator=evaluator,
+                  splits=splits, tokenizer=tokenizer)
+            (run_dir / "done").touch()
+        run = load_run(run_dir, "best", device="cpu")
 
     step(3, "evaluate on the test split (text-to-image, identity level)")
-    run = load_run(run_dir, "best", device="cpu")
     results = evaluator(run.model, "test")
     parts = diagnose(run.model, run.cfg, splits.test, splits.image_root, run.tokenizer, "cpu")
     results["parts"] = summary(parts)
@@ -104,12 +138,18 @@ def run(args: argparse.Namespace) -> int:
                                     image_url=image_url, heatmaps=heatmaps, part_scores=scores))
         examples.append(QueryExample(text=text, target=str(pid), results=items, first_hit_rank=first_hit))
 
-    step(6, "write the report")
+    video = None
+    if args.video:
+        step(6, f"search {', '.join(args.video)} (detect, track, index the crops, answer sentences with tracks)")
+        video = search_video(encoder, args.video, out, args.video_query or list(DEFAULT_QUERIES))
+
+    step(total - 1, "write the report")
     stats = splits.stats()
+    identities = sum(split["ids"] for split in stats.values())
     report = Report(
         title="partsearch demo: text-based person search on SynthPEDES",
         summary=[
-            ("dataset", f"SynthPEDES, {args.ids} identities; train {stats['train']['images']} images / "
+            ("dataset", f"SynthPEDES, {identities} identities; train {stats['train']['images']} images / "
                         f"test {stats['test']['images']} images, {stats['test']['captions']} captions"),
             ("model", f"{cfg.model.image_backbone} + {cfg.model.text_backbone} ({cfg.model.text_weights}), "
                       f"d={cfg.model.dim}, {cfg.model.num_coarse} coarse tokens, {cfg.model.num_fine} parts"),
@@ -123,15 +163,19 @@ def run(args: argparse.Namespace) -> int:
         chance_r1=100 / max(1, stats["test"]["ids"]),
         parts=parts,
         token_maps=token_maps(run, splits.test[0], splits.image_root, parts),
+        video=video,
     )
     report_path = write_report(report, out / "report.html")
     print(f"report: {report_path.resolve()}")
 
-    step(7, "search it yourself")
+    step(total, "search it yourself")
     cmd = invocation()
     print(f'  {cmd} search {out / "index"} "a woman in a red coat with a black backpack"')
     print(f"  {cmd} serve {out / 'index'}    # then open http://127.0.0.1:8000")
     print(f"  {cmd} eval {run_dir} --split test")
+    if video is not None:
+        print(f'  {cmd} search {out / "video-index"} "a man in a dark jacket" --tracks')
+        print(f"  {cmd} serve {out / 'video-index'}    # tracks, their frames, and the video from there")
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; "
           f"test R@1 {results['t2i']['R1']:.2f}% (chance {100 * 1 / max(1, stats['test']['ids']):.2f}%)")
     return 0

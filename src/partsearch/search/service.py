@@ -9,11 +9,15 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
 - `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max"}`
   (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold", "results": [{"rank", "video",
   "track", "score", "crops", "start", "end", "best": {"id", "score", "name", "relpath", "frame",
-  "time", "box", "url", "frame_url"}}]}`: tracks of an index of `partsearch ingest` crops
+  "time", "box", "url", "frame_url", "video_url", "video_type"}}]}`: tracks of an index of `partsearch ingest` crops
   (`Searcher.query_tracks`); an index without tracks, or an unknown aggregate -> 422.
 - `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).
 - `GET /api/images/{id}/frame` a video crop's frame re-read from its video, with the box drawn
   (JPEG); 404 for an image that is not a video crop or a video that cannot be read.
+- `GET /api/images/{id}/video` the video a crop was cut from, the file as it is, with HTTP range
+  requests (206 Partial Content), so a browser's <video> can seek to the crop's time; its type
+  from its suffix (`VIDEO_MEDIA`). 404 for an image that is not a video crop or a video no longer
+  on disk. Only videos that index records name are served, by image id, never by path.
 - `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
   overlays (foreground map and one per fine stripe) as PNG data URLs. A file replaced since indexing
   by one that is not an image within the pixel limit -> 409.
@@ -57,6 +61,11 @@ MULTIPART_OVERHEAD = 64 * 1024  # an upload body may exceed the file by its mult
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ID = re.compile(r"[0-9]{1,18}")
 _MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+# What a <video> element is told it gets; the page asks the browser (canPlayType) before trying.
+VIDEO_MEDIA = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+               ".mkv": "video/x-matroska", ".ogv": "video/ogg", ".avi": "video/x-msvideo", ".mpg": "video/mpeg",
+               ".mpeg": "video/mpeg", ".ts": "video/mp2t", ".mts": "video/mp2t", ".m2ts": "video/mp2t",
+               ".wmv": "video/x-ms-wmv", ".flv": "video/x-flv", ".3gp": "video/3gpp"}
 
 
 class SearchRequest(BaseModel):
@@ -210,6 +219,9 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             del result["best"]["path"]
             result["best"]["url"] = f"/api/images/{result['best']['id']}"
             result["best"]["frame_url"] = f"/api/images/{result['best']['id']}/frame"
+            result["best"]["video_url"] = f"/api/images/{result['best']['id']}/video"
+            result["best"]["video_type"] = VIDEO_MEDIA.get(Path(result["video"]).suffix.lower(),
+                                                           "application/octet-stream")
         return body
 
     @app.get("/api/images/{image_id}/frame")
@@ -223,6 +235,17 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             raise HTTPException(404, f"the frame of image {image_id} cannot be read from {entry.video.video} "
                                      "(the video moved or is unreadable)") from None
         return Response(data, media_type="image/jpeg")
+
+    @app.get("/api/images/{image_id}/video")
+    def video(image_id: str):
+        entry, _, gen = lookup(image_id)
+        if entry.video is None:
+            raise HTTPException(404, f"image {image_id} ({entry.path}) is not a crop of a video")
+        path = searcher.store.images_root(gen.meta) / entry.video.video
+        if not path.is_file():
+            raise HTTPException(404, f"the video of image {image_id}, {entry.video.video}, is no longer on disk "
+                                     "(moved or deleted since `partsearch ingest`)")
+        return FileResponse(path, media_type=VIDEO_MEDIA.get(path.suffix.lower(), "application/octet-stream"))
 
     @app.get("/api/images/{image_id}")
     def image(image_id: str):

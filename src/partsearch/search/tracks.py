@@ -111,9 +111,11 @@ def aggregate(scores: np.ndarray, method: str) -> float:
     raise ValueError(f"unknown track aggregate {method!r}; use one of {', '.join(AGGREGATES)}")
 
 
-def frame_with_box(video_path: Path, record: VideoRecord, quality: int = 85) -> bytes:
+def frame_with_box(video_path: Path, record: VideoRecord, quality: int = 85, width: int | None = None) -> bytes:
     """The JPEG of the frame a crop was cut from, with its box drawn, re-read from the video (a
-    seek to `record.frame`); FileNotFoundError when the video is gone or that frame cannot be read."""
+    seek to `record.frame`); scaled down to `width` pixels first when it is wider (the box is
+    drawn after scaling, so it stays as thick). FileNotFoundError when the video is gone or that
+    frame cannot be read."""
     import cv2
 
     if not video_path.is_file():
@@ -126,7 +128,11 @@ def frame_with_box(video_path: Path, record: VideoRecord, quality: int = 85) -> 
         capture.release()
     if not ok or frame is None:
         raise FileNotFoundError(f"{video_path} frame {record.frame}")
-    x1, y1, x2, y2 = record.box
+    scale = 1.0
+    if width is not None and frame.shape[1] > width:
+        scale = width / frame.shape[1]
+        frame = cv2.resize(frame, (width, round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    x1, y1, x2, y2 = (round(v * scale) for v in record.box)
     thickness = max(2, frame.shape[0] // 200)
     cv2.rectangle(frame, (x1, y1), (x2 - 1, y2 - 1), (0, 200, 255), thickness)
     ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])

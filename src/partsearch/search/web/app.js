@@ -163,7 +163,10 @@ function showFrame(track) {
   // The frame the best crop was cut from, re-read from the video by the server, with its box.
   const view = $("frame-view");
   view.hidden = !track;
-  if (!track) return;
+  if (!track) {
+    $("frame-video").pause();
+    return;
+  }
   const b = track.best;
   $("frame-caption").textContent = `${track.video}, frame ${b.frame} at ${clock(b.time)}; ` +
     `track ${track.track} seen ${clock(track.start)}–${clock(track.end)}`;
@@ -173,6 +176,56 @@ function showFrame(track) {
     $("frame-caption").textContent += " (the frame cannot be read from the video: it moved or is unreadable)";
   };
   $("frame-image").src = b.frame_url;
+  showVideo(track);
+}
+
+function showVideo(track) {
+  // When this browser can play the video's format (most play MP4 and WebM, few AVI or MKV), a
+  // button swaps the frame for the video, playing from the best crop's time; the server answers
+  // range requests, so seeking does not download the whole file first.
+  const b = track.best;
+  const video = $("frame-video");
+  const button = $("play-video");
+  const note = $("video-note");
+  const name = track.video.split("/").pop();
+  video.pause();
+  video.removeAttribute("src");
+  video.hidden = true;
+  button.hidden = true;
+  note.hidden = true;
+  const cannot = (why) => {
+    video.hidden = true;
+    button.hidden = true;
+    $("frame-image").hidden = false;
+    note.hidden = false;
+    note.replaceChildren(`${why}; the frame above shows where the person was at ${clock(b.time)}. `);
+    const link = document.createElement("a");
+    link.href = b.video_url;
+    link.download = name;
+    link.textContent = `download ${name}`;
+    note.append(link, ` and play it from ${clock(b.time)} in a video player.`);
+  };
+  if (!b.video_url) return;
+  if (!video.canPlayType(b.video_type || "")) {
+    cannot(`This browser cannot play ${name} (${b.video_type})`);
+    return;
+  }
+  button.textContent = `▶ play ${name} from ${clock(b.time)}`;
+  button.hidden = false;
+  button.onclick = () => {
+    button.hidden = true;
+    $("frame-image").hidden = true;
+    video.hidden = false;
+    video.setAttribute("aria-label", `${name} from ${clock(b.time)}`);
+    video.onloadedmetadata = () => {
+      video.currentTime = b.time;
+      video.play().catch(() => {});
+    };
+    video.onerror = () => cannot(`This browser could not play ${name}`);
+    video.preload = "metadata";  // nothing is fetched before the click
+    video.src = b.video_url;
+    video.focus();
+  };
 }
 
 async function showDetail(id, card, track) {
@@ -204,6 +257,7 @@ async function showDetail(id, card, track) {
 function closeDetail() {
   if ($("detail").hidden) return;
   $("detail").hidden = true;
+  $("frame-video").pause();
   if (openedFrom && openedFrom.isConnected) openedFrom.focus();
 }
 
@@ -219,6 +273,7 @@ $("search-form").addEventListener("submit", async (event) => {
   }
   setStatus("searching…", false);
   $("detail").hidden = true;
+  $("frame-video").pause();
   const tracks = $("tracks").checked;
   try {
     const body = await fetchJSON(tracks ? "/api/search/tracks" : "/api/search", {
