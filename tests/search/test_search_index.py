@@ -132,14 +132,21 @@ def test_missing_images_folder_is_a_data_error(tmp_path, encoder):
         build_index(encoder, tmp_path / "nope", tmp_path / "idx", progress=False)
 
 
-def test_faiss_index_is_rebuilt_from_the_manifest_when_missing(index_dir, encoder):
-    store = IndexStore(index_dir)
-    expected = [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)]
+def test_faiss_index_is_rebuilt_from_the_manifest_when_missing(tmp_path, images_dir, encoder):
+    out = tmp_path / "hnsw"
+    build_index(encoder, images_dir, out, index_factory="HNSW8", progress=False)
+    store = IndexStore(out)
+    expected = [r.id for r in Searcher(out, encoder=encoder).search("green", 3)]
     (store.root / store.current_name() / "vectors.faiss").unlink()
-    assert [r.id for r in Searcher(index_dir, encoder=encoder).search("green", 3)] == expected
+    assert [r.id for r in Searcher(out, encoder=encoder).search("green", 3)] == expected
 
 
-@pytest.mark.parametrize("factory", ["HNSW8", "IVF2,Flat"])
+def test_an_exact_index_writes_no_faiss_file(index_dir):
+    store = IndexStore(index_dir)
+    assert not (store.root / store.current_name() / "vectors.faiss").exists()
+
+
+@pytest.mark.parametrize("factory", ["HNSW8", "IVF2,Flat", "PCA4,Flat"])
 def test_approximate_factories_rerank_to_the_exact_order(tmp_path, images_dir, encoder, index_dir, factory):
     out = tmp_path / factory.replace(",", "_")
     build_index(encoder, images_dir, out, index_factory=factory, progress=False)
@@ -305,3 +312,9 @@ def test_deleting_an_unknown_image_id_names_the_id(index_dir):
 
     with pytest.raises(UnknownImage, match="no image with id 987654"):
         delete_image(IndexStore(index_dir), 987654)
+
+
+def test_the_build_report_says_which_vector_index_auto_chose(tmp_path, images_dir, encoder):
+    report = build_index(encoder, images_dir, tmp_path / "idx", progress=False)
+    assert "vector index: Flat: exact search" in report.summary()
+    assert "chosen by auto for 6 images" in report.summary()

@@ -140,12 +140,15 @@ class BuildReport:
     generation: str
     index_dir: str
     tracks: int = 0  # tracks of the gallery's video crops
+    vectors: str = ""  # the vector index built, in words (`FaissIndex.describe`)
 
     def summary(self) -> str:
         text = (f"index {self.index_dir} ({self.generation}): {self.total} images; {self.added} added, "
                 f"{self.removed} removed, {self.embedded} embedded, {self.reused} reused")
         if self.tracks:
             text += f"; {self.tracks} tracks (from the gallery's video records)"
+        if self.vectors:
+            text += f"; vector index: {self.vectors}"
         if self.skipped:
             text += f"; {len(self.skipped)} skipped (unreadable): " + ", ".join(self.skipped[:5])
         return text
@@ -178,7 +181,7 @@ def build_index(
     run,
     images_dir: str | Path,
     out_dir: str | Path,
-    index_factory: str = "Flat",
+    index_factory: str = "auto",
     batch_size: int = 64,
     progress: bool = True,
     max_pixels: int = MAX_IMAGE_PIXELS,
@@ -253,7 +256,7 @@ def build_index(
                      and [e.video for e in entries] == [e.video for e in old.entries]
                      and store.images_root(old.meta).resolve() == images_root)
         if unchanged:
-            name = old.name
+            gen = old
         else:
             stacked = _stack_rows(rows, (old.arrays, old.folded) if old else None)
             if stacked is None:
@@ -273,11 +276,11 @@ def build_index(
                 "next_id": next_id,
                 "match_threshold": threshold,
             }
-            name = store.write(meta, entries, arrays, folded, previous=old.name if old else None).name
+            gen = store.write(meta, entries, arrays, folded, previous=old.name if old else None)
         work.clear()
     tracks = len({e.video.key for e in entries if e.video is not None})
     return BuildReport(len(entries), added, removed, len(pending) - len(skipped),
-                       reused, skipped, name, str(store.root), tracks)
+                       reused, skipped, gen.name, str(store.root), tracks, gen.vectors.describe())
 
 
 def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work: _WorkCache,
