@@ -160,7 +160,8 @@ def embed(run_dir: str, data_dir: Path, out: Path, batch: int, chunk: int, limit
     meta = {"run": str(Path(run_dir).resolve()), "data": str(data_dir.resolve()), "dim": encoder.dim,
             "num_coarse": encoder.num_coarse, "num_fine": encoder.num_fine, "images": len(folded),
             "identities": len({r["id"] for r in records}), "captions": len(captions),
-            "image_seconds": image_s, "caption_seconds": time.perf_counter() - t0,
+            # parts embedded by an earlier, killed run are not counted in image_seconds_this_run
+            "image_seconds_this_run": image_s, "caption_seconds": time.perf_counter() - t0,
             "fingerprint": encoder.fingerprint}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
@@ -183,5 +184,5 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "reid_raw.json").is_file():
         parser.error(f"--data {data}: no reid_raw.json; generate one with `partsearch synth --out {data}`")
     meta = embed(args.run, data, Path(args.out), args.batch, args.chunk, args.limit, args.queries)
-    log(f"{meta['images']:,} images in {meta['image_seconds']:.0f} s, {meta['captions']:,} captions; wrote {args.out}")
+    log(f"{meta['images']:,} images ({meta['image_seconds_this_run']:.0f} s in this run), {meta['captions']:,} captions; wrote {args.out}")
     return 0
