@@ -55,20 +55,40 @@ def test_recall_counts_the_overlap_of_top_k_sets():
     assert search.recall_at(found, exact, 3) == pytest.approx((3 + 1) / 6)
 
 
-def test_search_tiny_run_exact_rows_agree_with_the_ground_truth(tmp_path):
+def test_search_tiny_run_exact_rows_agree_with_the_float32_ground_truth(tmp_path):
     out = tmp_path / "search.json"
-    code = search.main(["--sizes", "400", "--queries", "6", "--ef-search", "16", "--candidates", "20",
-                        "--two-stage-ef", "32", "--json", str(out)])
+    code = search.main(["--data", "random", "--sizes", "400", "--dim", "8", "--queries", "6", "--nprobe", "4",
+                        "--factor", "10", "--factory", "PCA16,IVF4,SQ8", "--json", str(out)])
     assert code == 0
     result = read(out)
     assert result["machine"]["cores"] >= 1 and result["machine"]["date"]
-    rows = {(r["space"], r["method"]): r for r in result["rows"]}
-    # The folded ground truth is computed while the gallery is written; FAISS's exact search over
-    # the stored vectors must find the same top-10.
-    assert rows[("folded D=3328", "exact IndexFlatIP")]["recall@10"] == 1.0
-    two_stage = [r for r in result["rows"] if r["method"].startswith("two-stage")]
-    assert len(two_stage) == 1 and 0.0 <= two_stage[0]["recall@10"] <= 1.0
+    rows = {r["backend"]: r for r in result["rows"]}
+    # The ground truth is float32, the served vectors float16: the exact backend must still agree.
+    assert rows["exact"]["recall@10"] == 1.0 and rows["exact"]["rss_mib"] > 0
+    assert "Flat" in rows["auto"]["params"]  # 400 images: auto searches exactly
+    assert 0.0 <= rows["PCA16,IVF4,SQ8"]["recall@10"] <= 1.0 and "nprobe" not in rows["PCA16,IVF4,SQ8"]["params"]
     assert all(r["p50_ms"] <= r["p95_ms"] for r in result["rows"])
+
+
+def test_calibrated_gallery_keeps_the_measured_images_and_adds_identities_like_them(tmp_path):
+    from benchmarks import gallery_vectors
+
+    rng = np.random.default_rng(0)
+    dim, levels = 4, 3
+    centroids = gallery_vectors.blocks_normalised(rng.standard_normal((5, dim * levels)).astype(np.float32), dim)
+    identity = np.repeat(np.arange(5), 3)
+    measured = gallery_vectors.blocks_normalised(centroids[identity] + 0.1 * rng.standard_normal((15, dim * levels)), dim)
+    np.save(tmp_path / "folded.f16.npy", measured.astype(np.float16))
+    np.save(tmp_path / "identity.npy", identity)
+    (tmp_path / "meta.json").write_text(json.dumps({"dim": dim}))
+    ids = gallery_vectors.calibrated_gallery(tmp_path, 40, tmp_path / "g.npy")
+    gallery = np.load(tmp_path / "g.npy").astype(np.float32)
+    np.testing.assert_array_equal(gallery[:15], measured.astype(np.float16).astype(np.float32))
+    assert ids[:15].tolist() == identity.tolist() and ids[15:].min() >= 5 and len(ids) == 40
+    np.testing.assert_allclose(np.linalg.norm(gallery.reshape(40, levels, dim), axis=-1), 1.0, atol=2e-3)
+    # New images lie near the measured ones (within-identity spread), not anywhere on the sphere.
+    nearest = (gallery[15:] @ measured.T).max(axis=1) / levels
+    assert nearest.min() > 0.5
 
 
 def test_synth_tiny_run_reports_identities_per_second(tmp_path):

@@ -150,7 +150,7 @@ def test_an_exact_index_keeps_no_second_copy_of_the_vectors(index_dir):
     assert not list(IndexStore(index_dir).segments_dir.glob("*/vectors.faiss"))
 
 
-@pytest.mark.parametrize("factory", ["HNSW8", "IVF2,Flat"])
+@pytest.mark.parametrize("factory", ["HNSW8", "IVF2,Flat", "PCA4,Flat"])
 def test_approximate_factories_rerank_to_the_exact_order(tmp_path, images_dir, encoder, index_dir, factory):
     out = tmp_path / factory.replace(",", "_")
     build_index(encoder, images_dir, out, index_factory=factory, progress=False)
@@ -322,3 +322,9 @@ def test_deleting_an_unknown_image_id_names_the_id(index_dir):
 
     with pytest.raises(UnknownImage, match="no image with id 987654"):
         delete_image(IndexStore(index_dir), 987654)
+
+
+def test_the_build_report_says_which_vector_index_auto_chose(tmp_path, images_dir, encoder):
+    report = build_index(encoder, images_dir, tmp_path / "idx", progress=False)
+    assert "vector index: Flat: exact search" in report.summary()
+    assert "chosen by auto for 6 images" in report.summary()

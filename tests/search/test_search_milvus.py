@@ -86,3 +86,19 @@ def test_milvus_collection_follows_index_changes(index_dir, encoder, milvus_inde
     remote.set_generation(gen)
     assert milvus_index.ids() == {e.id for e in gen.entries}
     assert entry.id not in [r.id for r in remote.search("red", 10)]
+
+
+def test_describe_reads_back_the_index_the_server_holds(milvus_index):
+    assert milvus_index.describe() == {}
+    milvus_index.add(np.array([0, 1]), np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32))
+    described = milvus_index.describe()
+    assert described["index_type"] == "HNSW" and described["metric_type"] == "IP"
+
+
+def test_hnsw_search_breadth_is_raised_to_the_candidates_asked_for(milvus_index):
+    # Milvus refuses an ef below the number of results; 3 candidates with ef 1 must still answer.
+    milvus_index.search_params = {"ef": 1}
+    milvus_index.rerank_factor = 3
+    milvus_index.add(np.array([0, 1, 2]), np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32))
+    _, ids = milvus_index.search(np.eye(3, dtype=np.float32)[:1], np.eye(3, dtype=np.float32)[:1], k=1)
+    assert ids.tolist() == [[0]]

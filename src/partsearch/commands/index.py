@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="index directory (created or updated)")
     parser.add_argument("--checkpoint", default="best", help="best | last | PATH")
     parser.add_argument(
-        "--index-factory", default="Flat",
-        help="FAISS index factory: Flat (exact), HNSW32, IVF1024,PQ32 (approximate, exact re-ranking)",
+        "--index-factory", default="auto",
+        help="auto (default: exact up to 20,000 images, PCA256,IVF<n>,SQ8 beyond, chosen by size and "
+             "reported), Flat (exact), or any FAISS factory string as an approximate first stage "
+             "(HNSW32, PCA256,IVF1024,SQ8; exact re-ranking)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded at once (and per checkpointed batch)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (under torchrun: the rank's GPU)")

@@ -161,12 +161,15 @@ class BuildReport:
     generation: str
     index_dir: str
     tracks: int = 0  # tracks of the gallery's video crops
+    vectors: str = ""  # the vector index built, in words (`FaissIndex.describe`)
 
     def summary(self) -> str:
         text = (f"index {self.index_dir} ({self.generation}): {self.total} images; {self.added} added, "
                 f"{self.removed} removed, {self.embedded} embedded, {self.reused} reused")
         if self.tracks:
             text += f"; {self.tracks} tracks (from the gallery's video records)"
+        if self.vectors:
+            text += f"; vector index: {self.vectors}"
         if self.skipped:
             text += f"; {len(self.skipped)} skipped (unreadable): " + ", ".join(self.skipped[:5])
         return text
@@ -224,7 +227,7 @@ def build_index(
     run,
     images_dir: str | Path,
     out_dir: str | Path,
-    index_factory: str = "Flat",
+    index_factory: str = "auto",
     batch_size: int = 64,
     progress: bool = True,
     max_pixels: int = MAX_IMAGE_PIXELS,
@@ -325,7 +328,7 @@ def build_index(
                      and store.images_root(old.meta).resolve() == images_root)
         if not ordered and old is None:
             raise DataError(f"--images {images_root}: no readable JPEG/PNG/WebP images found")
-        refs = []
+        refs, described = [], ""
         if not unchanged:
             part = shard.part(new)
             if part:
@@ -334,6 +337,7 @@ def build_index(
                     [e for e, _, _, _ in part], _Rows([v for _, v, _, _ in part], (folded_dim,)),
                     _Rows([f for _, _, f, _ in part], (1, 1)), index_factory, strict=rewrite)
                 refs.append({"name": segment.name, "rows": len(segment), "deleted": []})
+                described = segment.vectors.describe() + ("" if rewrite else ", for the new segment")
         refs = [ref for part in shard.all_gather(refs) for ref in part]
         if unchanged:
             name = old.name
@@ -362,7 +366,7 @@ def build_index(
         name = shard.all_gather(name if lead else None)[0]
     tracks = len({e.video.key for e, _, _, _ in ordered if e.video is not None})
     return BuildReport(len(ordered), added, removed, len(pending) - len(skipped),
-                       reused, skipped, name, str(store.root), tracks)
+                       reused, skipped, name, str(store.root), tracks, described)
 
 
 def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work: _WorkCache,

@@ -32,6 +32,7 @@ from partsearch.errors import SearchIndexError
 from partsearch.search.vectors import rerank
 
 DEFAULT_RERANK_FACTOR = 10  # [ours]
+DEFAULT_EF = 64  # HNSW's search breadth; raised to the number of candidates asked for, as Milvus requires
 MAX_CANDIDATES = 16384  # Milvus's limit on topk
 _INSERT_BATCH = 1000
 
@@ -41,7 +42,7 @@ class MilvusIndex:
 
     def __init__(self, uri: str, collection: str = "partsearch", token: str = "",
                  rerank_factor: int = DEFAULT_RERANK_FACTOR, index_type: str = "HNSW",
-                 index_params: dict | None = None, timeout: float = 30.0):
+                 index_params: dict | None = None, timeout: float = 30.0, search_params: dict | None = None):
         from pymilvus import MilvusClient
         from pymilvus.exceptions import MilvusException
 
@@ -56,6 +57,9 @@ class MilvusIndex:
         self.index_type = index_type
         self.index_params = index_params if index_params is not None else (
             {"M": 16, "efConstruction": 200} if index_type == "HNSW" else {})
+        # The search parameters of the first stage (HNSW: ef; IVF: nprobe), as Milvus names them.
+        self.search_params = search_params if search_params is not None else (
+            {"ef": DEFAULT_EF} if index_type == "HNSW" else {})
         self.dims: tuple[int, int] | None = None
 
     def _ensure(self, dim_global: int, dim_folded: int) -> None:
@@ -124,6 +128,15 @@ class MilvusIndex:
             return 0
         return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
+    def describe(self) -> dict:
+        """The index the server reports for the global vectors (`describe_index`): its type,
+        metric, build parameters and rows indexed; {} before the collection exists. Milvus may
+        search a segment exhaustively while it is not indexed (growing, or too small), whatever
+        this says; docs/BENCHMARKS.md section 6 has what milvus-lite actually did."""
+        if not self.client.has_collection(self.collection):
+            return {}
+        return dict(self.client.describe_index(self.collection, "global"))
+
     def drop(self) -> None:
         self.client.drop_collection(self.collection)
         self.dims = None
@@ -134,9 +147,12 @@ class MilvusIndex:
         if not self.client.has_collection(self.collection):
             return rerank([], query_folded, k)  # no candidates: every row padded
         limit = min(MAX_CANDIDATES, max(k, k * self.rerank_factor))
+        params = dict(self.search_params)
+        if "ef" in params:
+            params["ef"] = max(int(params["ef"]), limit)
         hits = self.client.search(self.collection, data=np.asarray(query_global, np.float32).tolist(),
                                   anns_field="global", limit=limit, output_fields=["folded"],
-                                  search_params={"metric_type": "IP"})
+                                  search_params={"metric_type": "IP", "params": params})
         candidates = ((np.array([h["id"] for h in found], np.int64), np.array([h["entity"]["folded"] for h in found], np.float32))
                       for found in hits)
         return rerank(candidates, query_folded, k)
