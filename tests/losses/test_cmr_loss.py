@@ -12,6 +12,26 @@ def sigmoid(x):
     return 1 / (1 + math.exp(-x))
 
 
+def by_hand(image, text, labels, term):
+    """[(direction, term(s, a, negatives))] over directions, anchors and parts, where s(x, y) is
+    the part cosine of anchor x with candidate y in that direction (rows = the anchor's modality)."""
+    sim = token_cosines(text, image).transpose(0, 1).tolist()  # rows = images
+    n, parts = len(labels), len(sim[0][0])
+    rows = []
+    for direction in range(2):
+        for a in range(n):
+            for p in range(parts):
+                s = (lambda x, y, p=p: sim[x][y][p]) if direction == 0 else (lambda x, y, p=p: sim[y][x][p])
+                negs = [m for m in range(n) if labels[m] != labels[a]]
+                rows.append((direction, term(s, a, negs)))
+    return rows
+
+
+def mean_per_direction(rows):
+    return sum(sum(v for d, v in rows if d == direction) / sum(1 for d, _ in rows if d == direction)
+               for direction in range(2))
+
+
 def test_commonality_matches_hand_computation():
     # one part, 3 samples of 3 identities; rows = anchors.
     sim = torch.tensor([[0.8, 0.8, 0.6], [0.1, 0.5, 0.4], [0.0, 0.9, 0.2]]).unsqueeze(-1)
@@ -54,18 +74,12 @@ def test_loss_matches_hand_computation_with_soft_rank_margins():
     image = F.normalize(torch.randn(4, 2, 3), dim=-1)
     text = F.normalize(torch.randn(4, 2, 3), dim=-1)
     labels = torch.tensor([0, 0, 1, 2])
-    sim = token_cosines(text, image).transpose(0, 1).tolist()  # rows = images
-    total = 0.0
-    for direction in range(2):
-        terms = []
-        for a in range(4):
-            for p in range(2):
-                s = (lambda x, y: sim[x][y][p]) if direction == 0 else (lambda x, y: sim[y][x][p])
-                negs = [n for n in range(4) if labels[n] != labels[a]]
-                c = sum(sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05) for n in negs) / len(negs)
-                m = max(0.2 * (1 - c), 0.05)
-                terms.append(max(0.0, m - s(a, a) + max(s(a, n) for n in negs)))
-        total += sum(terms) / len(terms)
+
+    def term(s, a, negs):
+        c = sum(sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05) for n in negs) / len(negs)
+        return max(0.0, max(0.2 * (1 - c), 0.05) - s(a, a) + max(s(a, n) for n in negs))
+
+    total = mean_per_direction(by_hand(image, text, labels.tolist(), term))
     assert cmr_loss(image, text, labels).loss.item() == pytest.approx(total, abs=1e-5)
 
 
@@ -95,19 +109,12 @@ def test_per_pair_loss_matches_hand_computation():
     image = F.normalize(torch.randn(4, 2, 3), dim=-1)
     text = F.normalize(torch.randn(4, 2, 3), dim=-1)
     labels = torch.tensor([0, 0, 1, 2])
-    sim = token_cosines(text, image).transpose(0, 1).tolist()  # rows = images
-    total = 0.0
-    for direction in range(2):
-        terms = []
-        for a in range(4):
-            for p in range(2):
-                s = (lambda x, y: sim[x][y][p]) if direction == 0 else (lambda x, y: sim[y][x][p])
-                hinges = []
-                for n in (n for n in range(4) if labels[n] != labels[a]):
-                    m = max(0.2 * (1 - sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05)), 0.05)
-                    hinges.append(m - s(a, a) + s(a, n))
-                terms.append(max(0.0, max(hinges)))
-        total += sum(terms) / len(terms)
+
+    def term(s, a, negs):
+        margin = [max(0.2 * (1 - sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05)), 0.05) for n in negs]
+        return max(0.0, max(m - s(a, a) + s(a, n) for m, n in zip(margin, negs)))
+
+    total = mean_per_direction(by_hand(image, text, labels.tolist(), term))
     assert cmr_loss(image, text, labels, mode="per_pair").loss.item() == pytest.approx(total, abs=1e-5)
 
 
@@ -135,17 +142,14 @@ def test_weighted_loss_matches_hand_computation():
     image = F.normalize(torch.randn(4, 2, 3), dim=-1)
     text = F.normalize(torch.randn(4, 2, 3), dim=-1)
     labels = torch.tensor([0, 0, 1, 2])
-    sim = token_cosines(text, image).transpose(0, 1).tolist()  # rows = images
-    rows = []  # (1 - c, hinge) per direction, anchor, part
-    for direction in range(2):
-        for a in range(4):
-            for p in range(2):
-                s = (lambda x, y: sim[x][y][p]) if direction == 0 else (lambda x, y: sim[y][x][p])
-                negs = [n for n in range(4) if labels[n] != labels[a]]
-                c = sum(sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05) for n in negs) / len(negs)
-                rows.append((direction, 1 - c, max(0.0, max(0.2 * (1 - c), 0.05) - s(a, a) + max(s(a, n) for n in negs))))
-    mean_rare = sum(r for _, r, _ in rows) / len(rows)
-    total = sum(sum(r / mean_rare * h for d, r, h in rows if d == direction) / 8 for direction in range(2))
+
+    def term(s, a, negs):  # (1 - c, the soft-rank hinge)
+        c = sum(sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05) for n in negs) / len(negs)
+        return 1 - c, max(0.0, max(0.2 * (1 - c), 0.05) - s(a, a) + max(s(a, n) for n in negs))
+
+    rows = by_hand(image, text, labels.tolist(), term)
+    mean_rare = sum(r for _, (r, _) in rows) / len(rows)
+    total = mean_per_direction([(d, r / mean_rare * h) for d, (r, h) in rows])
     assert cmr_loss(image, text, labels, mode="weighted").loss.item() == pytest.approx(total, abs=1e-5)
 
 

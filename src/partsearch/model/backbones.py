@@ -169,6 +169,35 @@ def _hub_error(name: str, spec: str, err: Exception) -> WeightsError:
 # --- image backbones ---------------------------------------------------------------------------
 
 
+def _torchvision_net(build: Callable[..., nn.Module], weights_enum, label: str, source: WeightsSource,
+                     other_names: str = "") -> nn.Module:
+    """A torchvision model with the hub weights `source` names (a `weights_enum` member), or
+    random ones; local files are the caller's to load."""
+    weights = None
+    if source.kind == "hub":
+        try:
+            weights = weights_enum.verify(source.location)
+        except (KeyError, ValueError):
+            names = ", ".join(w.name for w in weights_enum)
+            raise WeightsError(f"unknown torchvision {label} weights '{source.location}'; use one of {names}, "
+                               f"{other_names}or a local file") from None
+    try:
+        return build(weights=weights)
+    except Exception as err:  # noqa: BLE001 - a failed download
+        raise _hub_error(label, source.location, err) from None
+
+
+def _run_stages(backbone: Backbone, x: torch.Tensor) -> BackboneOutput:
+    """`x` through `backbone.stages()` (with activation checkpointing when enabled and training),
+    the last map as grid tokens."""
+    for stage in backbone.stages():
+        use_ckpt = backbone.grad_checkpointing and backbone.training and torch.is_grad_enabled()
+        x = checkpoint(stage, x, use_reentrant=False) if use_ckpt else stage(x)
+    tokens = x.flatten(2).transpose(1, 2)
+    mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    return BackboneOutput(tokens, mask, (x.shape[2], x.shape[3]))
+
+
 class _ResNetTrunk(Backbone):
     """A ResNet without pooling and classifier: stem -> layer1..layer4, tokens = the last map."""
 
@@ -191,13 +220,7 @@ class _ResNetTrunk(Backbone):
         self.grad_checkpointing = True
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        x = self.maxpool(self.act(self.bn1(self.conv1(images))))
-        for stage in self.stages():
-            use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-            x = checkpoint(stage, x, use_reentrant=False) if use_ckpt else stage(x)
-        tokens = x.flatten(2).transpose(1, 2)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return BackboneOutput(tokens, mask, (x.shape[2], x.shape[3]))
+        return _run_stages(self, self.maxpool(self.act(self.bn1(self.conv1(images)))))
 
 
 class ResNet50(_ResNetTrunk):
@@ -209,17 +232,7 @@ class ResNet50(_ResNetTrunk):
         super().__init__()
         import torchvision
 
-        weights = None
-        if source.kind == "hub":
-            try:
-                weights = torchvision.models.ResNet50_Weights.verify(source.location)
-            except (KeyError, ValueError):
-                names = ", ".join(w.name for w in torchvision.models.ResNet50_Weights)
-                raise WeightsError(f"unknown torchvision ResNet-50 weights '{source.location}'; use one of {names} or a local file") from None
-        try:
-            net = torchvision.models.resnet50(weights=weights)
-        except Exception as err:  # noqa: BLE001 - a failed download
-            raise _hub_error("ResNet-50", source.location, err) from None
+        net = _torchvision_net(torchvision.models.resnet50, torchvision.models.ResNet50_Weights, "ResNet-50", source)
         net.layer4[0].conv2.stride = (1, 1)
         net.layer4[0].downsample[0].stride = (1, 1)
         self._init_trunk(net, 2048, 16, image_size)
@@ -276,18 +289,8 @@ class MobileNetV2(Backbone):
         super().__init__()
         import torchvision
 
-        weights = None
-        if source.kind == "hub":
-            try:
-                weights = torchvision.models.MobileNet_V2_Weights.verify(source.location)
-            except (KeyError, ValueError):
-                names = ", ".join(w.name for w in torchvision.models.MobileNet_V2_Weights)
-                raise WeightsError(f"unknown torchvision MobileNetV2 weights '{source.location}'; use one of "
-                                   f"{names}, mobilenet_v2_imagenet (offline) or a local file") from None
-        try:
-            net = torchvision.models.mobilenet_v2(weights=weights)
-        except Exception as err:  # noqa: BLE001 - a failed download
-            raise _hub_error("MobileNetV2", source.location, err) from None
+        net = _torchvision_net(torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights, "MobileNetV2",
+                               source, "mobilenet_v2_imagenet (offline), ")
         self.features = net.features
         # The last strided block (inverted residual 14, 96 -> 160 channels) keeps the resolution.
         self.features[14].conv[1][0].stride = (1, 1)
@@ -311,13 +314,7 @@ class MobileNetV2(Backbone):
         self.grad_checkpointing = True
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        x = self.features[0](images)
-        for stage in self.stages():
-            use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-            x = checkpoint(stage, x, use_reentrant=False) if use_ckpt else stage(x)
-        tokens = x.flatten(2).transpose(1, 2)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return BackboneOutput(tokens, mask, (x.shape[2], x.shape[3]))
+        return _run_stages(self, self.features[0](images))
 
 
 class TimmViT(Backbone):
