@@ -123,6 +123,11 @@ def _projection_without_shift(index: faiss.Index) -> None:
     faiss.copy_array_to_vector(np.zeros(pca.d_out, np.float32), pca.b)
 
 
+def _resolved(factory: str, folded: np.ndarray) -> str:
+    """The factory `auto` stands for at this size (`choose_factory`); any other one as it is."""
+    return choose_factory(len(folded), folded.shape[1]) if factory == AUTO else factory
+
+
 class FaissIndex:
     """A `VectorIndex`: inner-product search over the folded vectors; ids are manifest ids.
 
@@ -151,9 +156,7 @@ class FaissIndex:
 
     @classmethod
     def build(cls, folded: np.ndarray, ids: np.ndarray, factory: str = AUTO) -> "FaissIndex":
-        requested = factory
-        if factory == AUTO:
-            factory = choose_factory(len(folded), folded.shape[1])
+        requested, factory = factory, _resolved(factory, folded)
         if factory == "Flat":
             return cls(None, folded, ids, factory, requested)
         try:
@@ -185,13 +188,13 @@ class FaissIndex:
     def load(cls, path: Path, folded: np.ndarray, ids: np.ndarray, factory: str) -> "FaissIndex":
         """Read `vectors.faiss`; rebuild it from the folded vectors when missing or stale. An exact
         index (`Flat`, or `auto` on a small gallery) has no file."""
-        if factory == "Flat" or (factory == AUTO and choose_factory(len(folded), folded.shape[1]) == "Flat"):
+        built = _resolved(factory, folded)
+        if built == "Flat":
             return cls(None, folded, ids, "Flat", factory)
         if path.is_file():
             try:
                 index = faiss.read_index(str(path))
                 if index.ntotal == len(folded) and index.d == folded.shape[1]:
-                    built = choose_factory(len(folded), folded.shape[1]) if factory == AUTO else factory
                     return cls(index, folded, ids, built, factory)
             except RuntimeError:
                 pass
