@@ -42,6 +42,11 @@ class DataConfig:
     flip: bool = True
     pad_crop: int = 10
     random_erasing: float = 0.5
+    # [ours] photometric augmentation for real crops (off by default, as in the published recipes):
+    # torchvision's ColorJitter (brightness, contrast, saturation, hue) and the probability of a
+    # Gaussian blur. Keep hue at 0 when captions name colours: a hue shift turns a red coat green.
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    blur: float = 0.0
     skip_bad_images: bool = False
     max_image_pixels: int = 50_000_000
 
@@ -302,6 +307,8 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "data.num_workers": (0, None),
     "data.pad_crop": (0, None),
     "data.random_erasing": (0, 1),
+    "data.color_jitter": (0, None),
+    "data.blur": (0, 1),
     "data.max_image_pixels": (1, None),
     "model.dim": (1, None),
     "model.num_coarse": (1, None),

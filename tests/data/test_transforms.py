@@ -32,3 +32,42 @@ def test_random_erasing_changes_train_images():
     out = build_transforms(cfg, True, HALF, HALF)(image)
     plain = build_transforms(cfg, False, HALF, HALF)(image)
     assert not torch.equal(out, plain)
+
+
+def _striped(h=32, w=16):
+    image = Image.new("RGB", (w, h), (200, 40, 40))
+    for x in range(0, w, 2):
+        image.paste((20, 20, 200), (x, 0, x + 1, h))
+    return image
+
+
+def test_photometric_augmentation_is_off_by_default():
+    cfg = DataConfig(image_size=(32, 16), flip=False, pad_crop=0, random_erasing=0.0)
+    image = _striped()
+    assert torch.equal(build_transforms(cfg, True, HALF, HALF)(image), build_transforms(cfg, False, HALF, HALF)(image))
+
+
+def test_color_jitter_changes_colours_of_train_images_only():
+    cfg = DataConfig(image_size=(32, 16), flip=False, pad_crop=0, random_erasing=0.0, color_jitter=(0.5, 0.5, 0.5, 0.0))
+    image = _striped()
+    torch.manual_seed(0)
+    jittered = torch.stack([build_transforms(cfg, True, HALF, HALF)(image) for _ in range(4)])
+    assert jittered.std(0).max() > 0.05  # four draws differ
+    assert torch.equal(build_transforms(cfg, False, HALF, HALF)(image), build_transforms(cfg, False, HALF, HALF)(image))
+
+
+def test_blur_smooths_train_images():
+    cfg = DataConfig(image_size=(32, 16), flip=False, pad_crop=0, random_erasing=0.0, blur=1.0)
+    image = _striped()
+    torch.manual_seed(0)
+    blurred = build_transforms(cfg, True, HALF, HALF)(image)
+    sharp = build_transforms(cfg, False, HALF, HALF)(image)
+    assert blurred[:, :, 1:].sub(blurred[:, :, :-1]).abs().mean() < 0.8 * sharp[:, :, 1:].sub(sharp[:, :, :-1]).abs().mean()
+
+
+def test_hue_above_half_is_refused_with_the_key():
+    import pytest
+
+    from partsearch.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"data.color_jitter: hue \(the 4th value\) must be at most 0.5, got 0.7"):
+        build_transforms(DataConfig(image_size=(32, 16), color_jitter=(0, 0, 0, 0.7)), True, HALF, HALF)

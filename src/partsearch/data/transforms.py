@@ -1,5 +1,6 @@
 """Image transforms (torchvision.transforms.v2), after the ResNet/BERT person-search lineage:
-resize, horizontal flip, pad + random crop, normalise, random erasing (METHOD.md, Training defaults)."""
+resize, horizontal flip, pad + random crop, normalise, random erasing (METHOD.md, Training defaults).
+[ours] Optional photometric augmentation for real crops: colour jitter and Gaussian blur."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torchvision.transforms import v2
 
 from partsearch.config import DataConfig
+from partsearch.errors import ConfigError
 
 
 def build_transforms(data_cfg: DataConfig, train: bool, mean: tuple[float, float, float],
@@ -20,7 +22,24 @@ def build_transforms(data_cfg: DataConfig, train: bool, mean: tuple[float, float
             steps.append(v2.RandomHorizontalFlip())
         if data_cfg.pad_crop > 0:
             steps += [v2.Pad(data_cfg.pad_crop), v2.RandomCrop(size)]
+        steps += photometric(data_cfg)
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if train and data_cfg.random_erasing > 0:
         steps.append(v2.RandomErasing(p=data_cfg.random_erasing))
     return v2.Compose(steps)
+
+
+def photometric(data_cfg: DataConfig) -> list:
+    """The train-time colour jitter and blur of `data_cfg` (none when both are off), on uint8 images.
+    The blur's kernel grows with the image: 5 pixels at 64 wide, 11 at 128."""
+    steps: list = []
+    brightness, contrast, saturation, hue = data_cfg.color_jitter
+    if hue > 0.5:
+        raise ConfigError(f"data.color_jitter: hue (the 4th value) must be at most 0.5, got {hue}; "
+                          "keep it at 0 when captions name colours", key="data.color_jitter")
+    if any(data_cfg.color_jitter):
+        steps.append(v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue))
+    if data_cfg.blur > 0:
+        kernel = max(3, min(data_cfg.image_size) // 12 | 1)
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 0.3 * kernel))], p=data_cfg.blur))
+    return steps
