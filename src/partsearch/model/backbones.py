@@ -283,9 +283,13 @@ class MobileNetV2(Backbone):
     ships (`model.image_weights: mobilenet_v2_imagenet`, offline) names the layers of each block
     flat and is read in order (`_renamed_in_order`); torchvision hub names
     (`IMAGENET1K_V1`, `IMAGENET1K_V2`) and local state dicts (either naming) load too. 2.2 M
-    parameters: an ImageNet-pretrained backbone a 2-core CPU can fine-tune in minutes."""
+    parameters: an ImageNet-pretrained backbone a 2-core CPU can fine-tune in minutes.
 
-    def __init__(self, source: WeightsSource, image_size: tuple[int, int]) -> None:
+    `output_stride=8` (`mobilenet_v2_os8`) also keeps the resolution of inverted residual 7 (32 -> 64
+    channels): a 16x8 map at 128x64, the grid of `small_cnn`, so that six stripes have more than one
+    row each, for about twice the trunk's FLOPs."""
+
+    def __init__(self, source: WeightsSource, image_size: tuple[int, int], output_stride: int = 16) -> None:
         super().__init__()
         import torchvision
 
@@ -294,8 +298,12 @@ class MobileNetV2(Backbone):
         self.features = net.features
         # The last strided block (inverted residual 14, 96 -> 160 channels) keeps the resolution.
         self.features[14].conv[1][0].stride = (1, 1)
+        if output_stride not in (8, 16):
+            raise ValueError(f"MobileNetV2 output_stride must be 8 or 16, got {output_stride}")
+        if output_stride == 8:
+            self.features[7].conv[1][0].stride = (1, 1)
         self.out_dim = 1280
-        self.grid = (math.ceil(image_size[0] / 16), math.ceil(image_size[1] / 16))
+        self.grid = (math.ceil(image_size[0] / output_stride), math.ceil(image_size[1] / output_stride))
         self.grad_checkpointing = False
         if source.kind == "local":
             state = {k.removeprefix("features."): v for k, v in read_state_dict(source.location).items()
@@ -574,6 +582,8 @@ IMAGE_BACKBONES: dict[str, ImageBackboneEntry] = {
     "small_cnn": ImageBackboneEntry(lambda cfg, src, size: SmallCNN(src, size, cfg.image_width),
                                     IMAGENET_MEAN, IMAGENET_STD),
     "mobilenet_v2": ImageBackboneEntry(lambda cfg, src, size: MobileNetV2(src, size), IMAGENET_MEAN, IMAGENET_STD),
+    "mobilenet_v2_os8": ImageBackboneEntry(lambda cfg, src, size: MobileNetV2(src, size, output_stride=8),
+                                           IMAGENET_MEAN, IMAGENET_STD),
     "small_vit": ImageBackboneEntry(lambda cfg, src, size: SmallViT(src, size, cfg.image_width),
                                     IMAGENET_MEAN, IMAGENET_STD),
 }
