@@ -176,11 +176,10 @@ def _serve(job: dict, conn) -> None:
     every setting, send back one result per setting."""
     import faiss
 
-    from partsearch.search.store import open_rows
     from partsearch.search.vectors import FaissIndex
 
     set_threads(job["threads"])
-    folded = open_rows(Path(job["folded"]))  # as a server maps a segment (random-access advice)
+    folded = np.load(job["folded"], mmap_mode="r")
     ids = np.arange(len(folded), dtype=np.int64)
     index = FaissIndex.load(Path(job["index"]), folded, ids, job["factory"])
     queries, exact = np.load(job["queries"]), np.load(job["exact"])
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = [
         f"data: {args.data} (benchmarks/search.py docstring); recall@10 against the exact float32 folded ranking",
         f"latency per single query, p50/p95; threads: {args.threads} to build, {args.search_threads} per query",
-        "rss_mib: peak RSS of a fresh process loading the index (folded vectors memory-mapped, float16, MADV_RANDOM) and "
+        "rss_mib: peak RSS of a fresh process loading the index (folded vectors memory-mapped, float16) and "
         "answering the queries; the model is not loaded",
     ]
     report("search", rows, args, notes,

@@ -4,7 +4,6 @@ the older format."""
 import hashlib
 import io
 import json
-import mmap
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from partsearch.errors import SearchIndexError
 from partsearch.search import index as index_ops
 from partsearch.search.index import add_image, build_index, compact, delete_image
 from partsearch.search.searcher import Searcher
-from partsearch.search.store import IndexStore, RowStack, level_views, open_rows
+from partsearch.search.store import IndexStore, RowStack, level_views
 
 
 def _png(top="yellow", bottom="black") -> bytes:
@@ -48,41 +47,12 @@ def test_each_vector_is_stored_once_as_float16_and_the_levels_are_views_of_it(in
     (segment,) = gen.segments
     assert sorted(p.name for p in (IndexStore(index_dir).segments_dir / segment.name).iterdir()) == [
         "folded.npy", "foreground.npy", "manifest.jsonl", "segment.json"]
-    assert segment.folded.dtype == np.float16 and not segment.folded.flags.writeable
-    assert isinstance(segment.folded.base, mmap.mmap)  # memory-mapped, not read into memory
+    assert segment.folded.dtype == np.float16 and isinstance(segment.folded, np.memmap)
     for level in level_views(segment.folded, 4, 2, 3):
         assert np.shares_memory(level, segment.folded)
     assert gen.arrays.global_.shape == (6, 4) and gen.arrays.coarse.shape == (6, 2, 4)
     assert gen.arrays.fine.shape == (6, 3, 4)
     np.testing.assert_array_equal(gen.arrays.fine[2], np.asarray(segment.folded[2, 12:]).reshape(3, 4))
-
-
-def _vm_flags(path: Path) -> set[str]:
-    """The VmFlags of this process's mapping of `path` (/proc/self/smaps)."""
-    lines = Path("/proc/self/smaps").read_text().splitlines()
-    for number, line in enumerate(lines):
-        if line.endswith(str(path)):
-            return set(next(x for x in lines[number + 1:] if x.startswith("VmFlags:")).split()[1:])
-    raise AssertionError(f"{path} is not mapped")
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
-def test_folded_vectors_are_mapped_for_random_reads_without_read_ahead(index_dir):
-    (segment,) = IndexStore(index_dir).load().segments
-    path = (IndexStore(index_dir).segments_dir / segment.name / "folded.npy").resolve()
-    assert "rr" in _vm_flags(path)  # MADV_RANDOM: a re-rank's scattered rows do not read ahead
-
-
-def test_open_rows_reads_what_numpy_wrote_and_refuses_a_truncated_file(tmp_path):
-    array = np.arange(24, dtype=np.float16).reshape(6, 4)
-    np.save(tmp_path / "a.npy", array)
-    np.testing.assert_array_equal(open_rows(tmp_path / "a.npy"), array)
-    np.save(tmp_path / "empty.npy", np.zeros((0, 4), np.float16))
-    assert open_rows(tmp_path / "empty.npy").shape == (0, 4)
-    data = (tmp_path / "a.npy").read_bytes()
-    (tmp_path / "cut.npy").write_bytes(data[:-10])
-    with pytest.raises(ValueError, match=r"cut.npy: truncated \(\d+ bytes, the header says \d+\)"):
-        open_rows(tmp_path / "cut.npy")
 
 
 def test_row_stack_reads_the_live_rows_of_several_arrays_as_one():

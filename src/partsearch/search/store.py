@@ -17,7 +17,6 @@ import contextlib
 import datetime
 import fcntl
 import json
-import mmap
 import os
 import re
 import secrets
@@ -42,34 +41,6 @@ STORED_DTYPE = np.float16
 COPY_ROWS = 65536
 _GEN_NAME = re.compile(r"gen-[0-9]{6}")
 _SEG_NAME = re.compile(r"seg-[0-9a-f]{12}")
-
-
-def open_rows(path: Path) -> np.ndarray:
-    """The `.npy` array at `path`, memory-mapped read-only and advised for random access [ours].
-
-    A search reads a few hundred scattered rows of a segment's folded vectors (the re-rank's
-    candidates). With the kernel's default read-ahead each of those page faults also reads the next
-    ~128 KB, so a server's resident memory grows to the whole file after a few hundred queries
-    (3.9 GB at a million images, docs/BENCHMARKS.md section 6); MADV_RANDOM reads only the pages a
-    row lies on."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-        if dtype.hasobject or fortran:
-            raise ValueError(f"{path}: not a C-ordered numeric array")
-        size = int(np.prod(shape)) * dtype.itemsize
-        if offset + size > os.fstat(f.fileno()).st_size:
-            raise ValueError(f"{path}: truncated ({os.fstat(f.fileno()).st_size} bytes, the header says {offset + size})")
-        if size == 0:
-            return np.zeros(shape, dtype)
-        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mmap, "MADV_RANDOM"):
-        data.madvise(mmap.MADV_RANDOM)
-    array = np.ndarray(shape, dtype, buffer=data, offset=offset)
-    array.flags.writeable = False
-    return array
 
 
 @dataclass(frozen=True)
@@ -372,7 +343,7 @@ class IndexStore:
                    for number, line in enumerate(manifest.read_text().splitlines(), start=1) if line]
         if len({e.id for e in entries}) != len(entries):
             raise ValueError(f"{manifest}: an id appears twice")
-        folded = open_rows(folder / "folded.npy")
+        folded = np.load(folder / "folded.npy", mmap_mode="r")
         foreground = np.load(folder / "foreground.npy", mmap_mode="r")
         if folded.ndim != 2 or not len(entries) == len(folded) == len(foreground):
             raise ValueError(f"{folder}: the manifest has {len(entries)} images but folded.npy {folded.shape} "
