@@ -287,7 +287,7 @@ class MobileNetV2(Backbone):
 
     `output_stride=8` (`mobilenet_v2_os8`) also keeps the resolution of inverted residual 7 (32 -> 64
     channels): a 16x8 map at 128x64, the grid of `small_cnn`, so that six stripes have more than one
-    row each, for about twice the trunk's FLOPs."""
+    row each, for 3.3x the trunk's FLOPs (584 against 175 MFLOP forward per 128x64 image)."""
 
     def __init__(self, source: WeightsSource, image_size: tuple[int, int], output_stride: int = 16) -> None:
         super().__init__()
