@@ -1,7 +1,10 @@
 """SynthPEDES [ours]: a procedural text-based person search dataset in CUHK-PEDES layout.
 
-Each identity is a unique combination of part-level attributes (hair, hat, upper body garment,
-colour and pattern, lower body garment and colour, shoes, carried item, build). Attribute values
+Each identity is a unique combination of part-level attributes (gender, hair length and colour,
+hat, upper body garment, colour and pattern, lower body garment and colour, shoes, carried item,
+build). The vocabulary includes words of real CUHK-PEDES-style captions ("a man / a woman", "long
+hair", "blue jeans", "navy", "a dark jacket", "light shoes"), and what they name is drawn: long hair to the
+shoulders, bald heads, jeans in greyed denim with a seam, navy and light blue. Attribute values
 are drawn from Zipf-like weights, so some values (black trousers, white shoes) are shared by many
 people and others are rare, which is the situation the commonality-based margin of METHOD.md
 addresses; about a third of the identities are single-part mutations of an earlier one, so many
@@ -11,7 +14,9 @@ Every identity gets 2 to 5 images that vary the view (front/back/side), pose, sc
 lighting, background clutter, occlusion, blur and noise. Every image gets 2 captions written only
 from the attributes visible in it (a logo is on the chest, so it is hidden from the back and the
 side; a backpack is hidden from the front; an occluder at the feet hides the shoes), with several
-templates, synonyms, shuffled attribute order and one or two attributes left out.
+templates, synonyms, shuffled attribute order and one or two attributes left out; the subject is
+the person's gender ("man", "lady"...) three times in four, a neutral noun otherwise, and a dark or
+light colour is sometimes named by its shade alone ("dark trousers").
 
 The output is `DIR/reid_raw.json` + `DIR/imgs/synth/*.jpg`, ids from 1 (train ids first), split
 80/10/10 by identity with at least 2 identities per split. Each annotation also carries
@@ -57,26 +62,36 @@ COLORS = {
     "purple": (130, 45, 175),
     "orange": (250, 135, 20),
     "blonde": (225, 195, 110),
+    "navy": (30, 40, 90),
+    "light blue": (140, 175, 225),
+    "beige": (205, 185, 145),
 }
+# Jeans are drawn in denim's greyed shades, not the saturated garment colours; these are the
+# colours jeans come in.
+DENIM = {"blue": (70, 95, 145), "navy": (35, 45, 80), "light blue": (135, 160, 200), "black": (40, 40, 48),
+         "gray": (115, 115, 122)}
 
 # Values are listed most common first; their weights follow a Zipf law (_weights).
 PARTS: dict[str, tuple[str, ...]] = {
+    "gender": ("man", "woman"),
+    "hair_length": ("short", "long", "bald"),
     "hair_color": ("black", "brown", "blonde", "gray"),
     "hat": ("none", "cap", "beanie"),
     "hat_color": ("red", "white", "black", "blue", "yellow", "green"),
     "upper_type": ("t-shirt", "jacket", "coat"),
-    "upper_color": ("black", "white", "blue", "red", "gray", "green", "yellow", "pink", "purple", "orange",
-                    "brown"),
+    "upper_color": ("black", "white", "blue", "red", "gray", "navy", "green", "yellow", "pink", "purple",
+                    "orange", "brown", "light blue", "beige"),
     "upper_pattern": ("plain", "stripes", "logo", "plaid"),
-    "lower_type": ("trousers", "shorts", "skirt"),
-    "lower_color": ("black", "blue", "gray", "white", "brown", "red", "green", "pink"),
+    "lower_type": ("trousers", "jeans", "shorts", "skirt"),
+    "lower_color": ("black", "blue", "gray", "navy", "white", "brown", "beige", "light blue", "red", "green",
+                    "pink"),
     "shoe_color": ("white", "black", "brown", "red", "blue", "yellow"),
     "bag": ("none", "backpack", "handbag", "umbrella"),
     "bag_color": ("black", "red", "blue", "brown", "yellow", "green", "pink", "orange"),
     "build": ("average", "slim", "heavy"),
 }
 # A part's colour only exists when the part does.
-_DEPENDENT = {"hat_color": ("hat", "none"), "bag_color": ("bag", "none")}
+_DEPENDENT = {"hat_color": ("hat", "none"), "bag_color": ("bag", "none"), "hair_color": ("hair_length", "bald")}
 ZIPF_EXPONENT = 1.2
 MUTATION_RATE = 0.35
 VIEWS = ("front", "back", "side")
@@ -96,14 +111,31 @@ def _draw_value(part: str, rng: np.random.Generator) -> str:
 
 
 def _normalise(person: dict[str, str]) -> dict[str, str]:
+    """Make a drawn or mutated person consistent: no bald women or men in skirts (both rare in
+    pedestrian data), jeans only in denim colours, a colour exactly for the parts that exist (the
+    most common one where a change brought a part back)."""
+    if person.get("gender") == "woman" and person.get("hair_length") == "bald":
+        person["hair_length"] = "short"
+    if person.get("gender") == "man" and person.get("lower_type") == "skirt":
+        person["lower_type"] = "trousers"
+    if person.get("lower_type") == "jeans" and person.get("lower_color") not in DENIM:
+        person["lower_color"] = "blue"
     for part, (parent, absent) in _DEPENDENT.items():
         if person.get(parent) == absent:
             person.pop(part, None)
+        elif parent in person and part not in person:
+            person[part] = PARTS[part][0]
     return person
 
 
+# Hair length follows gender: most women's hair is long, most men's short.
+HAIR_LENGTH_WEIGHTS = {"man": (0.88, 0.04, 0.08), "woman": (0.3, 0.7, 0.0)}
+
+
 def _sample_person(rng: np.random.Generator) -> dict[str, str]:
-    return _normalise({part: _draw_value(part, rng) for part in PARTS})
+    person = {part: _draw_value(part, rng) for part in PARTS}
+    person["hair_length"] = PARTS["hair_length"][rng.choice(3, p=HAIR_LENGTH_WEIGHTS[person["gender"]])]
+    return _normalise(person)
 
 
 def _mutate(person: dict[str, str], rng: np.random.Generator) -> dict[str, str]:
@@ -200,7 +232,7 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
     build = {"slim": 0.8, "average": 1.0, "heavy": 1.25}[person["build"]]
     side = view == "side"
     facing = 1 if rng.random() < 0.5 else -1  # side view: which way the person walks
-    torso_w = 0.30 * u * build * (0.6 if side else 1.0)
+    torso_w = 0.30 * u * build * (0.6 if side else 1.0) * (0.9 if person.get("gender") == "woman" else 1.0)
     leg_w = 0.12 * u * build
     stride = rng.uniform(0.0, 0.09) * u
     swing = rng.uniform(-0.05, 0.05) * u
@@ -209,9 +241,11 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
         return top + f * u
 
     upper = COLORS[person["upper_color"]]
-    lower = COLORS[person["lower_color"]]
+    jeans = person["lower_type"] == "jeans"
+    lower = DENIM[person["lower_color"]] if jeans else COLORS[person["lower_color"]]
     shoes = COLORS[person["shoe_color"]]
-    hair = COLORS[person["hair_color"]]
+    hair_length = person.get("hair_length", "short")
+    hair = COLORS[person["hair_color"]] if hair_length != "bald" else skin
     bag_color = COLORS.get(person.get("bag_color", ""), (0, 0, 0))
     hem = 0.66 if person["upper_type"] == "coat" else 0.50
 
@@ -227,7 +261,7 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
         draw.rounded_rectangle((bx - 0.08 * u, y(0.19), bx + 0.08 * u, y(0.46)), radius=0.02 * u, label=ITEM, fill=bag_color)
 
     # legs: the lower-body garment, skin below shorts and skirts, shoes
-    garment_end = {"trousers": 0.93, "shorts": 0.66, "skirt": 0.50}[person["lower_type"]]
+    garment_end = {"trousers": 0.93, "jeans": 0.93, "shorts": 0.66, "skirt": 0.50}[person["lower_type"]]
     for hip, foot in zip(hips, feet):
         half = leg_w / 2
 
@@ -238,6 +272,11 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
         if garment_end > 0.50:
             draw.polygon([(hip - half, y(0.49)), (hip + half, y(0.49)), (at(garment_end) + half * 0.8, y(garment_end)),
                           (at(garment_end) - half * 0.8, y(garment_end))], label=LOWER, fill=lower)
+            if jeans:  # the outer seam, a lighter line of faded denim
+                seam = tuple(min(255, c + 45) for c in lower)
+                out = -1 if hip < cx or (side and foot < hip) else 1
+                draw.line((hip + out * half * 0.7, y(0.52), at(0.91) + out * half * 0.6, y(0.91)), label=LOWER,
+                          fill=seam, width=max(1, int(0.01 * u)))
         if garment_end < 0.93:
             sw = half * 0.55
             draw.polygon([(at(garment_end) - sw, y(garment_end)), (at(garment_end) + sw, y(garment_end)),
@@ -299,13 +338,25 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
                      label=ITEM, fill=bag_color)
         draw.line((hx, hy - 0.05 * u, hx, hy), label=ITEM, fill=(60, 60, 60), width=max(1, int(0.012 * u)))
 
-    # head, hair, hat
+    # head, hair, hat; long hair falls to the shoulders: beside the face from the front, behind the head
+    # from the side, over the neck from the back
     hw = 0.075 * u
     head = (cx - hw, y(0.02), cx + hw, y(0.155))
+    hair_x = cx - facing * hw * 0.4 if side else cx
+    long_hair = (hair_x - hw * 1.15, y(0.03), hair_x + hw * 1.15, y(0.25 if view == "back" else 0.22))
+    if hair_length == "long" and view == "side":
+        draw.rounded_rectangle(long_hair, radius=0.03 * u, label=HEAD, fill=hair)
+    elif hair_length == "long":
+        for sign in (-1, 1):
+            inner, outer = cx + sign * hw * 0.55, cx + sign * hw * 1.15
+            draw.rounded_rectangle((min(inner, outer), y(0.05), max(inner, outer), y(0.22)), radius=0.02 * u,
+                                   label=HEAD, fill=hair)
     draw.rectangle((cx - hw * 0.4, y(0.13), cx + hw * 0.4, y(0.17)), label=HEAD, fill=skin)
     draw.ellipse(head, label=HEAD, fill=skin)
     if view == "back":
         draw.ellipse(head, label=HEAD, fill=hair)
+        if hair_length == "long":
+            draw.rounded_rectangle(long_hair, radius=0.03 * u, label=HEAD, fill=hair)
     elif view == "side":
         draw.pieslice((head[0], head[1], head[2], head[3]), 180, 360, label=HEAD, fill=hair)
         back_x = cx - facing * hw * 0.5
@@ -343,13 +394,22 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
 # ---------------------------------------------------------------- captions
 
 NOUNS = ("person", "pedestrian", "individual")
+GENDER_NOUNS = {"man": ("man", "guy", "gentleman"), "woman": ("woman", "lady", "girl")}
+GENDER_RATE = 0.75  # how often a caption names the gender instead of a neutral noun
 BUILD_WORDS = {"slim": ("slim", "thin", "slender"), "heavy": ("heavy-set", "stocky", "broad")}
 UPPER_WORDS = {"t-shirt": ("t-shirt", "tee", "short-sleeved shirt"), "jacket": ("jacket", "long-sleeved jacket"),
                "coat": ("coat", "long coat")}
-LOWER_WORDS = {"trousers": ("trousers", "pants", "long pants"), "shorts": ("shorts",), "skirt": ("skirt",)}
+LOWER_WORDS = {"trousers": ("trousers", "pants", "long pants"), "jeans": ("jeans", "denim jeans"),
+               "shorts": ("shorts",), "skirt": ("skirt",)}
 HAT_WORDS = {"cap": ("cap", "baseball cap"), "beanie": ("beanie", "knit hat")}
 BAG_WORDS = {"backpack": ("backpack",), "handbag": ("handbag", "bag", "purse"), "umbrella": ("umbrella",)}
-COLOR_SYNONYMS = {"gray": ("gray", "grey")}
+COLOR_SYNONYMS = {"gray": ("gray", "grey"), "navy": ("navy", "navy blue", "dark blue"),
+                  "light blue": ("light blue", "pale blue"), "beige": ("beige", "khaki"), "blonde": ("blonde", "blond")}
+# Captions often name only the shade: "dark shoes", "light hair".
+SHADES = {"black": "dark", "navy": "dark", "brown": "dark", "white": "light", "light blue": "light",
+          "beige": "light", "blonde": "light"}
+SHADE_RATE = 0.15
+HAIR_LENGTH_RATE = 0.6  # how often the hair's length is said
 
 
 def _pick(rng: np.random.Generator, options) -> str:
@@ -357,6 +417,8 @@ def _pick(rng: np.random.Generator, options) -> str:
 
 
 def _color(name: str, rng: np.random.Generator) -> str:
+    if name in SHADES and rng.random() < SHADE_RATE:
+        return SHADES[name]
     return _pick(rng, COLOR_SYNONYMS.get(name, (name,)))
 
 
@@ -386,8 +448,9 @@ def _join(items: list[str]) -> str:
 def make_caption(person: dict[str, str], visible: list[str], rng: np.random.Generator) -> str:
     """One sentence or two from the visible attributes, leaving one or two of them out."""
     seen = set(visible)
+    hair_key = "hair_length" if "hair_length" in person else "hair_color"
     items = [k for k in ("hair", "hat", "upper", "lower", "shoes", "bag", "build")
-             if {"hair": "hair_color", "hat": "hat", "upper": "upper_color", "lower": "lower_color",
+             if {"hair": hair_key, "hat": "hat", "upper": "upper_color", "lower": "lower_color",
                  "shoes": "shoe_color", "bag": "bag", "build": "build"}[k] in seen]
     if person["build"] == "average":
         items.remove("build")
@@ -413,8 +476,12 @@ def make_caption(person: dict[str, str], visible: list[str], rng: np.random.Gene
 
     # each clause as (participle form, finite form)
     clauses = [(f"{_pick(rng, ('wearing', 'dressed in', 'in'))} {_join(wear)}", f"is wearing {_join(wear)}")]
-    if "hair" in items:
-        hair = f"{_color(person['hair_color'], rng)} hair"
+    if "hair" in items and person.get("hair_length") == "bald":
+        clauses.append((f"with a {_pick(rng, ('shaved', 'bald'))} head", "is bald"))
+    elif "hair" in items:
+        length = person.get("hair_length", "")
+        length = f"{length} " if length and rng.random() < HAIR_LENGTH_RATE else ""
+        hair = f"{length}{_color(person['hair_color'], rng)} hair"
         clauses.append((f"with {hair}", f"has {hair}"))
     if "bag" in items:
         bag = _article(f"{_color(person['bag_color'], rng)} {_pick(rng, BAG_WORDS[person['bag']])}")
@@ -422,7 +489,8 @@ def make_caption(person: dict[str, str], visible: list[str], rng: np.random.Gene
         clauses.append((f"{verb} {bag}", f"is {verb} {bag}"))
     clauses = [clauses[i] for i in rng.permutation(len(clauses))]
 
-    noun = _pick(rng, NOUNS)
+    gendered = person.get("gender") in GENDER_NOUNS and rng.random() < GENDER_RATE
+    noun = _pick(rng, GENDER_NOUNS[person["gender"]] if gendered else NOUNS)
     build = f"{_pick(rng, BUILD_WORDS[person['build']])} " if "build" in items else ""
     determiner = _pick(rng, ("a", "the", "this"))
     subject = _article(f"{build}{noun}") if determiner == "a" else f"{determiner} {build}{noun}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from partsearch.data.synth import COLORS, SKIN, make_identities
+from partsearch.data.synth import COLORS, DENIM, SKIN, make_identities
 
 
 # Nearest a figure's centre comes to the frame's left and right sides, and to its lane's inner
@@ -58,10 +58,10 @@ def draw_walker(draw: ImageDraw.ImageDraw, cx: float, top: float, height: float,
         return top + f * u
 
     upper = color(COLORS[person["upper_color"]])
-    lower = color(COLORS[person["lower_color"]])
+    lower = color((DENIM if person["lower_type"] == "jeans" else COLORS)[person["lower_color"]])
     skin_c = color(skin)
     spread = (0.05 + 0.06 * abs(np.sin(phase))) * u  # feet apart, widest mid-stride
-    garment_end = {"trousers": 0.94, "shorts": 0.66, "skirt": 0.50}[person["lower_type"]]
+    garment_end = {"trousers": 0.94, "jeans": 0.94, "shorts": 0.66, "skirt": 0.50}[person["lower_type"]]
     for side in (-1, 1):
         hip = cx + side * 0.045 * u
         foot = cx + side * spread
@@ -91,7 +91,8 @@ def draw_walker(draw: ImageDraw.ImageDraw, cx: float, top: float, height: float,
     hw = 0.055 * u
     draw.rectangle((cx - 0.025 * u, y(0.12), cx + 0.025 * u, y(0.19)), fill=skin_c)
     draw.ellipse((cx - hw, y(0.0), cx + hw, y(0.135)), fill=skin_c)
-    draw.chord((cx - hw, y(0.0), cx + hw, y(0.09)), 180, 360, fill=color(COLORS[person["hair_color"]]))
+    if "hair_color" in person:  # bald people have none
+        draw.chord((cx - hw, y(0.0), cx + hw, y(0.09)), 180, 360, fill=color(COLORS[person["hair_color"]]))
 
 
 def background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
