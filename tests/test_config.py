@@ -93,3 +93,16 @@ def test_a_bad_key_in_the_yaml_file_names_the_file(tmp_path):
     path.write_text("train:\n  LR: 0.1\n")
     with pytest.raises(ConfigError, match=rf"^{path}: unknown config key 'train.LR'"):
         load_config(path, ["train.epochs=2"])
+
+
+def test_the_footage_config_is_the_demo_config_with_a_pretrained_trunk_and_augmentation():
+    from pathlib import Path
+
+    configs = Path(__file__).parent.parent / "configs"
+    demo = load_config(configs / "synth_cpu.yaml").to_dict()
+    footage = load_config(configs / "synth_cpu_footage.yaml").to_dict()
+    changed = {f"{section}.{key}" for section in demo for key in demo[section]
+               if demo[section][key] != footage[section][key]}
+    assert changed == {"data.color_jitter", "data.blur", "model.image_backbone", "model.image_weights",
+                       "model.freeze_image", "train.backbone_lr_factor"}
+    assert footage["model"]["image_backbone"] == "mobilenet_v2_os8"
