@@ -27,6 +27,7 @@ def test_demo_runs_every_step_and_ends_with_search_commands(demo_run):
     code, out, printed, _ = demo_run
     assert code == 0
     assert [int(n) for n in re.findall(r"== \[(\d)/7\]", printed)] == [1, 2, 3, 4, 5, 6, 7]
+    assert "== [2/7] train synth_cpu.yaml (" in printed  # names the config it trains
     assert "t2i global+coarse" in printed
     assert f"partsearch search {out / 'index'}" in printed
 
@@ -130,6 +131,8 @@ def test_demo_video_answers_come_from_the_ingested_gallerys_tracks(video_demo):
     (["--video", "no/such.avi"], "--video no/such.avi: no such file or folder"),
     (["--video-query", "a man"], "--video-query needs --video PATH"),
     (["--run", "RUN", "train.epochs=2"], "config overrides (train.epochs=2) apply only to training"),
+    (["--config", "no/such.yaml"], "--config no/such.yaml: no such file"),
+    (["--run", "RUN", "--config", "configs/synth_cpu_footage.yaml"], "--config configs/synth_cpu_footage.yaml applies only"),
 ])
 def test_demo_refuses_video_and_run_options_that_cannot_work(tmp_path, capsys, argv, message):
     argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
@@ -142,3 +145,10 @@ def test_demo_run_without_a_checkpoint_names_the_folder(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["demo", "--out", str(tmp_path / "demo"), "--run", str(tmp_path / "run")]) == 2
     assert f"--run {tmp_path / 'run'}: no best.pt there" in capsys.readouterr().err
+
+
+def test_demo_trains_the_config_it_is_given(tmp_path, capsys):
+    config = tmp_path / "mine.yaml"
+    config.write_text("train:\n  LR: 0.1\n")  # a key the loader refuses, naming the file it read
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--ids", "6", "--config", str(config)]) == 2
+    assert f"{config}: unknown config key 'train.LR'" in capsys.readouterr().err
