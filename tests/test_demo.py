@@ -132,7 +132,8 @@ def test_demo_video_answers_come_from_the_ingested_gallerys_tracks(video_demo):
     (["--video-query", "a man"], "--video-query needs --video PATH"),
     (["--run", "RUN", "train.epochs=2"], "config overrides (train.epochs=2) apply only to training"),
     (["--config", "no/such.yaml"], "--config no/such.yaml: no such file"),
-    (["--run", "RUN", "--config", "configs/synth_cpu_footage.yaml"], "--config configs/synth_cpu_footage.yaml applies only"),
+    (["--run", "RUN", "--config", "configs/synth_cpu_footage.yaml"],
+     "--config configs/synth_cpu_footage.yaml applies only"),
 ])
 def test_demo_refuses_video_and_run_options_that_cannot_work(tmp_path, capsys, argv, message):
     argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]

@@ -2,12 +2,12 @@
 
 Each identity is a unique combination of part-level attributes (gender, hair length and colour,
 hat, upper body garment, colour and pattern, lower body garment and colour, shoes, carried item,
-build). The vocabulary includes words of real CUHK-PEDES-style captions ("a man / a woman", "long
-hair", "blue jeans", "navy", "a dark jacket", "light shoes"), and what they name is drawn: long hair to the
-shoulders, bald heads, jeans in greyed denim with a seam, navy and light blue. Attribute values
-are drawn from Zipf-like weights, so some values (black trousers, white shoes) are shared by many
-people and others are rare, which is the situation the commonality-based margin of METHOD.md
-addresses; about a third of the identities are single-part mutations of an earlier one, so many
+build). The vocabulary includes words of real CUHK-PEDES-style captions ("a man / a woman",
+"long hair", "blue jeans", "navy", "a dark jacket", "light shoes"), and what they name is drawn:
+long hair to the shoulders, bald heads, jeans in greyed denim with a seam, navy and light blue.
+Attribute values are drawn from Zipf-like weights, so some values (black trousers, white shoes) are
+shared by many people and others are rare, which is the situation the commonality-based margin of
+METHOD.md addresses; about a third of the identities are single-part mutations of an earlier one, so many
 pairs of people differ in one part only.
 
 Every identity gets 2 to 5 images that vary the view (front/back/side), pose, scale, position,
