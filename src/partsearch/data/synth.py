@@ -184,6 +184,11 @@ def visible_parts(person: dict[str, str], view: str, occluded: bool) -> list[str
 # ---------------------------------------------------------------- drawing
 
 
+def lower_rgb(person: dict[str, str]) -> tuple[int, int, int]:
+    """The lower-body garment's colour as drawn: denim's shade for jeans, the garment colour otherwise."""
+    return (DENIM if person["lower_type"] == "jeans" else COLORS)[person["lower_color"]]
+
+
 def _contrast(color: str) -> tuple[int, int, int]:
     r, g, b = COLORS[color]
     return (20, 20, 20) if 0.3 * r + 0.6 * g + 0.1 * b > 140 else (235, 235, 235)
@@ -242,7 +247,7 @@ def _render(person: dict[str, str], skin: tuple[int, int, int], view: str, occlu
 
     upper = COLORS[person["upper_color"]]
     jeans = person["lower_type"] == "jeans"
-    lower = DENIM[person["lower_color"]] if jeans else COLORS[person["lower_color"]]
+    lower = lower_rgb(person)
     shoes = COLORS[person["shoe_color"]]
     hair_length = person.get("hair_length", "short")
     hair = COLORS[person["hair_color"]] if hair_length != "bald" else skin

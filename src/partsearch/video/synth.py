@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from partsearch.data.synth import COLORS, DENIM, SKIN, make_identities
+from partsearch.data.synth import COLORS, SKIN, lower_rgb, make_identities
 
 
 # Nearest a figure's centre comes to the frame's left and right sides, and to its lane's inner
@@ -58,7 +58,7 @@ def draw_walker(draw: ImageDraw.ImageDraw, cx: float, top: float, height: float,
         return top + f * u
 
     upper = color(COLORS[person["upper_color"]])
-    lower = color((DENIM if person["lower_type"] == "jeans" else COLORS)[person["lower_color"]])
+    lower = color(lower_rgb(person))
     skin_c = color(skin)
     spread = (0.05 + 0.06 * abs(np.sin(phase))) * u  # feet apart, widest mid-stride
     garment_end = {"trousers": 0.94, "jeans": 0.94, "shorts": 0.66, "skirt": 0.50}[person["lower_type"]]
