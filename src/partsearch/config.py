@@ -47,6 +47,11 @@ class DataConfig:
     # Gaussian blur. Keep hue at 0 when captions name colours: a hue shift turns a red coat green.
     color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     blur: float = 0.0
+    # [ours] a detector's box is looser than the figures SynthPEDES draws: the person fills about
+    # half of its width. Widen each train image by a random factor in [1, 1 + widen], the margin
+    # split at random left and right and filled with the image's border colour, then resize it back
+    # (0 = off, as in the published recipes).
+    widen: float = 0.0
     skip_bad_images: bool = False
     max_image_pixels: int = 50_000_000
 
@@ -309,6 +314,7 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "data.random_erasing": (0, 1),
     "data.color_jitter": (0, None),
     "data.blur": (0, 1),
+    "data.widen": (0, None),
     "data.max_image_pixels": (1, None),
     "model.dim": (1, None),
     "model.num_coarse": (1, None),

@@ -71,3 +71,47 @@ def test_hue_above_half_is_refused_with_the_key():
     from partsearch.errors import ConfigError
     with pytest.raises(ConfigError, match=r"data.color_jitter: hue \(the 4th value\) must be at most 0.5, got 0.7"):
         build_transforms(DataConfig(image_size=(32, 16), color_jitter=(0, 0, 0, 0.7)), True, HALF, HALF)
+
+
+def _figure(h=32, w=16):
+    """A red figure filling the middle of a grey crop, 2 pixels of background each side."""
+    image = Image.new("RGB", (w, h), (128, 128, 128))
+    image.paste((220, 20, 20), (2, 2, w - 2, h))
+    return image
+
+
+def _red_width(out):
+    """The mean number of columns per row where the figure (red, normalised with HALF) is, below
+    its top."""
+    return ((out[0, 2:] > 0.3) & (out[1, 2:] < -0.5)).float().sum(1).mean()
+
+
+def test_widen_narrows_the_figure_of_train_images_only():
+    cfg = DataConfig(image_size=(32, 16), flip=False, pad_crop=0, random_erasing=0.0, widen=1.0)
+    image = _figure()
+    plain = build_transforms(cfg, False, HALF, HALF)(image)
+    torch.manual_seed(0)
+    widths = [_red_width(build_transforms(cfg, True, HALF, HALF)(image)) for _ in range(8)]
+    assert _red_width(plain) == 12
+    assert max(widths) <= 12.5 and sum(widths) / 8 < 10.5  # narrower on average, never wider
+    assert min(widths) < 8.5  # up to half as wide
+
+
+def test_widen_fills_the_margin_with_the_background():
+    cfg = DataConfig(image_size=(32, 16), flip=False, pad_crop=0, random_erasing=0.0, widen=1.0)
+    torch.manual_seed(1)
+    outs = torch.stack([build_transforms(cfg, True, HALF, HALF)(_figure()) for _ in range(8)])
+    grey = torch.tensor(128 / 255 * 2 - 1)
+    edges = torch.cat([outs[..., :1], outs[..., -1:]], dim=-1)  # the first and last columns
+    assert torch.allclose(edges, grey.expand_as(edges), atol=0.05)  # resizing blends the figure in by a shade
+    assert (outs[:, 1] < -0.5).any()  # the figure is still there
+
+
+def test_widen_below_zero_is_refused_with_the_key():
+    import pytest
+
+    from partsearch.config import load_config
+    from partsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.widen"):
+        load_config(None, ["data.widen=-0.5"])
