@@ -132,3 +132,25 @@ def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys):
                                     "attribute_stripes", "stripes_head_to_feet"}
     regions = np.array(data["token_regions"]["attention"])
     assert regions.shape == (2, len(parts.REGIONS)) and np.allclose(regions.sum(1), 1.0, atol=1e-4)
+
+
+def test_hair_colour_is_compared_only_between_equally_long_uncovered_hair():
+    # token 0 shows the hair as drawn: its colour, elsewhere when long, nothing under a hat; pairs of
+    # one colour seen differently must not count as "the same colour, unlike tokens"
+    rng = np.random.default_rng(0)
+    people = []
+    for k in range(40):
+        person = {"hair_color": str(rng.choice(["black", "brown", "blond"])), "hair_length": "short", "hat": "none"}
+        if k % 4 == 1:
+            person["hat"] = "cap"
+        if k % 4 == 2:
+            person["hair_length"] = "long"
+        people.append({"person": person, "visible": ["hair_color", "hair_length", "hat"]})
+    colour = {"black": 0, "brown": 1, "blond": 2}
+    tokens = torch.randn(40, 1, 8)
+    for k, p in enumerate(people):
+        if p["person"]["hat"] == "none":
+            long = 3 if p["person"]["hair_length"] == "long" else 0
+            tokens[k, 0] = F.one_hot(torch.tensor(colour[p["person"]["hair_color"]] + long), 8).float()
+    aucs = parts.attribute_localisation(tokens, people, np.arange(40), attributes=("hair_color",))
+    assert aucs["image_image"]["hair_color"][0] == 1.0

@@ -13,7 +13,8 @@ cannot show it; these figures can (METHOD.md, "Measuring the parts"):
 - **attribute localisation**, where records carry SynthPEDES attributes: over pairs of images of
   DIFFERENT people, the AUC of a token's cosine for "the two wear the same value" of an attribute
   (hair, upper, lower and shoe colour), per token: image-image, and image-text (stripe p of the
-  image against fine token p of a caption that mentions the attribute). 0.5 is chance. A stripe
+  image against fine token p of a caption that mentions the attribute). Hair colour is compared
+  only between people with equally long hair and no hat. 0.5 is chance. A stripe
   that holds the shoes should score high for shoe colour and low for hair colour.
 - **foreground contrast**, where records carry SynthPEDES masks: the mean of the foreground map A
   over the person (mask > 0, as area fractions at the token grid) divided by its mean over the
@@ -138,7 +139,8 @@ def attribute_localisation(
     out: dict[str, dict[str, list[float]]] = {"image_image": {}, "image_text": {}}
     i, j = _sample_pairs(image_pids, image_pids, max_pairs, seed)
     for attr in attributes:
-        valid = np.array([_visible(image_attrs[a], attr) and _visible(image_attrs[b], attr) for a, b in zip(i, j)], bool)
+        valid = np.array([_visible(image_attrs[a], attr) and _visible(image_attrs[b], attr)
+                          and _comparable(attr, image_attrs[a]["person"], image_attrs[b]["person"]) for a, b in zip(i, j)], bool)
         same = np.array([image_attrs[a]["person"].get(attr) == image_attrs[b]["person"].get(attr) for a, b in zip(i, j)])
         out["image_image"][attr] = token_aucs(image_tokens[i[valid]], image_tokens[j[valid]], same[valid]) \
             if valid.any() else [float("nan")] * image_tokens.shape[1]
@@ -148,6 +150,7 @@ def attribute_localisation(
     for attr in attributes:
         mention = re.compile(_MENTION[attr])
         valid = np.array([_visible(image_attrs[a], attr) and _visible(text_attrs[b], attr)
+                          and _comparable(attr, image_attrs[a]["person"], text_attrs[b]["person"])
                           and bool(mention.search(captions[b].lower())) for a, b in zip(i, k)], bool)
         same = np.array([image_attrs[a]["person"].get(attr) == text_attrs[b]["person"].get(attr) for a, b in zip(i, k)])
         out["image_text"][attr] = token_aucs(image_tokens[i[valid]], text_tokens[k[valid]], same[valid]) \
@@ -157,6 +160,15 @@ def attribute_localisation(
 
 def _visible(attrs: dict, attr: str) -> bool:
     return attr in attrs.get("visible", ()) and attr in attrs.get("person", {})
+
+
+def _comparable(attr: str, a: dict, b: dict) -> bool:
+    """Whether two people's `attr` can be told the same or different by its colour alone. Hair
+    colour only between people whose hair is equally long and uncovered: long and short hair of
+    one colour look different, and a cap or beanie hides short hair from the front."""
+    if attr != "hair_color":
+        return True
+    return a.get("hat", "none") == b.get("hat", "none") == "none" and a.get("hair_length") == b.get("hair_length")
 
 
 def region_fractions(mask: np.ndarray, grid: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
