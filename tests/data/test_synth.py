@@ -134,6 +134,19 @@ def test_visibility_follows_the_view():
     assert "upper_pattern" not in back and "bag_color" in back and "shoe_color" not in back
 
 
+def test_a_hat_hides_short_hair_from_the_front_and_a_bald_head_from_every_side():
+    person = {"gender": "man", "hair_length": "short", "hair_color": "brown", "hat": "cap", "hat_color": "red",
+              "upper_type": "coat", "upper_color": "blue", "upper_pattern": "plain", "lower_type": "trousers",
+              "lower_color": "black", "shoe_color": "white", "bag": "none", "build": "average"}
+    front = synth.visible_parts(person, "front", occluded=False)
+    assert "hair_color" not in front and "hair_length" not in front and "hat_color" in front
+    assert {"hair_color", "hair_length"} <= set(synth.visible_parts(person, "back", occluded=False))
+    assert {"hair_color", "hair_length"} <= set(synth.visible_parts(person, "side", occluded=False))
+    assert {"hair_color", "hair_length"} <= set(synth.visible_parts({**person, "hair_length": "long"}, "front", False))
+    bald = {k: v for k, v in person.items() if k != "hair_color"} | {"hair_length": "bald", "hat": "beanie"}
+    assert all("hair_length" not in synth.visible_parts(bald, view, False) for view in ("front", "back", "side"))
+
+
 def test_captions_leave_out_some_attributes_and_vary(entries):
     captions = [c for e in entries for c in e["captions"]]
     assert len(set(captions)) == len(captions)

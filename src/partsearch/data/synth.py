@@ -13,7 +13,8 @@ pairs of people differ in one part only.
 Every identity gets 2 to 5 images that vary the view (front/back/side), pose, scale, position,
 lighting, background clutter, occlusion, blur and noise. Every image gets 2 captions written only
 from the attributes visible in it (a logo is on the chest, so it is hidden from the back and the
-side; a backpack is hidden from the front; an occluder at the feet hides the shoes), with several
+side; a backpack is hidden from the front; an occluder at the feet hides the shoes; a hat hides a
+bald head, and short hair from the front), with several
 templates, synonyms, shuffled attribute order and one or two attributes left out; the subject is
 the person's gender ("man", "lady"...) three times in four, a neutral noun otherwise, and a dark or
 light colour is sometimes named by its shade alone ("dark trousers").
@@ -167,6 +168,14 @@ def make_identities(num_ids: int, seed: int) -> list[dict[str, str]]:
     return people
 
 
+def _hat_hides_hair(person: dict[str, str], view: str) -> bool:
+    """A cap or beanie covers a bald head from every side, and short hair from the front (it shows
+    below the hat from the back and the side; long hair falls beside the face)."""
+    if person.get("hat", "none") == "none":
+        return False
+    return person.get("hair_length") == "bald" or (person.get("hair_length") == "short" and view == "front")
+
+
 def visible_parts(person: dict[str, str], view: str, occluded: bool) -> list[str]:
     """The attributes a viewer can see in one image (what its captions may mention)."""
     visible = []
@@ -176,6 +185,8 @@ def visible_parts(person: dict[str, str], view: str, occluded: bool) -> list[str
         if part in ("bag", "bag_color") and person["bag"] == "backpack" and view == "front":
             continue  # a backpack hides behind the body
         if part == "shoe_color" and occluded:
+            continue
+        if part in ("hair_color", "hair_length") and _hat_hides_hair(person, view):
             continue
         visible.append(part)
     return sorted(visible)
