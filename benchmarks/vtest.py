@@ -10,14 +10,17 @@ Queries: each person's two captions once (20 queries); gallery: the 40 crops. A 
 rank K when a crop of the described person is in its top K (identity level, as `partsearch eval`
 scores CUHK-PEDES). `partsearch eval RUN --data-root benchmarks/data/vtest_captioned` gives the same
 R@K (it asks each caption once per image of its person, 4 times, with the same answer) and 80
-queries. Scored by `partsearch.eval.evaluate.evaluate_model`, the code `partsearch eval` runs;
-chance is 10% at R@1 and 50% at R@5.
+queries. Scored by `partsearch.eval.evaluate` (`embed_split` + `score_embeddings`), the code
+`partsearch eval` runs; chance is 10% at R@1 and 50% at R@5. Per caption, it also gives the rank of
+the described person among the 10 (each person placed by its best crop), to see who is missed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+import torch
 
 from benchmarks.common import base_parser, log, report, set_threads
 
@@ -35,6 +38,17 @@ def once_per_person(records):
     return out
 
 
+def person_ranks(similarity: torch.Tensor, text_ids: torch.Tensor, image_ids: torch.Tensor) -> list[int]:
+    """Similarity `(Q, G)` with the identities of its queries and crops -> per query, the rank of the
+    described person among the people, each placed by its best crop (1 = first; R@1 counts 1s)."""
+    people = torch.unique(image_ids)
+    column = torch.searchsorted(people, image_ids)
+    best = torch.full((len(similarity), len(people)), float("-inf")).scatter_reduce(
+        1, column.expand_as(similarity), similarity.float(), "amax")
+    right = best.gather(1, torch.searchsorted(people, text_ids)[:, None])
+    return (1 + (best > right).sum(1)).tolist()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("vtest", "R@1/R@5 of a trained run on captioned real people from vtest.avi")
     parser.add_argument("--run", default="runs/demo/run", help="a trained run (default: the demo's)")
@@ -44,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
 
     from partsearch.data.formats import load_dataset
-    from partsearch.eval.evaluate import evaluate_model
+    from partsearch.eval.evaluate import embed_split, level_weights, score_embeddings
+    from partsearch.model.similarity import fold_gallery, fold_query
     from partsearch.runs import load_run
 
     run = load_run(args.run, args.checkpoint, "cpu")
@@ -52,13 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     records = once_per_person(splits.test)
     people = len({r.pid for r in records})
     log(f"{args.run}: {sum(len(r.captions) for r in records)} captions of {people} people, {len(records)} crops")
-    results = evaluate_model(run.model, run.tokenizer, run.cfg, records, splits.image_root, "cpu", progress=False)
+    image_emb, text_emb = embed_split(run.model, run.tokenizer, run.cfg, records, splits.image_root, "cpu", False)
+    image_ids = torch.tensor([r.pid for r in records])
+    text_ids = torch.tensor([r.pid for r in records for _ in r.captions])
+    results = score_embeddings(image_emb, text_emb, image_ids, text_ids, run.cfg)
+    similarity = fold_query(text_emb, level_weights(run.cfg)["all"]) @ fold_gallery(image_emb).T
+    ranks = person_ranks(similarity, text_ids, image_ids)
+    by_person: dict[int, list[int]] = {}
+    for pid, rank in zip(text_ids.tolist(), ranks):
+        by_person.setdefault(pid, []).append(rank)
     levels = results.get("levels") or {"all": results["t2i"]}  # "all" is t2i: every level, the run's weights
     rows = [{"similarity": level, **{k: round(v[k], 2) for k in ("R1", "R5", "R10", "mAP")}}
             for level, v in levels.items()]
     report("vtest", rows, args, notes=[
         f"run {Path(args.run).resolve()} ({args.checkpoint}); data {args.data}: {results['queries']} queries, "
-        f"{results['gallery']} crops of {people} people; chance R@1 {100 / people:.0f}%, R@5 {min(100, 500 / people):.0f}%"],
+        f"{results['gallery']} crops of {people} people; chance R@1 {100 / people:.0f}%, R@5 {min(100, 500 / people):.0f}%",
+        "rank of the described person among the people (all levels; each person placed by its best crop), "
+        "per caption: " + "  ".join(f"{pid}: {','.join(map(str, r))}" for pid, r in sorted(by_person.items()))],
         extra={"t2i": results["t2i"], "queries": results["queries"], "gallery": results["gallery"],
-               "people": people, "run": str(args.run), "data": str(args.data)})
+               "people": people, "run": str(args.run), "data": str(args.data),
+               "person_ranks": {str(pid): r for pid, r in sorted(by_person.items())}})
     return 0

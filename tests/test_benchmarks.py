@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `benchmarks` is a top-level folder, not part of the installed package
@@ -275,3 +276,16 @@ def test_vtest_tiny_run_reports_recall_on_20_queries_and_40_crops(tmp_path, tiny
     assert (result["queries"], result["gallery"], result["people"]) == (20, 40, 10)
     assert {row["similarity"] for row in result["rows"]} == {"global", "global+coarse", "all"}
     assert 0 <= result["t2i"]["R1"] <= result["t2i"]["R5"] <= 100
+    ranks = [rank for pair in result["person_ranks"].values() for rank in pair]
+    assert set(result["person_ranks"]) == {str(pid) for pid in range(1, 11)} and len(ranks) == 20
+    assert 100 * sum(rank == 1 for rank in ranks) / 20 == pytest.approx(result["t2i"]["R1"])
+
+
+def test_vtest_person_rank_places_each_person_by_its_best_crop():
+    from benchmarks import vtest
+
+    # gallery: person 7 (two crops), person 3, person 5; two queries, of person 7 and of person 5
+    similarity = torch.tensor([[0.1, 0.9, 0.5, 0.2],
+                               [0.8, 0.1, 0.9, 0.3]])
+    image_ids, text_ids = torch.tensor([7, 7, 3, 5]), torch.tensor([7, 5])
+    assert vtest.person_ranks(similarity, text_ids, image_ids) == [1, 3]

@@ -121,6 +121,24 @@ def evaluate_model(
     "all"}: {...}, "queries": Q, "gallery": G}`, values in percent.
     """
     device = torch.device(device)
+    image_emb, text_emb = embed_split(model, tokenizer, cfg, records, image_root, device, progress)
+    image_ids = torch.tensor([r.pid for r in records], device=device)
+    text_ids = torch.tensor([r.pid for r in records for _ in r.captions], device=device)
+    return score_embeddings(image_emb, text_emb, image_ids, text_ids, cfg)
+
+
+def embed_split(
+    model: nn.Module,
+    tokenizer,
+    cfg: Config,
+    records: list[Record],
+    image_root: str | Path,
+    device: torch.device | str,
+    progress: bool = True,
+) -> tuple[Embeddings, Embeddings]:
+    """The gallery embeddings of the images of `records` and the query embeddings of their
+    captions, in record order (the model in eval mode, its mode restored after)."""
+    device = torch.device(device)
     if not records:
         raise DataError("the evaluation split has no records")
     was_training = model.training
@@ -129,13 +147,9 @@ def evaluate_model(
         gallery_loader = build_gallery_loader(cfg, records, image_root, build_image_transform(cfg.model, cfg.data, train=False),
                                               cfg.eval.batch_size)
         query_loader = build_query_loader(cfg, records, tokenizer, cfg.eval.batch_size)
-        image_emb = embed_gallery(model, gallery_loader, device, cfg, progress)
-        text_emb = embed_queries(model, query_loader, device, cfg, progress)
+        return embed_gallery(model, gallery_loader, device, cfg, progress), embed_queries(model, query_loader, device, cfg, progress)
     finally:
         model.train(was_training)
-    image_ids = torch.tensor([r.pid for r in records], device=device)
-    text_ids = torch.tensor([r.pid for r in records for _ in r.captions], device=device)
-    return score_embeddings(image_emb, text_emb, image_ids, text_ids, cfg)
 
 
 class Evaluator:
