@@ -264,7 +264,8 @@ def _parts_section(parts: dict, token_maps: TokenMaps | None) -> str:
         order = "yes" if s.get("stripes_head_to_feet") else "no"
         out.append("<h3>Which stripe knows which attribute</h3>"
                    f'<p class="note">AUC of the stripe\'s cosine between two images of DIFFERENT people for '
-                   f'"they wear the same colour" (0.50 = chance, 1.00 = perfect); the best stripe per attribute is '
+                   f'"they wear the same colour" (0.50 = chance, 1.00 = perfect; hair colour only between people with '
+                   f"equally long hair and no hat); the best stripe per attribute is "
                    f"outlined. Best stripes run head to feet: <b>{order}</b>.</p>"
                    f'<table class="diag"><tr><th></th>{head}</tr>{"".join(body)}</table>')
     matrix = parts["correspondence"]["fine"]["matrix"]
