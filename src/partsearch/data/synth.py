@@ -14,10 +14,10 @@ Every identity gets 2 to 5 images that vary the view (front/back/side), pose, sc
 lighting, background clutter, occlusion, blur and noise. Every image gets 2 captions written only
 from the attributes visible in it (a logo is on the chest, so it is hidden from the back and the
 side; a backpack is hidden from the front; an occluder at the feet hides the shoes; a hat hides a
-bald head, and short hair from the front), with several
-templates, synonyms, shuffled attribute order and one or two attributes left out; the subject is
-the person's gender ("man", "lady"...) three times in four, a neutral noun otherwise, and a dark or
-light colour is sometimes named by its shade alone ("dark trousers").
+bald head, and short hair from the front), with several templates, synonyms, shuffled attribute
+order and one or two attributes left out; the subject is the person's gender ("man", "lady"...)
+three times in four, a neutral noun otherwise, and a dark or light colour is sometimes named by
+its shade alone ("dark trousers").
 
 The output is `DIR/reid_raw.json` + `DIR/imgs/synth/*.jpg`, ids from 1 (train ids first), split
 80/10/10 by identity with at least 2 identities per split. Each annotation also carries
