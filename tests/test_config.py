@@ -57,6 +57,7 @@ def test_a_non_finite_number_is_refused_naming_the_field(override):
     ("data.image_size=[0, 0]", r"data.image_size: every value must be >= 16, got \[0, 0\]"),
     ("loss.margin=-5", "loss.margin: must be >= 0, got -5"),
     ("data.random_erasing=1.5", "data.random_erasing: must be between 0 and 1, got 1.5"),
+    ("model.background_tokens=-1", "model.background_tokens: must be >= 0, got -1"),
 ])
 def test_a_value_outside_its_limits_is_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -70,6 +70,11 @@ class ModelConfig:
     dim: int = 512  # shared width d
     num_coarse: int = 6  # N_c [ours]
     num_fine: int = 6  # P [ours]
+    # [ours] K extra shared queries in the coarse group whose outputs are dropped: they own what the
+    # parts do not read, so the attention-overlap loss keeps the part tokens off the background
+    # (measured without them: one or two of the six coarse tokens read mostly background in every
+    # demo and footage run; docs/METHOD.md, "Making the parts form", item 9)
+    background_tokens: int = 0
     encoder_layers: int = 1  # [ours]
     encoder_heads: int = 8  # [ours]
     decoder_layers: int = 2  # [ours]
@@ -319,6 +324,7 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "model.dim": (1, None),
     "model.num_coarse": (1, None),
     "model.num_fine": (1, None),
+    "model.background_tokens": (0, None),
     "model.dropout": (0, 1),
     "loss.margin": (0, None),
     "train.backbone_lr_factor": (0, None),

@@ -107,6 +107,20 @@ def test_the_ours_terms_are_present_when_weighted():
     assert "coarse_attention_cos" in crit.last_stats
 
 
+def test_attention_overlap_counts_the_background_tokens_with_the_coarse_ones():
+    from partsearch.losses.diversity import attention_overlap_loss
+
+    img, txt = embeddings(seed=0), embeddings(seed=1, tokens=7)
+    crit = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
+    without = crit(img, txt, LABELS)["attention_overlap"]
+    img.background_attention, txt.background_attention = img.attention[:, :1], txt.attention[:, :1]
+    losses = crit(img, txt, LABELS)
+    expected = torch.stack([attention_overlap_loss(torch.cat([img.attention, img.attention[:, :1]], 1)),
+                            attention_overlap_loss(torch.cat([txt.attention[:, :3], txt.attention[:, :1]], 1)),
+                            attention_overlap_loss(txt.attention[:, 3:])]).mean()
+    assert torch.allclose(losses["attention_overlap"], expected) and losses["attention_overlap"] > without
+
+
 def test_part_match_averages_the_fine_and_the_coarse_correspondence():
     from partsearch.losses.correspondence import part_correspondence_loss
 

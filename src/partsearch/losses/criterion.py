@@ -52,6 +52,12 @@ def check_loss_config(cfg: LossConfig) -> None:
             raise ConfigError(f"loss.{name}: must be > 0, got {getattr(cfg, name)}")
 
 
+def _with_background(attention: torch.Tensor, emb: Any) -> torch.Tensor:
+    """The coarse tokens' attention `(B, N_c, N)` followed by the background tokens' `(B, K, N)`."""
+    background = getattr(emb, "background_attention", None)
+    return attention if background is None else torch.cat([attention, background], dim=1)
+
+
 class PartSearchCriterion(nn.Module):
     """Holds the ID classifiers, each shared by both modalities [paper]; one linear layer for g,
     one for the concatenated coarse set (N_c d), one per fine part [ours], each a cosine
@@ -121,8 +127,10 @@ class PartSearchCriterion(nn.Module):
             if getattr(image_emb, "attention", None) is None or getattr(text_emb, "attention", None) is None:
                 raise ValueError("loss.attention_overlap needs the token attention maps of a model in training mode")
             n_c = image_emb.coarse.shape[1]
+            # the background tokens, if any, are in the coarse group: the parts keep off what they read
             losses["attention_overlap"] = cfg.attention_overlap * torch.stack([
-                attention_overlap_loss(image_emb.attention), attention_overlap_loss(text_emb.attention[:, :n_c]),
+                attention_overlap_loss(_with_background(image_emb.attention, image_emb)),
+                attention_overlap_loss(_with_background(text_emb.attention[:, :n_c], text_emb)),
                 attention_overlap_loss(text_emb.attention[:, n_c:]),
             ]).mean()
         if cfg.part_match > 0:

@@ -16,7 +16,7 @@ from torch import nn
 
 from partsearch.config import Config, ConfigError, ModelConfig
 from partsearch.model.backbones import BackboneOutput, build_image_backbone, build_text_backbone
-from partsearch.model.decoder import SharedDecoder
+from partsearch.model.decoder import SharedDecoder, query_tokens
 from partsearch.model.encoders import ModalityEncoder, global_max_pool
 from partsearch.model.fine import foreground_map, stripe_bounds, stripe_pool
 
@@ -28,13 +28,15 @@ class Embeddings:
     `global_` has a trailing underscore only because `global` is a Python keyword.
     `attention` (training only, for the token diversity loss): each query token's cross-attention
     over the memory `(B, T, N)`, averaged over heads and layers; T = N_c for images, N_c + P
-    (coarse, then fine) for texts."""
+    (coarse, then fine) for texts. `background_attention` `(B, K, N)`: the same for the K
+    background tokens (`model.background_tokens`), when there are any and `attention` is kept."""
 
     global_: torch.Tensor
     coarse: torch.Tensor
     fine: torch.Tensor
     foreground: torch.Tensor | None = None
     attention: torch.Tensor | None = None
+    background_attention: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Embeddings:
         fg = None if self.foreground is None else self.foreground.to(device)
@@ -83,14 +85,13 @@ class PartSearchModel(nn.Module):
             raise ConfigError(f"model.query_init_std must be > 0, got {cfg.query_init_std}")
         self.fine_source = cfg.fine_source
         self.shared_decoder = SharedDecoder(
-            cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std)
+            cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std,
+            cfg.background_tokens)
         self.fine_center = cfg.fine_center
         self.foreground_grad = cfg.foreground_grad
         self.fine_foreground = cfg.fine_foreground
         self.fine_head = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, cfg.dim)) if cfg.fine_head else None
-        std = cfg.query_init_std
-        self.fine_text_queries = nn.Parameter(torch.zeros(cfg.num_fine, cfg.dim))
-        nn.init.trunc_normal_(self.fine_text_queries, std=std, a=-2 * std, b=2 * std)
+        self.fine_text_queries = query_tokens(cfg.num_fine, cfg.dim, cfg.query_init_std)
 
     def encode_image(self, images: torch.Tensor, keep_attention: bool = False) -> Embeddings:
         """`keep_attention` also returns each coarse token's attention map (always in training)."""
@@ -111,8 +112,9 @@ class PartSearchModel(nn.Module):
             fine = self.fine_head(fine)
         if self.fine_center:
             fine = fine - fine.mean(dim=1, keepdim=True)
+        keep = self.training or keep_attention
         return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground,
-                          decoded.attention if self.training or keep_attention else None)
+                          decoded.attention if keep else None, decoded.background_attention if keep else None)
 
     @torch.no_grad()
     def token_attention(self, images: torch.Tensor) -> torch.Tensor:
@@ -127,7 +129,7 @@ class PartSearchModel(nn.Module):
         attention = torch.cat([decoded.attention, decoded.fine_attention], dim=1) if self.training else None
         fine = decoded.fine - decoded.fine.mean(dim=1, keepdim=True) if self.fine_center else decoded.fine
         return Embeddings(_normalize(global_max_pool(projected, out.mask)), _normalize(decoded.coarse),
-                          _normalize(fine), attention=attention)
+                          _normalize(fine), attention=attention, background_attention=decoded.background_attention)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[Embeddings, Embeddings]:
         return self.encode_image(images), self.encode_text(ids, mask)
