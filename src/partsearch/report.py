@@ -228,6 +228,7 @@ TARGETS = {
     "coarse_margin": (lambda v: v >= 0.10, ">= 0.10 (0.00: token j of the image matches every text token alike)"),
     "fine_margin": (lambda v: v >= 0.10, ">= 0.10 (0.00: stripe i matches every text part alike)"),
     "foreground_contrast": (lambda v: v >= 2.0, ">= 2.0 (1.0: the map does not tell the person from the floor)"),
+    "background_bound": (lambda v: v <= 1.0, "<= 1.0 (above: a part token favours the floor over the person)"),
 }
 _FIGURE_NAMES = {
     "coarse_token_cos": "coarse tokens: mean cosine between different tokens",
@@ -235,6 +236,7 @@ _FIGURE_NAMES = {
     "coarse_margin": "coarse correspondence: diagonal margin",
     "fine_margin": "fine correspondence (stripe i vs text part i): diagonal margin",
     "foreground_contrast": "foreground map: mean on the person / mean off it",
+    "background_bound": "coarse tokens: the most background-bound token's share there / the background's area",
 }
 
 
@@ -291,10 +293,13 @@ def _parts_section(parts: dict, token_maps: TokenMaps | None) -> str:
         head = "".join(f"<th>{esc(r)}</th>" for r in regions["regions"])
         body = "".join(f"<tr><th>token {t + 1}</th>" + "".join(f"<td>{v:.2f}</td>" for v in row) + "</tr>"
                        for t, row in enumerate(regions["attention"]))
+        body += "".join(f"<tr><th>background token {t + 1}</th>" + "".join(f"<td>{v:.2f}</td>" for v in row)
+                        + "</tr>" for t, row in enumerate(regions.get("background_tokens", [])))
         body += "<tr><th>area</th>" + "".join(f"<td>{v:.2f}</td>" for v in regions["area"]) + "</tr>"
         out.append('<p class="note">Share of each coarse token\'s attention per region (rows sum to 1), against '
                    'the region\'s share of the image area (last row): a token that reads a part is far above '
-                   f'the area share there.</p><table class="diag"><tr><th></th>{head}</tr>{body}</table>')
+                   'the area share there. Background tokens, if the model has them, own what the parts do not '
+                   f'read and are not part of any embedding.</p><table class="diag"><tr><th></th>{head}</tr>{body}</table>')
     return "".join(out)
 
 

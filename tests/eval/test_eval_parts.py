@@ -111,8 +111,17 @@ def test_summary_checks_the_head_to_feet_order():
     assert parts.summary(diag)["stripes_head_to_feet"] is True
 
 
+def test_background_bound_divides_the_largest_background_share_by_the_area():
+    regions = {"attention": [[0.3, 0.7], [0.9, 0.1], [0.6, 0.4]], "area": [0.6, 0.4]}
+    assert parts.background_bound(regions) == pytest.approx(1.5)
+    assert parts.summary({"diversity": {"coarse_image": 0.2, "coarse_text": 0.4, "fine_text": 0.1},
+                          "correspondence": {"coarse": {"margin": 0.1}, "fine": {"margin": 0.2}},
+                          "token_regions": regions})["background_bound"] == pytest.approx(1.5)
+
+
 @pytest.mark.slow
-def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys):
+@pytest.mark.parametrize("background_tokens", [0, 1])
+def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys, background_tokens):
     import yaml
 
     from partsearch.config import load_config
@@ -120,7 +129,8 @@ def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys):
 
     root = generate(tmp_path / "synth", num_ids=12, seed=0, size=(64, 32))
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
+    overrides = [*tiny_overrides, f"data.root={root}", f"model.background_tokens={background_tokens}"]
+    config.write_text(yaml.safe_dump(load_config(None, overrides).to_dict()))
     run = tmp_path / "run"
     assert cli_main(["train", "--config", str(config), "--out", str(run), "--max-steps", "2"]) == 0
     capsys.readouterr()
@@ -132,6 +142,10 @@ def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys):
                                     "attribute_stripes", "stripes_head_to_feet"}
     regions = np.array(data["token_regions"]["attention"])
     assert regions.shape == (2, len(parts.REGIONS)) and np.allclose(regions.sum(1), 1.0, atol=1e-4)
+    assert "background-bound ratio" in printed and data["summary"]["background_bound"] > 0
+    background = np.array(data["token_regions"].get("background_tokens", np.zeros((0, len(parts.REGIONS)))))
+    assert background.shape == (background_tokens, len(parts.REGIONS))
+    assert np.allclose(background.sum(1), 1.0, atol=1e-4)
 
 
 def test_hair_colour_is_compared_only_between_equally_long_uncovered_hair():
