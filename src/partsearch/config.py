@@ -70,10 +70,10 @@ class ModelConfig:
     dim: int = 512  # shared width d
     num_coarse: int = 6  # N_c [ours]
     num_fine: int = 6  # P [ours]
-    # [ours] K extra shared queries in the coarse group whose outputs are dropped: they own what the
-    # parts do not read, so the attention-overlap loss keeps the part tokens off the background
-    # (measured without them: one or two of the six coarse tokens read mostly background in every
-    # demo and footage run; docs/METHOD.md, "Making the parts form", item 9)
+    # [ours] K extra shared queries in the coarse group whose outputs are dropped, meant to own what
+    # the parts do not read so that the attention-overlap loss keeps the part tokens off the
+    # background. Off: on the demo it did so in one seed of two (docs/METHOD.md, "Making the parts
+    # form", item 9); nothing yet sends the extra token to the background rather than elsewhere.
     background_tokens: int = 0
     encoder_layers: int = 1  # [ours]
     encoder_heads: int = 8  # [ours]

@@ -162,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
             ("dataset", f"SynthPEDES, {identities} identities; train {stats['train']['images']} images / "
                         f"test {stats['test']['images']} images, {stats['test']['captions']} captions"),
             ("model", f"{cfg.model.image_backbone} + {cfg.model.text_backbone} ({cfg.model.text_weights}), "
-                      f"d={cfg.model.dim}, {cfg.model.num_coarse} coarse tokens, {cfg.model.num_fine} parts"),
+                      f"d={cfg.model.dim}, {cfg.model.num_coarse} coarse tokens"
+                      + (f" + {cfg.model.background_tokens} background" if cfg.model.background_tokens else "")
+                      + f", {cfg.model.num_fine} parts"),
             ("run", str(run_dir)),
             ("wall time", f"{(time.perf_counter() - started) / 60:.1f} min (this invocation)"),
         ],

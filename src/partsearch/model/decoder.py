@@ -8,10 +8,11 @@ self-attention among the queries, cross-attention to the memory, feed-forward; 8
 tokens run in the same pass as the coarse ones (the memory's keys and values are projected once)
 with a block-diagonal self-attention mask, so each group sees only itself: the result is that of
 two separate passes.
-[ours] `num_background` extra shared queries (`model.background_tokens`) join the coarse group:
-they read the memory like the coarse tokens and their outputs are dropped. They give what the
-parts do not read (background, filler words) an owner of its own; the attention-overlap loss
-(`losses/diversity.py`) then keeps the part tokens off it instead of handing it to one of them.
+[ours] `num_background` extra shared queries (`model.background_tokens`, off by default) join the
+coarse group: they read the memory like the coarse tokens and their outputs are dropped. They are
+meant to give what the parts do not read (background, filler words) an owner of its own, so that
+the attention-overlap loss (`losses/diversity.py`) keeps the part tokens off it instead of handing
+it to one of them; on the demo that happened in one seed of two (METHOD.md, item 9).
 """
 
 from __future__ import annotations
