@@ -80,9 +80,20 @@ def run_data_path(run_dir: str | Path, value: str) -> str:
     return str(from_run) if from_run.exists() or not Path(value).exists() else value
 
 
+def config_identity(cfg: Config) -> dict[str, Any]:
+    """The resolved config without the entries at their default value, per section: what a run's
+    fingerprint reads, so that a key a later version adds (with a default that keeps the old
+    behaviour) leaves the fingerprints of existing runs, and so their indexes, as they were."""
+    defaults = Config().to_dict()
+    missing = object()
+    return {section: {key: value for key, value in values.items() if defaults[section].get(key, missing) != value}
+            for section, values in cfg.to_dict().items()}
+
+
 def fingerprint(model: torch.nn.Module, cfg: Config) -> str:
-    """sha256 of the model weights (sorted by name) and the resolved config."""
-    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    """sha256 of the model weights (sorted by name) and the config's non-default entries
+    (`config_identity`)."""
+    digest = hashlib.sha256(json.dumps(config_identity(cfg), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
