@@ -291,10 +291,10 @@ def _parts_section(parts: dict, token_maps: TokenMaps | None) -> str:
     if "token_regions" in parts:
         regions = parts["token_regions"]
         head = "".join(f"<th>{esc(r)}</th>" for r in regions["regions"])
-        body = "".join(f"<tr><th>token {t + 1}</th>" + "".join(f"<td>{v:.2f}</td>" for v in row) + "</tr>"
-                       for t, row in enumerate(regions["attention"]))
-        body += "".join(f"<tr><th>background token {t + 1}</th>" + "".join(f"<td>{v:.2f}</td>" for v in row)
-                        + "</tr>" for t, row in enumerate(regions.get("background_tokens", [])))
+        rows = [(f"token {t + 1}", row) for t, row in enumerate(regions["attention"])]
+        rows += [(f"background token {t + 1}", row) for t, row in enumerate(regions.get("background_tokens", []))]
+        body = "".join(f"<tr><th>{label}</th>" + "".join(f"<td>{v:.2f}</td>" for v in row) + "</tr>"
+                       for label, row in rows)
         body += "<tr><th>area</th>" + "".join(f"<td>{v:.2f}</td>" for v in regions["area"]) + "</tr>"
         out.append('<p class="note">Share of each coarse token\'s attention per region (rows sum to 1), against '
                    'the region\'s share of the image area (last row): a token that reads a part is far above '

@@ -209,10 +209,9 @@ def _encode(model: nn.Module, cfg: Config, records: list[Record], image_root: Pa
             emb = model.encode_image(images, keep_attention=True)  # one pass for embeddings and maps
             image_parts["fine"].append(emb.fine.float().cpu())
             image_parts["coarse"].append(emb.coarse.float().cpu())
-            image_parts["attention"].append(emb.attention.float().unflatten(2, emb.foreground.shape[1:]).cpu())
-            if emb.background_attention is not None:
-                image_parts["background"].append(
-                    emb.background_attention.float().unflatten(2, emb.foreground.shape[1:]).cpu())
+            for key, maps in (("attention", emb.attention), ("background", emb.background_attention)):
+                if maps is not None:
+                    image_parts[key].append(maps.float().unflatten(2, emb.foreground.shape[1:]).cpu())
         for batch in build_query_loader(cfg, records, tokenizer, cfg.eval.batch_size):
             emb = model.encode_text(batch["ids"].to(device), batch["mask"].to(device))
             text_parts["fine"].append(emb.fine.float().cpu())
