@@ -41,7 +41,8 @@ def search_video(encoder, videos: list[str], out: Path, queries: list[str],
     if not records:
         raise DataError(f"no person was found in {', '.join(videos)} (the HOG detector finds upright people "
                         "about 100 px tall or more; docs/VIDEO.md), so there is nothing to search")
-    build_index(encoder, gallery, index, video_records=records)
+    build_index(encoder, gallery, index, video_records=records,
+                video_roots=[Path(v.path).resolve().parent for v in report.videos if v.status != "failed"])
     searcher = Searcher(index, encoder=encoder)
     tracks = len(searcher.current().tracks)
     answers = []

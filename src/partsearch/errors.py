@@ -87,3 +87,8 @@ class VideoError(DataError):
 
 class DetectorError(UserError):
     """An unknown person detector name, or weights that cannot be found or loaded."""
+
+
+class UnsafeFile(UserError):
+    """A file a record or an index names that must not be read: outside the allowed roots, not a
+    regular file, or not the file that was indexed (size, mtime or hash changed)."""

@@ -28,3 +28,20 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def regular_file_within(path: str | Path, roots: list[Path] | tuple[Path, ...]) -> Path:
+    """`path` resolved (symlinks followed), when it is a regular file inside one of `roots`
+    (resolved too). FileNotFoundError when nothing is there; `UnsafeFile` when it resolves outside
+    every root (a symlink or `..` that leaves them) or is not a regular file (a device, a FIFO, a
+    folder). The service and the indexer read only what passes."""
+    import stat
+
+    from partsearch.errors import UnsafeFile
+
+    resolved = Path(path).resolve(strict=True)
+    if not any(resolved == root or root in resolved.parents for root in (Path(r).resolve() for r in roots)):
+        raise UnsafeFile(f"{path} leads outside the folders it may be read from")
+    if not stat.S_ISREG(resolved.stat().st_mode):
+        raise UnsafeFile(f"{path} is not a regular file")
+    return resolved

@@ -191,12 +191,12 @@ def _bomb() -> bytes:
     return bomb.getvalue()
 
 
-@pytest.mark.parametrize("content,reason", [(b"not an image at all", "not a readable"), (None, "pixel")])
-def test_explain_of_a_file_replaced_since_indexing_is_a_json_409(client, index_dir, images_dir, content, reason):
+@pytest.mark.parametrize("content", [b"not an image at all", None])
+def test_explain_of_a_file_replaced_since_indexing_is_a_json_409(client, index_dir, images_dir, content):
     entry = IndexStore(index_dir).load().entries[0]
     (images_dir / entry.path).write_bytes(_bomb() if content is None else content)
     response = client.get(f"/api/images/{entry.id}/explain", params={"query": "red"})
-    assert response.status_code == 409 and reason in response.json()["detail"]
+    assert response.status_code == 409 and "not the file that was indexed" in response.json()["detail"]
     assert "re-run `partsearch index`" in response.json()["detail"]
 
 

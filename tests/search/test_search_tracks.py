@@ -161,7 +161,7 @@ def test_the_service_returns_tracks_with_their_best_crop_and_frame(tmp_path, enc
     assert client.get("/healthz").json()["tracks"] == 4
     body = client.post("/api/search/tracks", json={"query": "red blue", "top_k": 2}).json()
     first = body["results"][0]
-    assert body["aggregate"] == "mean-top3" and (first["video"], first["track"]) == ("videos/cam1.avi", 1)
+    assert body["aggregate"] == "mean-top3" and (first["video"], first["track"]) == ("cam1.avi", 1)
     assert "path" not in first["best"] and client.get(first["best"]["url"]).status_code == 200
     frame = client.get(first["best"]["frame_url"])
     assert frame.status_code == 200 and frame.headers["content-type"] == "image/jpeg"
@@ -187,7 +187,7 @@ def test_the_frame_of_a_crop_whose_video_is_gone_or_of_a_plain_image_is_404(tmp_
     _, out = _index(tmp_path, encoder, TRACKS)
     client = TestClient(create_app(Searcher(out, encoder=encoder)), base_url=LOCAL)
     answer = client.get("/api/images/0/frame")
-    assert answer.status_code == 404 and "videos/cam1.avi" in answer.json()["detail"]
+    assert answer.status_code == 404 and "(cam1.avi) is no longer on disk" in answer.json()["detail"]
     plain = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=LOCAL)
     assert "not a crop of a video" in plain.get("/api/images/0/frame").json()["detail"]
 
@@ -226,7 +226,7 @@ def test_the_video_of_an_unknown_id_a_plain_image_or_a_moved_video_is_a_clear_40
     unknown = client.get("/api/images/999/video")
     assert unknown.status_code == 404 and unknown.json()["detail"] == "no image with id '999' in this index"
     gone = client.get("/api/images/0/video")
-    assert gone.status_code == 404 and "videos/cam1.avi, is no longer on disk" in gone.json()["detail"]
+    assert gone.status_code == 404 and "(cam1.avi) is no longer on disk" in gone.json()["detail"]
     plain = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=LOCAL)
     assert "not a crop of a video" in plain.get("/api/images/0/video").json()["detail"]
     assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd/video").status_code == 404

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(HNSW32, PCA256,IVF1024,SQ8; exact re-ranking)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded at once (and per checkpointed batch)")
+    parser.add_argument("--video-root", action="append", default=[], metavar="DIR",
+                        help="a folder whose videos the crops of an ingest gallery may name (repeatable; the "
+                             "gallery itself always is one): the service plays only videos inside these")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (under torchrun: the rank's GPU)")
     parser.add_argument("--compact", action="store_true",
                         help="merge all segments into one and drop deleted rows (after indexing, when RUN_DIR "
@@ -65,7 +68,8 @@ def _index(args: argparse.Namespace) -> None:
     records = read_records(args.images)
     try:
         report = build_index(encoder, args.images, args.out, index_factory=args.index_factory,
-                             batch_size=args.batch_size, video_records=records, shard=shard)
+                             batch_size=args.batch_size, video_records=records, shard=shard,
+                             video_roots=args.video_root)
     finally:
         if shard.world_size > 1:
             import torch.distributed as dist

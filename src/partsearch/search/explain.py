@@ -65,8 +65,7 @@ def png_data_url(image: Image.Image) -> str:
 def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
     """Scores and overlays of image `image_id` for `query`. Raises `errors.UnknownImage` (a
     SearchIndexError, also a KeyError) for an unknown id, FileNotFoundError when its file is gone
-    and `ImageRejected` when the file on disk is no longer a readable image within `max_pixels`
-    (replaced since indexing).
+    and `UnsafeFile` when the file on disk is not the one indexed (`Searcher.read_image`).
 
     Returns `{"id", "name", "query", "truncated", "score", "levels", "coarse": [N_c floats],
     "coarse_display": [[label, cosine]] (the tokens as far as they differ), "fine": [{"part",
@@ -79,7 +78,7 @@ def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX
     g, c, f = part_cosines(gen.arrays, np.array([row]), emb)
     score = float(searcher.encoder.fold_query(emb)[0] @ gen.folded[row])
     foreground = np.asarray(gen.arrays.foreground[row], np.float32)
-    image, _ = decode_image(searcher.image_path(entry, gen).read_bytes(), entry.path, max_pixels)
+    image, _ = decode_image(searcher.read_image(entry, gen), entry.path, max_pixels)
     if image.height > MAX_OVERLAY_HEIGHT:
         scale = MAX_OVERLAY_HEIGHT / image.height
         image = image.resize((max(1, round(image.width * scale)), MAX_OVERLAY_HEIGHT), Image.BILINEAR)

@@ -235,6 +235,7 @@ def build_index(
     video_records: Iterable[dict] | None = None,
     gallery_dir: str | Path | None = None,
     shard: Shard | None = None,
+    video_roots: Sequence[str | Path] = (),
 ) -> BuildReport:
     """Create or update the index at `out_dir` for every image under `images_dir`.
 
@@ -244,7 +245,8 @@ def build_index(
     index factory rewrites every image into one segment).
     `video_records` are the records of a `partsearch ingest` gallery (`crop` and `video` relative
     to `gallery_dir`, by default `images_dir`; `partsearch.video.ingest.read_records` reads them):
-    each crop's manifest entry keeps its record, which makes its track searchable.
+    each crop's manifest entry keeps its record, which makes its track searchable. A record's
+    video must lie inside the gallery or one of `video_roots` (`tracks.join_records`).
     With a `shard` of a distributed build, every rank hashes and embeds its share, writes the
     segment of its share of the new images, and rank 0 (which holds the lock throughout) commits
     them all in one catalogue: the same index as one process builds.
@@ -255,7 +257,8 @@ def build_index(
     images_root = Path(images_dir).resolve()
     if not images_root.is_dir():
         raise DataError(f"--images {images_dir}: no such folder")
-    videos = join_records(video_records or (), Path(gallery_dir or images_root), images_root)
+    videos = join_records(video_records or (), Path(gallery_dir or images_root), images_root,
+                          [Path(r) for r in video_roots])
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: must be at least 1")
     check_factory(index_factory, encoder.dim * (1 + encoder.num_coarse + encoder.num_fine))

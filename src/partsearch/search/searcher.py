@@ -8,6 +8,7 @@ part embeddings of the top k only.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partsearch.errors import QueryError, SearchIndexError, UnknownImage
+from partsearch.errors import QueryError, SearchIndexError, UnknownImage, UnsafeFile
+from partsearch.files import regular_file_within
 from partsearch.eval.parts import stripe_regions
 from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search.encoder import Encoder, GalleryArrays
@@ -126,6 +128,11 @@ def validate_query(text: str, k: int) -> str:
         raise QueryError("the query is empty; describe the person, e.g. 'a woman in a red coat with a black bag'")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
         raise QueryError(f"top_k={k!r} is out of range; use an integer from 1 to {MAX_TOP_K}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise QueryError(f"the query is not valid text: character {err.start + 1} is a lone surrogate "
+                         f"({text[err.start]!a}); send the sentence as UTF-8") from None
     return text.strip()
 
 
@@ -202,6 +209,17 @@ class Searcher:
     def image_path(self, entry: Entry, gen: Generation | None = None) -> Path:
         return self.store.image_path((gen or self.current()).meta, entry)
 
+    def read_image(self, entry: Entry, gen: Generation | None = None) -> bytes:
+        """The bytes of `entry`'s file, only when they are the ones indexed: a regular file inside
+        the images root (or uploads/) with the indexed sha256. FileNotFoundError when it is gone;
+        `UnsafeFile` when a link leads out of the root or the file was replaced."""
+        gen = gen or self.current()
+        root = self.store.images_root(gen.meta) if entry.source == "images" else self.store.uploads
+        data = regular_file_within(self.image_path(entry, gen), [root]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise UnsafeFile(f"{entry.path} changed since it was indexed; re-run `partsearch index`")
+        return data
+
     def entry(self, image_id: int) -> tuple[Entry, int, Generation]:
         gen = self.current()
         if image_id not in gen.rows:
@@ -256,7 +274,7 @@ class Searcher:
             raise QueryError(f"aggregate={aggregate!r} is unknown; use one of {', '.join(AGGREGATES)}")
         gen = self.current()
         if not gen.tracks:
-            raise QueryError(f"index {self.store.root} holds no tracks: index a gallery written by "
+            raise QueryError("this index holds no tracks: index a gallery written by "
                              "`partsearch ingest` to search tracks, or search images")
         emb, truncated = self.encode_query(text)
         folded = self.encoder.fold_query(emb)

@@ -7,16 +7,22 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
   "id", "score", "levels": {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name",
   "relpath", "source", "url"}]}`. Empty query or top_k outside 1..1000 -> 422.
 - `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max"}`
-  (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold", "results": [{"rank", "video",
+  (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold", "results": [{"rank",
+  "video" (the file's name, no server path),
   "track", "score", "crops", "start", "end", "best": {"id", "score", "name", "relpath", "frame",
   "time", "box", "url", "frame_url", "video_url", "video_type"}}]}`: tracks of an index of `partsearch ingest` crops
   (`Searcher.query_tracks`); an index without tracks, or an unknown aggregate -> 422.
 - `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).
+
+Every file is served only when it is what the index put there: a regular file that, links
+followed, lies inside the folder it was indexed under (the images root or uploads/ for an image;
+the gallery or a `--video-root` for a video), with the sha256 (image) or size and mtime (video) it
+had then; otherwise 409 (replaced, or a link leading elsewhere) or 404 (gone), as JSON.
 - `GET /api/images/{id}/frame` a video crop's frame re-read from its video, with the box drawn
   (JPEG); 404 for an image that is not a video crop or a video that cannot be read.
 - `GET /api/images/{id}/video` the video a crop was cut from, the file as it is, with HTTP range
-  requests (206 Partial Content), so a browser's <video> can seek to the crop's time; its type
-  from its suffix (`VIDEO_MEDIA`). 404 for an image that is not a video crop or a video no longer
+  requests (206 Partial Content; a malformed or unsatisfiable Range is a JSON 400 / 416), so a
+  browser's <video> can seek to the crop's time; its type from its suffix (`VIDEO_MEDIA`). 404 for an image that is not a video crop or a video no longer
   on disk. Only videos that index records name are served, by image id, never by path.
 - `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
   overlays (foreground map and one per fine stripe) as PNG data URLs. A file replaced since indexing
@@ -44,15 +50,16 @@ from pathlib import Path
 from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from partsearch.errors import StorageError, UserError
+from partsearch.errors import StorageError, UnsafeFile, UserError
 from partsearch.data.images import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge
 from partsearch.search import index as index_ops
 from partsearch.search.explain import explain
 from partsearch.search.searcher import QueryError, Searcher
-from partsearch.search.tracks import DEFAULT_AGGREGATE, frame_with_box
+from partsearch.search.tracks import DEFAULT_AGGREGATE, frame_with_box, video_file
 
 WEB_DIR = Path(__file__).parent / "web"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # [ours]
@@ -79,8 +86,28 @@ class TrackSearchRequest(SearchRequest):
 
 def _parse_id(image_id: str) -> int:
     if not _ID.fullmatch(image_id):
-        raise HTTPException(404, f"no image with id {image_id!r}; ids are the integers search results give")
+        raise HTTPException(404, f"no image with id {_echo(image_id)}; ids are the integers search results give")
     return int(image_id)
+
+
+def _echo(text: str, limit: int = 40) -> str:
+    """`text` as a message may repeat it: quoted, and cut at `limit` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _range_refusal(range_header: str | None, size: int) -> JSONResponse | None:
+    """The JSON answer to a Range header that cannot be served (400 malformed, 416 outside the
+    file), checked before the file is streamed, so range errors are JSON like every other."""
+    if range_header is None:
+        return None
+    try:
+        FileResponse._parse_range_header(range_header, size)
+    except MalformedRangeHeader as err:
+        return JSONResponse({"detail": f"Range {_echo(range_header)}: {err.content}"}, status_code=400)
+    except RangeNotSatisfiable:
+        return JSONResponse({"detail": f"Range {_echo(range_header)} starts beyond the file's {size} bytes"},
+                            status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    return None
 
 
 def host_name(header: str) -> str:
@@ -184,7 +211,22 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
         try:
             return searcher.entry(_parse_id(image_id))
         except KeyError:
-            raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
+            raise HTTPException(404, f"no image with id {_echo(image_id)} in this index") from None
+
+    def checked_video(image_id: str) -> tuple[Path, object]:
+        """The video file of a crop, as `tracks.video_file` allows it (404 gone, 409 not the one indexed)."""
+        entry, _, gen = lookup(image_id)
+        if entry.video is None:
+            raise HTTPException(404, f"image {image_id} is not a crop of a video")
+        try:
+            return video_file(searcher.store.images_root(gen.meta), entry.video), entry.video
+        except FileNotFoundError:
+            raise HTTPException(404, f"the video of image {image_id} ({Path(entry.video.video).name}) is no longer "
+                                     "on disk (moved or deleted since `partsearch ingest`)") from None
+        except UnsafeFile:
+            raise HTTPException(409, f"the video of image {image_id} ({Path(entry.video.video).name}) is not the "
+                                     "file that was indexed (replaced, "
+                                     "or a link leading elsewhere); re-run `partsearch index`") from None
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -222,38 +264,38 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             result["best"]["video_url"] = f"/api/images/{result['best']['id']}/video"
             result["best"]["video_type"] = VIDEO_MEDIA.get(Path(result["video"]).suffix.lower(),
                                                            "application/octet-stream")
+            result["video"] = Path(result["video"]).name  # a name to show; the file is reached by video_url
         return body
 
     @app.get("/api/images/{image_id}/frame")
     def frame(image_id: str):
-        entry, _, gen = lookup(image_id)
-        if entry.video is None:
-            raise HTTPException(404, f"image {image_id} ({entry.path}) is not a crop of a video")
+        path, record = checked_video(image_id)
         try:
-            data = frame_with_box(searcher.store.images_root(gen.meta) / entry.video.video, entry.video)
+            data = frame_with_box(path, record)
         except FileNotFoundError:
-            raise HTTPException(404, f"the frame of image {image_id} cannot be read from {entry.video.video} "
-                                     "(the video moved or is unreadable)") from None
+            raise HTTPException(404, f"the frame of image {image_id} cannot be read from its video "
+                                     "(the video is unreadable)") from None
         return Response(data, media_type="image/jpeg")
 
     @app.get("/api/images/{image_id}/video")
-    def video(image_id: str):
-        entry, _, gen = lookup(image_id)
-        if entry.video is None:
-            raise HTTPException(404, f"image {image_id} ({entry.path}) is not a crop of a video")
-        path = searcher.store.images_root(gen.meta) / entry.video.video
-        if not path.is_file():
-            raise HTTPException(404, f"the video of image {image_id}, {entry.video.video}, is no longer on disk "
-                                     "(moved or deleted since `partsearch ingest`)")
+    def video(image_id: str, request: Request):
+        path, _ = checked_video(image_id)
+        refusal = _range_refusal(request.headers.get("range"), path.stat().st_size)
+        if refusal is not None:
+            return refusal
         return FileResponse(path, media_type=VIDEO_MEDIA.get(path.suffix.lower(), "application/octet-stream"))
 
     @app.get("/api/images/{image_id}")
     def image(image_id: str):
         entry, _, gen = lookup(image_id)
-        path = searcher.image_path(entry, gen)
-        if not path.is_file():
-            raise HTTPException(404, f"image {image_id} ({entry.path}) is no longer on disk; re-run `partsearch index`")
-        return FileResponse(path, media_type=_MEDIA.get(path.suffix.lower(), "application/octet-stream"))
+        try:
+            data = searcher.read_image(entry, gen)
+        except FileNotFoundError:
+            raise HTTPException(404, f"image {image_id} ({entry.name}) is no longer on disk; re-run `partsearch index`") from None
+        except UnsafeFile:
+            raise HTTPException(409, f"image {image_id} ({entry.name}) is not the file that was indexed (replaced, "
+                                     "or a link leading elsewhere); re-run `partsearch index`") from None
+        return Response(data, media_type=_MEDIA.get(Path(entry.path).suffix.lower(), "application/octet-stream"))
 
     @app.get("/api/images/{image_id}/explain")
     def explain_image(image_id: str, query: str = Query("")):
@@ -269,6 +311,9 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
         except ImageRejected as err:
             raise HTTPException(409, f"image {image_id} changed on disk since it was indexed: {err}; "
                                      "re-run `partsearch index`") from None
+        except UnsafeFile:
+            raise HTTPException(409, f"image {image_id} ({entry.name}) is not the file that was indexed (replaced, "
+                                     "or a link leading elsewhere); re-run `partsearch index`") from None
 
     @app.post("/api/images")
     def upload(file: UploadFile = File(...), x_api_key: str | None = Header(None)):

@@ -18,39 +18,57 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import stat
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from partsearch.errors import DataError
+from partsearch.errors import DataError, UnsafeFile
+from partsearch.files import regular_file_within
 
 TOP_K_MEAN = 3
 AGGREGATES = ("max", f"mean-top{TOP_K_MEAN}")
 DEFAULT_AGGREGATE = f"mean-top{TOP_K_MEAN}"
 _RECORD_FIELDS = {"video": str, "frame": int, "time": (int, float), "box": list, "track": int}
+_CHECK_FIELDS = {"root": str, "size": int, "mtime_ns": int}
 
 
 @dataclass(frozen=True)
 class VideoRecord:
     """Where a crop was seen: `video` (the file, relative to the index's images root), `frame`
     (index from 0), `time` (seconds), `box` (x1, y1, x2, y2 frame pixels, x2/y2 exclusive) and
-    `track` (id within the video)."""
+    `track` (id within the video).
+
+    What the indexer checked, so the service serves that file and no other [ours]: `root`, the
+    folder (relative to the images root) the video was found inside, the gallery or a
+    `--video-root`; `size` and `mtime_ns` of the video when it was indexed (None when it was not on
+    disk then). A manifest written before these checks has `root` None: only a video inside the
+    images root is served from it."""
 
     video: str
     frame: int
     time: float
     box: tuple[int, int, int, int]
     track: int
+    root: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
 
     @property
     def key(self) -> tuple[str, int]:
         return self.video, self.track
 
     def to_dict(self) -> dict:
-        return {"video": self.video, "frame": self.frame, "time": self.time, "box": list(self.box),
-                "track": self.track}
+        values = {"video": self.video, "frame": self.frame, "time": self.time, "box": list(self.box),
+                  "track": self.track}
+        for key in _CHECK_FIELDS:
+            if getattr(self, key) is not None:
+                values[key] = getattr(self, key)
+        return values
 
     @classmethod
     def from_dict(cls, values, where: str) -> VideoRecord:
@@ -67,27 +85,77 @@ class VideoRecord:
             raise ValueError(f"{where}: video field 'box' is {box!r}, not four integers")
         if not math.isfinite(values["time"]):
             raise ValueError(f"{where}: video field 'time' is {values['time']!r}")
-        return cls(values["video"], values["frame"], float(values["time"]), tuple(box), values["track"])
+        checks = {}
+        for key, kind in _CHECK_FIELDS.items():
+            value = values.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise ValueError(f"{where}: video field {key!r} is {value!r}")
+            checks[key] = value
+        return cls(values["video"], values["frame"], float(values["time"]), tuple(box), values["track"], **checks)
 
 
-def join_records(records: Iterable[dict], gallery_dir: Path, images_root: Path) -> dict[str, VideoRecord]:
+def join_records(records: Iterable[dict], gallery_dir: Path, images_root: Path,
+                 video_roots: Sequence[Path] = ()) -> dict[str, VideoRecord]:
     """Ingest records (`partsearch.video.ingest.read_records(gallery_dir)`: `crop` and `video`
     relative to `gallery_dir`) keyed by their crop's path relative to `images_root`, the manifest's
     `path`; the video path is made relative to `images_root` too. Crops outside `images_root` are
-    left out."""
+    left out.
+
+    A record's video must lie inside the gallery or one of `video_roots` once its links are
+    followed, and be a regular file when it exists: a gallery someone hands over cannot make the
+    index (and so the service) read a file elsewhere, such as `/etc/passwd`. Records that break the
+    rule are left out with one warning per video naming the fix (`--video-root DIR`)."""
     gallery_dir, images_root = gallery_dir.resolve(), images_root.resolve()
-    joined = {}
+    roots = [gallery_dir, *(Path(r).resolve() for r in video_roots)]
+    joined, refused = {}, {}
     for number, record in enumerate(records, start=1):
         crop = (gallery_dir / str(record.get("crop", ""))).resolve()
         if images_root not in crop.parents:
             continue
-        video = Path(os.path.relpath(gallery_dir / str(record.get("video", "")), images_root)).as_posix()
+        given = gallery_dir / str(record.get("video", ""))
+        checked = _check_video(given, roots, images_root)
+        if isinstance(checked, str):
+            refused.setdefault(str(record.get("video", "")), checked)
+            continue
+        video = Path(os.path.relpath(given, images_root)).as_posix()
         try:
             joined[crop.relative_to(images_root).as_posix()] = VideoRecord.from_dict(
-                dict(record, video=video), f"{gallery_dir} record {number}")
+                dict(record, video=video, **checked), f"{gallery_dir} record {number}")
         except ValueError as err:
             raise DataError(f"{err}; run `partsearch ingest` on its videos again") from None
+    for video, reason in refused.items():
+        print(f"warning: {gallery_dir}: left out the crops of video {video!r}: {reason}", file=sys.stderr)
     return joined
+
+
+def _check_video(given: Path, roots: list[Path], images_root: Path) -> dict | str:
+    """The checked fields of a video record (`root`, `size`, `mtime_ns`) or, when it must be
+    refused, why."""
+    resolved = given.resolve()
+    root = next((r for r in roots if r == resolved or r in resolved.parents), None)
+    if root is None:
+        return ("it is outside the gallery and every --video-root folder; if it is yours, index again with "
+                f"--video-root {shlex.quote(str(resolved.parent))}")
+    relative_root = Path(os.path.relpath(root, images_root)).as_posix()
+    if not resolved.exists():
+        return {"root": relative_root}
+    info = resolved.stat()
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    return {"root": relative_root, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def video_file(images_root: Path, record: VideoRecord) -> Path:
+    """The video of `record` as the service may read it: a regular file inside the root it was
+    indexed under, with the size and mtime it had then. FileNotFoundError when it is gone;
+    `UnsafeFile` when a link now leads outside that root or the file was replaced."""
+    root = images_root / record.root if record.root is not None else images_root
+    resolved = regular_file_within(images_root / record.video, [root])
+    if record.size is not None:
+        info = resolved.stat()
+        if (info.st_size, info.st_mtime_ns) != (record.size, record.mtime_ns):
+            raise UnsafeFile(f"{record.video} changed since it was indexed (size or modification time)")
+    return resolved
 
 
 def group_tracks(records: Sequence[VideoRecord | None]) -> dict[tuple[str, int], np.ndarray]:
