@@ -190,3 +190,49 @@ def test_a_box_running_past_the_frame_is_clipped_to_it_in_the_crop_and_the_recor
     assert records and all(r["box"] == [0, 150, 40, 240] for r in records)
     with Image.open(tmp_path / "g" / records[0]["crop"]) as crop:
         assert crop.size == (40, 90)
+
+
+def test_ingest_into_a_folder_of_other_files_refuses_and_leaves_every_file_as_it_was(street, tmp_path):
+    out = tmp_path / "mine"
+    (out / ".work").mkdir(parents=True)
+    files = {out / ".work" / "notes.txt": b"my notes", out / "records.jsonl": b"my records\n", out / "a.txt": b"a"}
+    for path, data in files.items():
+        path.write_bytes(data)
+    with pytest.raises(DataError, match="did not write; give --out a new folder"):
+        ingest([street.path], out, IngestSettings(fps=FPS), detector=_replay(street), progress=False)
+    assert {p: p.read_bytes() for p in files} == files
+    assert sorted(p.name for p in out.rglob("*")) == [".work", "a.txt", "notes.txt", "records.jsonl"]
+
+
+def test_an_existing_ingest_gallery_is_resumed_and_an_empty_folder_is_taken(street, tmp_path):
+    (tmp_path / "empty").mkdir()
+    ingest([street.path], tmp_path / "empty", IngestSettings(fps=FPS), detector=_replay(street), progress=False)
+    again = ingest([street.path], tmp_path / "empty", IngestSettings(fps=FPS), detector=_replay(street), progress=False)
+    assert [v.status for v in again.videos] == ["skipped"]
+
+
+def test_when_every_video_fails_no_out_folder_is_left_behind(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"\x00" * 1000)
+    with pytest.raises(DataError):
+        ingest([tmp_path / "a.mp4"], tmp_path / "g", progress=False)
+    assert not (tmp_path / "g").exists()
+
+
+def test_a_broken_line_in_a_videos_records_is_skipped_with_its_file_and_line_named(street, tmp_path, capsys):
+    ingest([street.path], tmp_path / "g", IngestSettings(fps=FPS), detector=_replay(street), progress=False)
+    path = tmp_path / "g" / "crops" / "street_avi" / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    assert len(read_records(tmp_path / "g")) == len(lines)
+    assert f"{path} line 2: not a JSON object" in capsys.readouterr().err
+
+
+def test_the_printed_index_command_is_shell_quoted_and_names_the_video_folder(street, tmp_path, capsys):
+    import shlex
+
+    out = tmp_path / "my gallery"
+    assert main(["ingest", str(street.path), "--out", str(out), "--fps", "2.5"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("next: "))
+    words = shlex.split(line)
+    assert words[words.index("--images") + 1] == str(out)
+    assert words[words.index("--video-root") + 1] == str(street.path.resolve().parent)

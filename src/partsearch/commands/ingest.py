@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
 from partsearch.video.settings import IngestSettings
 
@@ -44,5 +46,20 @@ def run(args: argparse.Namespace) -> int:
     device = "cpu" if args.detector == "hog" else str(resolve_device(args.device))
     report = ingest(args.videos, args.out, settings, device=device)
     print(report.summary())
-    print(f"next: {invocation()} index RUN_DIR --images {args.out} --out INDEX_DIR")
+    print(f"next: {next_command(invocation(), args.out, report)}")
     return 1 if report.count("failed") else 0
+
+
+def next_command(program: str, out: str, report) -> str:
+    """The `partsearch index` line to paste next, shell-quoted, with a --video-root for each
+    folder of videos outside the gallery (the index serves only videos inside those)."""
+    gallery = Path(out).resolve()
+    roots = []
+    for video in report.videos:
+        if video.status == "failed":
+            continue
+        folder = Path(video.path).resolve().parent
+        if folder != gallery and gallery not in folder.parents and str(folder) not in roots:
+            roots.append(str(folder))
+    words = ["index", "RUN_DIR", "--images", out, *(w for r in roots for w in ("--video-root", r)), "--out", "INDEX_DIR"]
+    return f"{program} {shlex.join(words)}"

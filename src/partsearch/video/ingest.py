@@ -12,6 +12,9 @@ Layout of GALLERY_DIR (format `partsearch-ingest/1`, docs/VIDEO.md):
                                settings, and the counts
     .work/<video name>/        the video being ingested (hidden: `partsearch index` skips it)
     .lock                      flock held by the running ingest
+    .partsearch-ingest         written when ingest makes or first claims the folder; `--out` must
+                               be a new or empty folder, or a gallery (one with this file or a
+                               finished video), so ingest never deletes what it did not write
 
 A record: {"crop": path relative to GALLERY_DIR, "video": the video's path relative to
 GALLERY_DIR, "frame": index in the video, "time": seconds, "box": [x1, y1, x2, y2] frame pixels
@@ -42,7 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from partsearch.errors import DataError, StorageError
-from partsearch.files import atomic_path
+from partsearch.files import atomic_path, write_text_atomic
 from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
 from partsearch.video.detect import Detector, PersonBox, build_detector
 from partsearch.video.settings import IngestSettings
@@ -51,6 +54,7 @@ from partsearch.video.track import PersonTracker
 FORMAT = "partsearch-ingest/1"
 RECORDS = "records.jsonl"
 MARKER = "video.json"
+GALLERY_MARKER = ".partsearch-ingest"  # written first: this folder is an ingest gallery
 
 
 @dataclass
@@ -118,12 +122,35 @@ def read_marker(folder: Path) -> dict | None:
 
 
 def read_records(out_dir: str | Path) -> list[dict]:
-    """Every record of every finished video of a gallery, in video-name then frame order."""
+    """Every record of every finished video of a gallery, in video-name then frame order.
+
+    A gallery can come from someone else, so its lines are checked as they are read: a line that is
+    not a JSON object is skipped with a warning naming the file and line, and a record whose video
+    is not the one its folder's marker names is left out with one warning per folder (the video a
+    record names is also checked against the allowed folders when it is indexed)."""
     out_dir = Path(out_dir)
     records = []
     for folder in finished_videos(out_dir):
-        with open(folder / RECORDS, encoding="utf-8") as f:
-            records += [json.loads(line) for line in f if line.strip()]
+        expected = read_marker(folder).get("video")
+        path, others = folder / RECORDS, set()
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if not isinstance(record, dict):
+                    print(f"warning: {path} line {number}: not a JSON object, skipped; run `partsearch ingest` "
+                          "on this video again to rewrite it", file=sys.stderr)
+                elif record.get("video") != expected:
+                    others.add(str(record.get("video")))
+                else:
+                    records.append(record)
+        if others:
+            print(f"warning: {path}: left out the records naming {', '.join(sorted(others))}, not the video "
+                  f"{expected!r} that {folder / MARKER} names", file=sys.stderr)
     return records
 
 
@@ -191,33 +218,59 @@ def ingest(
     detector = detector if detector is not None else build_detector(settings.detector, device)
     wanted = _settings_dict(settings, detector)
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StorageError(f"--out {out_dir}: cannot create this folder ({err.strerror})") from None
+    created = _claim(out_dir)
     report = IngestReport(str(out_dir))
-    with _lock(out_dir):
-        shutil.rmtree(out_dir / ".work", ignore_errors=True)
-        for key, path in keys.items():
-            final = out_dir / "crops" / key
-            marker = read_marker(final)
-            if marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path):
-                report.videos.append(VideoReport(key, str(path), "skipped"))
-                continue
-            try:
-                report.videos.append(_ingest_video(path, key, out_dir, settings, wanted, detector, progress, on_frame))
-            except VideoError as err:
-                shutil.rmtree(out_dir / ".work", ignore_errors=True)
-                print(f"warning: skipped {err}", file=sys.stderr)
-                report.videos.append(VideoReport(key, str(path), "failed", str(err)))
-            except OSError as err:
-                shutil.rmtree(out_dir / ".work", ignore_errors=True)
-                raise StorageError(f"{out_dir}: cannot write the crops of {path} ({err})") from None
-        shutil.rmtree(out_dir / ".work", ignore_errors=True)
-        _write_all_records(out_dir)
+    try:
+        with _lock(out_dir):
+            _ingest_all(keys, out_dir, settings, wanted, detector, progress, on_frame, report)
+    finally:
+        if created and not report.count("ingested") and not report.count("skipped"):
+            shutil.rmtree(out_dir, ignore_errors=True)  # made by this run, and nothing came of it
     if not report.count("ingested") and not report.count("skipped"):
         raise DataError("no video could be ingested:\n" + "\n".join(f"  {v.message}" for v in report.videos))
     return report
+
+
+def _claim(out_dir: Path) -> bool:
+    """Make `out_dir` an ingest gallery: create it (True) or accept an existing gallery or an empty
+    folder (False). A folder of other files is refused, so ingest never deletes or overwrites what
+    it did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir}: is a file, not a folder; give --out a new folder")
+    existed = out_dir.is_dir()
+    if existed and not (out_dir / GALLERY_MARKER).is_file() and not finished_videos(out_dir) \
+            and any(out_dir.iterdir()):
+        raise DataError(f"--out {out_dir}: this folder holds files that `partsearch ingest` did not write; "
+                        "give --out a new folder (or a gallery made by `partsearch ingest`, to add videos to it)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not (out_dir / GALLERY_MARKER).is_file():
+            write_text_atomic(out_dir / GALLERY_MARKER, json.dumps({"format": FORMAT}) + "\n")
+    except OSError as err:
+        raise StorageError(f"--out {out_dir}: cannot create this folder ({err.strerror})") from None
+    return not existed
+
+
+def _ingest_all(keys: dict[str, Path], out_dir: Path, settings: IngestSettings, wanted: dict, detector: Detector,
+                progress: bool, on_frame: Callable[[str, int], None] | None, report: IngestReport) -> None:
+    shutil.rmtree(out_dir / ".work", ignore_errors=True)
+    for key, path in keys.items():
+        final = out_dir / "crops" / key
+        marker = read_marker(final)
+        if marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path):
+            report.videos.append(VideoReport(key, str(path), "skipped"))
+            continue
+        try:
+            report.videos.append(_ingest_video(path, key, out_dir, settings, wanted, detector, progress, on_frame))
+        except VideoError as err:
+            shutil.rmtree(out_dir / ".work", ignore_errors=True)
+            print(f"warning: skipped {err}", file=sys.stderr)
+            report.videos.append(VideoReport(key, str(path), "failed", str(err)))
+        except OSError as err:
+            shutil.rmtree(out_dir / ".work", ignore_errors=True)
+            raise StorageError(f"{out_dir}: cannot write the crops of {path} ({err})") from None
+    shutil.rmtree(out_dir / ".work", ignore_errors=True)
+    _write_all_records(out_dir)
 
 
 def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings, wanted: dict,
