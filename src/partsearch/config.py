@@ -179,6 +179,9 @@ class TrainConfig:
     # GPU until benchmarks/gpu.sh measures it.
     channels_last: bool | str = "auto"  # true | false | auto: NHWC images and conv weights
     fused_optimizer: bool | str = "auto"  # true | false | auto: Adam/AdamW update in fused kernels
+    # Run the frozen text layers (model.freeze_text) once per caption, not once per step
+    # (`train/text_cache.py`); the same states at every real token.
+    cache_frozen_text: bool = True
     # The loss is checked for NaN/inf on the device every micro-batch and read on the host only every
     # `nan_check_every` steps, at each log line and before every evaluation or checkpoint; the error
     # still names the first bad step. 0 = only at those points; 1 = every step (one host sync each).

@@ -34,6 +34,7 @@ from partsearch.config import Config
 from partsearch.device import autocast
 from partsearch.losses.criterion import PartSearchCriterion
 from partsearch.train.optim import build_optimizer, switch_on
+from partsearch.train.text_cache import FrozenTextPrefix
 
 
 def build_parts(cfg: Config, num_classes: int, vocab_size: int, device: torch.device):
@@ -128,6 +129,7 @@ class Stepper:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.channels_last = switch_on(tc, "channels_last", device)
         self.log = log or (lambda message: print(message, file=sys.stderr))
+        self.text_prefix = FrozenTextPrefix.attach(model, cfg)
         compiled = torch.compile(model.forward) if tc.compile else None
         self.module = TrainStep(model, criterion, compiled)
         self.runner: nn.Module = self.module
