@@ -155,3 +155,21 @@ def test_demo_trains_the_config_it_is_given(tmp_path, capsys):
     config.write_text("train:\n  LR: 0.1\n")  # a key the loader refuses, naming the file it read
     assert main(["demo", "--out", str(tmp_path / "demo"), "--ids", "6", "--config", str(config)]) == 2
     assert f"{config}: unknown config key 'train.LR'" in capsys.readouterr().err
+
+
+def test_a_run_cut_by_the_time_limit_is_named_and_a_full_one_is_not(tmp_path):
+    import json
+
+    from partsearch.demo import cut_short
+
+    (tmp_path / "schedule.json").write_text(json.dumps({"step": 195, "planned_steps": 710}))
+    assert cut_short(tmp_path).startswith("training stopped at step 195 of 710")
+    (tmp_path / "schedule.json").write_text(json.dumps({"step": 710, "planned_steps": 710}))
+    assert cut_short(tmp_path) is None
+
+
+def test_the_report_shows_a_warning_in_red_above_the_summary():
+    from partsearch.report import Report, render_report
+
+    page = render_report(Report(title="t", summary=[("a", "b")], metrics={}, curves={}, warning="stopped at step 3"))
+    assert page.index('color:#c00') < page.index('class="summary"') and "stopped at step 3" in page

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from partsearch.errors import UserError
@@ -34,7 +35,35 @@ def config_path(name: str = "synth_cpu.yaml") -> Path:
     return path
 
 
+def cut_short(run_dir: Path) -> str | None:
+    """The sentence to show when training stopped before its planned steps (the `--minutes`
+    safety net), None when it ran them all."""
+    from partsearch.train.engine import read_schedule
+
+    schedule = read_schedule(run_dir)
+    if schedule is None or schedule["step"] >= schedule["planned_steps"]:
+        return None
+    return (f"training stopped at step {schedule['step']} of {schedule['planned_steps']} on the --minutes "
+            "time limit; the numbers below are not the demo's")
+
+
+def red(text: str) -> str:
+    """`text` in red on a terminal (ANSI), as it is elsewhere (a log file stays plain)."""
+    return f"\033[31m{text}\033[0m" if sys.stdout.isatty() else f"WARNING: {text}"
+
+
+_STAGE_START: list[float] = []
+
+
 def step(number: int, text: str, total: int = 7) -> None:
+    """Print the heading of stage `number`, after the wall time of the stage before it."""
+    import time
+
+    now = time.perf_counter()
+    if _STAGE_START:
+        print(f"   (stage {number - 1} took {now - _STAGE_START[-1]:.1f} s)", flush=True)
+        _STAGE_START.clear()
+    _STAGE_START.append(now)
     print(f"\n== [{number}/{total}] {text}", flush=True)
 
 

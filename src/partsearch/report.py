@@ -96,6 +96,7 @@ class Report:
     parts: dict | None = None  # `partsearch.eval.parts.diagnose` output
     token_maps: TokenMaps | None = None
     video: VideoSection | None = None
+    warning: str | None = None  # shown in red above everything (a demo cut short by its time limit)
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
@@ -362,7 +363,9 @@ def render_report(report: Report) -> str:
         parts = f"<h2>Do the parts form?</h2>{_parts_section(report.parts, report.token_maps)}"
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(report.title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{esc(report.title)}</h1>"
-            f'<table class="summary">{summary}</table>'
+            + (f'<p class="warning" style="color:#c00;font-weight:bold">{esc(report.warning)}</p>'
+               if report.warning else "")
+            + f'<table class="summary">{summary}</table>'
             f"<h2>Test metrics</h2>{_metrics_table(report.metrics, report.chance_r1)}"
             f'<h2>Training</h2><div class="plots">{plots}</div>{parts}'
             f"<h2>Example queries</h2><p class=\"note\">The score is the sum of three cosines (global, mean "

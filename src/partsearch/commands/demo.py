@@ -9,7 +9,10 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="demo directory")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training time budget in minutes")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="safety net: stop training after this many minutes (default 30). The demo trains a "
+                             "fixed number of steps, the config's schedule, so its numbers do not depend on the "
+                             "machine; a run this cuts short says so in red")
     parser.add_argument("--fresh", action="store_true", help="start over instead of reusing results")
     parser.add_argument("--ids", type=int, default=400, help="SynthPEDES identities")
     parser.add_argument("--config", metavar="YAML", default=None,
@@ -39,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.data.formats import load_dataset
     from partsearch.data.synth import generate
     from partsearch.model.backbones import build_tokenizer
-    from partsearch.demo import (DEMO_SIZE, NUM_QUERIES, TOP_K, config_path, curves, link_gallery, pick_queries,
-                                 prepare_out, reused_run, token_maps)
+    from partsearch.demo import (DEMO_SIZE, NUM_QUERIES, TOP_K, config_path, curves, cut_short, link_gallery,
+                                 pick_queries, prepare_out, red, reused_run, token_maps)
     from partsearch.demo import step as numbered_step
     from partsearch.demo_video import DEFAULT_QUERIES, search_video
     from partsearch.errors import UserError
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_out(out, args.fresh)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
+    cut = None
     if args.run:
         run_dir = Path(args.run)
         run = reused_run(run_dir)
@@ -111,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
                   splits=splits, tokenizer=tokenizer)
             (run_dir / "done").touch()
         run = load_run(run_dir, "best", device="cpu")
+        cut = cut_short(run_dir)
+        if cut:
+            print(red(cut))
 
     step(3, "evaluate on the test split (text-to-image, identity level)")
     results = evaluator(run.model, "test")
@@ -168,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             ("run", str(run_dir)),
             ("wall time", f"{(time.perf_counter() - started) / 60:.1f} min (this invocation)"),
         ],
+        warning=cut,
         metrics=results,
         curves=curves(run_dir),
         curve_x_labels={"training loss": "step", "validation R@1 (%)": "epoch"},
@@ -188,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     if video is not None:
         print(f'  {cmd} search {out / "video-index"} "a man in a dark jacket" --tracks')
         print(f"  {cmd} serve {out / 'video-index'}    # tracks, their frames, and the video from there")
-    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; "
-          f"test R@1 {results['t2i']['R1']:.2f}% (chance {100 * 1 / max(1, stats['test']['ids']):.2f}%)")
+    line = (f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; "
+            f"test R@1 {results['t2i']['R1']:.2f}% (chance {100 * 1 / max(1, stats['test']['ids']):.2f}%)")
+    print("\n" + (red(f"{line}; {cut}") if cut else line))
     return 0

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from partsearch.config import Config
 from partsearch.errors import CheckpointError, TrainingError
+from partsearch.files import write_text_atomic
 from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import check_loss_config
 from partsearch.train import distributed
@@ -49,6 +50,8 @@ from partsearch.train.checkpoint import (
 )
 from partsearch.train.optim import build_scheduler, check_train_config
 from partsearch.train.step import Stepper, build_parts
+
+SCHEDULE = "schedule.json"  # {"step", "planned_steps"} at the end of each `train` call
 
 EvaluateFn = Callable[[nn.Module, str], dict]  # evaluate(model, split) -> the eval JSON dict
 
@@ -299,6 +302,9 @@ class Trainer:
         self.log.close()
         if self.ctx.is_main:
             _summary(self.run_dir, state, start_step, time.perf_counter() - self.start_time)
+            planned = self.steps_per_epoch * tc.epochs
+            planned = min(planned, tc.max_steps) if tc.max_steps else planned
+            write_text_atomic(self.run_dir / SCHEDULE, json.dumps({"step": state.step, "planned_steps": planned}) + "\n")
         return self.run_dir
 
     def _train_epoch(self, epoch: int) -> tuple[int, bool]:
@@ -462,6 +468,16 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def read_schedule(run_dir: str | Path) -> dict | None:
+    """`{"step", "planned_steps"}` of a finished `train` call (`SCHEDULE`), None when absent: a run
+    whose step is below its plan was cut by `train.time_limit_min`."""
+    try:
+        values = json.loads(Path(run_dir, SCHEDULE).read_text())
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) and {"step", "planned_steps"} <= set(values) else None
 
 
 def _summary(run_dir: Path, state: RunState, start_step: int, seconds: float) -> None:
