@@ -38,3 +38,14 @@ def test_load_picks_the_device_when_asked_for_auto(run_dir):
     run = partsearch.load(run_dir, "last")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert next(run.model.parameters()).device.type == expected
+
+
+def test_a_trained_run_keeps_the_level_weights_chosen_on_val_and_load_applies_them(run_dir):
+    import json
+
+    from partsearch.eval.fusion import GRID
+
+    fitted = json.loads((run_dir / "level_weights.json").read_text())
+    assert fitted["split"] == "val" and fitted["weights"][0] == 1.0
+    assert fitted["weights"][1] in GRID and fitted["weights"][2] in GRID
+    assert tuple(partsearch.load(run_dir, device="cpu").cfg.model.similarity_weights) == tuple(fitted["weights"])

@@ -182,6 +182,9 @@ class TrainConfig:
     # Run the frozen text layers (model.freeze_text) once per caption, not once per step
     # (`train/text_cache.py`); the same states at every real token.
     cache_frozen_text: bool = True
+    # After training, choose the similarity's level weights on the val split (`eval/fusion.py`)
+    # [ours]; false keeps model.similarity_weights (the paper's plain sum by default).
+    fit_level_weights: bool = True
     # The loss is checked for NaN/inf on the device every micro-batch and read on the host only every
     # `nan_check_every` steps, at each log line and before every evaluation or checkpoint; the error
     # still names the first bad step. 0 = only at those points; 1 = every step (one host sync each).

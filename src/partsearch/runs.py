@@ -135,15 +135,19 @@ def _without_download(spec: str) -> str:
         return "random"
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
+             level_weights: bool = True) -> LoadedRun:
     """Rebuild config, tokenizer and model from a run directory and load a checkpoint into it.
 
     `checkpoint` is `best`, `last` or a path. The config is the run's `config.yaml` (the
     checkpoint's own copy when the run directory has none). Backbones given by hub name are built
     with random init and then receive the checkpoint's weights, so no download is needed; the
     tokenizer is that of the training config. A checkpoint whose weights do not fit the config
-    raises a CheckpointError listing the mismatching keys.
+    raises a CheckpointError listing the mismatching keys. With `level_weights`, the level weights
+    the run chose on its val split (`eval/fusion.py`, `level_weights.json`) replace the config's
+    `model.similarity_weights`, so everything that scores with the run uses them.
     """
+    from partsearch.eval.fusion import read_level_weights
     from partsearch.model.backbones import build_image_transform, build_tokenizer
     from partsearch.model.model import build_model
 
@@ -164,6 +168,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     diff = config_differences(ckpt_cfg.to_dict(), cfg.to_dict())
     load_state_checked(model, payload["model"], "model", path, diff)
     model.to(device).eval()
+    chosen = read_level_weights(run_dir) if level_weights else None
+    if chosen is not None:
+        cfg.model.similarity_weights = chosen
     return LoadedRun(cfg=cfg, model=model, tokenizer=tokenizer, path=path, fingerprint=fingerprint(model, cfg),
                      transform=build_image_transform(cfg.model, cfg.data, train=False))
 

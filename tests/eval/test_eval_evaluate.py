@@ -159,3 +159,9 @@ def test_eval_of_a_run_trained_with_a_relative_data_root_works_from_any_director
     monkeypatch.chdir(tmp_path)
     assert cli_main(["eval", str(run), "--split", "val", "--device", "cpu"]) == 0
     assert "queries" in capsys.readouterr().out
+
+
+def test_the_all_levels_row_names_its_weights():
+    row = {"R1": 1.0, "R5": 2.0, "R10": 3.0, "mAP": 4.0, "mINP": 5.0}
+    table = format_table({"t2i": row, "i2t": row, "levels": {"global": row, "all": row}, "weights": [1.0, 0.5, 0.25]})
+    assert "t2i all (1, 0.5, 0.25)" in table

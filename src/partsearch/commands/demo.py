@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from partsearch.cli import invocation
+    from partsearch.commands.train import fit_and_describe
     from partsearch.config import load_config
     from partsearch.data.formats import load_dataset
     from partsearch.data.synth import generate
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             train(cfg, run_dir, resume=(run_dir / "last.pt").is_file(), evaluator=evaluator,
                   splits=splits, tokenizer=tokenizer)
+            print(fit_and_describe(cfg, run_dir, splits))
             (run_dir / "done").touch()
         run = load_run(run_dir, "best", device="cpu")
         cut = cut_short(run_dir)
@@ -173,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
                       + (f" + {cfg.model.background_tokens} background" if cfg.model.background_tokens else "")
                       + f", {cfg.model.num_fine} parts"),
             ("run", str(run_dir)),
+            ("level weights", f"(global, coarse, fine) = {tuple(run.cfg.model.similarity_weights)}"
+                              + (", chosen on the val split" if (run_dir / "level_weights.json").is_file()
+                                 else ", as configured")),
             ("wall time", f"{(time.perf_counter() - started) / 60:.1f} min (this invocation)"),
         ],
         warning=cut,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,4 +46,21 @@ def run(args: argparse.Namespace) -> int:
     evaluator = Evaluator(cfg, splits, tokenizer)
     train(cfg, run_dir, resume=args.resume, evaluator=evaluator, splits=splits, tokenizer=tokenizer,
           overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(fit_and_describe(cfg, run_dir, splits))
     return 0
+
+
+def fit_and_describe(cfg, run_dir, splits) -> str:
+    """Fit the run's level weights on val when `train.fit_level_weights` (`eval/fusion.py`) and
+    say what was chosen, in one line."""
+    from partsearch.eval.fusion import fit_level_weights
+
+    if not cfg.train.fit_level_weights:
+        return f"level weights: {tuple(cfg.model.similarity_weights)}, as configured (train.fit_level_weights=false)"
+    fitted = fit_level_weights(run_dir, splits)
+    if fitted is None:
+        return f"level weights: {tuple(cfg.model.similarity_weights)}, as configured (no val split to choose them on)"
+    w = fitted["weights"]
+    return (f"level weights chosen on val (global, coarse, fine) = ({w[0]:g}, {w[1]:g}, {w[2]:g}): val R@1 "
+            f"{fitted['val_R1']:.2f}, the plain sum {fitted['plain_sum_val_R1']:.2f}; saved in {run_dir}/level_weights.json")

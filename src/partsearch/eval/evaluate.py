@@ -103,7 +103,8 @@ def score_embeddings(
     similarity = gallery @ fold_query(text_emb, level_weights(cfg)["all"]).T
     i2t = retrieval_metrics(similarity, image_ids, text_ids, memory_budget_mb=budget)
     del similarity
-    return {"t2i": levels["all"], "i2t": i2t, "levels": levels, "queries": len(text_ids), "gallery": len(image_ids)}
+    return {"t2i": levels["all"], "i2t": i2t, "levels": levels, "weights": list(level_weights(cfg)["all"]),
+            "queries": len(text_ids), "gallery": len(image_ids)}
 
 
 def evaluate_model(
@@ -172,11 +173,18 @@ class Evaluator:
 def format_table(results: dict[str, Any]) -> str:
     """One table: rows t2i, i2t and the t2i level rows; columns R1 R5 R10 mAP mINP (percent)."""
     rows = [("t2i", results["t2i"]), ("i2t", results["i2t"])]
-    rows += [(f"t2i {name}", values) for name, values in results["levels"].items()]
+    weights = results.get("weights")
+    label = {"all": f"all {_weights_label(weights)}"} if weights else {}
+    rows += [(f"t2i {label.get(name, name)}", values) for name, values in results["levels"].items()]
     width = max(len(name) for name, _ in rows)
     lines = [" " * width + "".join(f"{c:>8}" for c in COLUMNS)]
     lines += [f"{name:<{width}}" + "".join(f"{values[c]:8.2f}" for c in COLUMNS) for name, values in rows]
     return "\n".join(lines)
+
+
+def _weights_label(weights) -> str:
+    """'(1, 0.5, 0.25)': the (global, coarse, fine) weights of the all-levels row."""
+    return "(" + ", ".join(f"{w:g}" for w in weights) + ")"
 
 
 def write_json(path: str | Path, results: dict[str, Any]) -> None:

@@ -1,0 +1,36 @@
+"""Level weights chosen on val (`eval/fusion.py`): the best val R@1 from the grid, the plain sum
+when the levels agree, and never below the global level on the split they are chosen on."""
+
+import torch
+import torch.nn.functional as F
+
+from partsearch.eval.fusion import choose_level_weights
+from partsearch.model.model import Embeddings
+
+
+def _emb(global_, coarse, fine):
+    return Embeddings(F.normalize(global_, dim=-1), F.normalize(coarse, dim=-1), F.normalize(fine, dim=-1))
+
+
+def _pair(misleading_parts: bool):
+    """Four people: the global level tells them apart; the parts either agree with it or point at
+    the next person."""
+    ids = torch.arange(4)
+    eye = torch.eye(4)
+    parts = eye.roll(1, dims=0) if misleading_parts else eye
+    image = _emb(eye, eye[:, None, :].repeat(1, 2, 1), eye[:, None, :].repeat(1, 3, 1))
+    text = _emb(eye, parts[:, None, :].repeat(1, 2, 1), parts[:, None, :].repeat(1, 3, 1))
+    return image, text, ids, ids
+
+
+def test_misleading_parts_get_little_weight_and_the_rule_ranks_like_the_global_level():
+    weights, rows = choose_level_weights(*_pair(misleading_parts=True))
+    plain = next(r for r in rows if r["weights"] == [1.0, 1.0, 1.0])
+    chosen = next(r for r in rows if r["weights"] == list(weights))
+    assert plain["R1"] < 100 and chosen["R1"] == 100
+    assert weights[1] + weights[2] < 1.0
+
+
+def test_when_every_weighting_ranks_alike_the_plain_sum_is_kept():
+    weights, _ = choose_level_weights(*_pair(misleading_parts=False))
+    assert weights == (1.0, 1.0, 1.0)
