@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             after.step(record=False)
             cold.append(time.perf_counter() - t)
-        for _ in range(2):
+        # A is warmed the same way when it caches too (an A/B of another switch), else two steps.
+        for _ in range(per_epoch if before.stepper.text_prefix is not None else 2):
             before.step(record=False)
         for i in range(args.steps):
             before.step()
