@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "heads": ("benchmarks.heads", "share of forward time / FLOPs in the part-level heads"),
     "ablation": ("benchmarks.ablation", "ablation runs"),
     "train-step": ("benchmarks.train_step", "training step images/s, peak memory, MFU"),
+    "explain-check": ("benchmarks.explain_check", "does the part that differs get the bar that drops most?"),
     "step-profile": ("benchmarks.step_profile", "where a CPU step of synth_cpu goes, before and after a change"),
     "encode": ("benchmarks.encode", "gallery images/s and queries/s at inference"),
     "search": ("benchmarks.search", "query latency and recall@10 at 10k / 100k / 1M vectors"),

@@ -151,3 +151,11 @@ def test_report_says_when_no_video_track_is_a_good_match_or_a_frame_cannot_be_re
     page = render_report(report)
     assert page.count("No track is a good match") == 1 and "scores 0.900, below 1.100" in page
     assert "frame 60 at 0:06.0: the video cannot be read there" in page
+
+
+def test_a_results_part_bars_show_its_score_relative_to_the_gallery():
+    item = ResultItem(rank=1, score=0.87, name="0001/a.png", hit=True, image_url=_png("red"),
+                      relative_parts=[("torso", 2.4), ("feet", -1.2)])
+    page = render_report(Report(title="t", summary=[], metrics={}, curves={}, queries=[
+        QueryExample(text="a red tee", target="1", results=[item])]))
+    assert "+2.4 sd" in page and "-1.2 sd" in page and "in standard deviations" in page

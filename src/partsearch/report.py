@@ -28,6 +28,8 @@ class ResultItem:
     image_url: str  # a data: URL (PNG or JPEG)
     heatmaps: list[tuple[str, str]] = field(default_factory=list)  # (label, data: URL) overlays
     part_scores: list[tuple[str, float]] = field(default_factory=list)  # (label, cosine)
+    # (region, score relative to the gallery for this query, in standard deviations; search/explain.py)
+    relative_parts: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -174,18 +176,21 @@ def _metrics_table(metrics: dict, chance_r1: float | None = None) -> str:
     return f'<table class="metrics"><tr><th></th>{head}</tr>{"".join(rows)}</table>{note}'
 
 
-def _bar(label: str, value: float) -> str:
-    """A cosine in [-1, 1] as a bar on a fixed track whose middle is 0."""
-    v = max(-1.0, min(1.0, value))
+def _bar(label: str, value: float, scale: float = 1.0, unit: str = "") -> str:
+    """`value` in [-scale, scale] (a cosine, or a relative score in standard deviations with
+    scale 3) as a bar on a fixed track whose middle is 0."""
+    v = max(-1.0, min(1.0, value / scale))
     left, width = (50.0, 50.0 * v) if v >= 0 else (50.0 + 50.0 * v, -50.0 * v)
     sign = "pos" if v >= 0 else "neg"
+    number = f"{value:+.1f}{unit}" if unit else f"{value:+.2f}"
     return (f'<div class="bar"><span>{html.escape(label)}</span><span class="track"><i class="{sign}" '
-            f'style="left:{left:.1f}%;width:{width:.1f}%"></i></span><b>{value:+.2f}</b></div>')
+            f'style="left:{left:.1f}%;width:{width:.1f}%"></i></span><b>{html.escape(number)}</b></div>')
 
 
 def _result_card(item: ResultItem) -> str:
     mark = "hit" if item.hit else "miss"
-    bars = "".join(_bar(lbl, v) for lbl, v in item.part_scores)
+    bars = "".join(_bar(lbl, v, 3.0, " sd") for lbl, v in item.relative_parts)
+    bars += "".join(_bar(lbl, v) for lbl, v in item.part_scores)
     maps = "".join(
         f'<figure><img src="{html.escape(url)}" alt="{html.escape(lbl)} heatmap"><figcaption>{html.escape(lbl)}'
         f"</figcaption></figure>" for lbl, url in item.heatmaps)
@@ -370,8 +375,10 @@ def render_report(report: Report) -> str:
             f'<h2>Training</h2><div class="plots">{plots}</div>{parts}'
             f"<h2>Example queries</h2><p class=\"note\">The score is the sum of three cosines (global, mean "
             f"over coarse tokens, mean over fine parts), so it lies in [-3, 3]. Each result shows the image, "
-            f"its foreground map and the map on each body stripe, and the cosine between each stripe and "
-            f"the query's matching fine token (bars from -1 to +1, 0 in the middle).</p>{''.join(queries)}"
+            f"its foreground map and the map on each body stripe. A stripe's bar is how well it matches the "
+            f"query's fine token for that stripe against the gallery: its cosine minus that stripe's mean over the gallery "
+            f"for this query, in standard deviations (a full bar is 3), so a described part that matches reads "
+            f"positive and one that does not reads negative; the coarse tokens' cosines follow (from -1 to +1).</p>{''.join(queries)}"
             f"{video}</body></html>")
 
 

@@ -32,3 +32,30 @@ def test_coarse_tokens_that_score_alike_are_shown_as_one_row():
 
 def test_coarse_tokens_that_differ_are_listed_one_by_one():
     assert [k for k, _ in coarse_display([0.2, 0.6, 0.4])] == ["token 1", "token 2", "token 3"]
+
+
+def test_each_parts_relative_score_is_its_distance_from_the_gallerys_mean_in_standard_deviations(index_dir, encoder):
+    from partsearch.search.explain import explain
+    from partsearch.search.searcher import Searcher, part_cosines
+
+    searcher = Searcher(index_dir, encoder=encoder)
+    gen = searcher.current()
+    text, _ = encoder.encode_texts(["red top"])
+    _, _, fine = part_cosines(gen.arrays, np.arange(len(gen.entries)), text)
+    why = explain(searcher, gen.entries[0].id, "red top")
+    row = gen.rows[gen.entries[0].id]
+    for p in why["fine"]:
+        expected = (fine[row, p["part"]] - fine[:, p["part"]].mean()) / max(fine[:, p["part"]].std(), 1e-6)
+        assert np.isclose(p["relative"], expected, atol=1e-4)
+
+
+def test_a_part_that_matches_better_than_the_gallery_reads_positive_and_one_that_does_not_negative(index_dir, encoder):
+    from partsearch.search.explain import explain
+    from partsearch.search.searcher import Searcher
+
+    searcher = Searcher(index_dir, encoder=encoder)
+    by_name = {e.name: e for e in searcher.current().entries}
+    red_top = next(e for name, e in by_name.items() if name.startswith("red_"))
+    other = next(e for name, e in by_name.items() if not name.startswith("red_"))
+    assert max(p["relative"] for p in explain(searcher, red_top.id, "red top")["fine"]) > 0
+    assert min(p["relative"] for p in explain(searcher, other.id, "red top")["fine"]) < 0

@@ -151,10 +151,11 @@ def run(args: argparse.Namespace) -> int:
             heatmaps = [("foreground", why["foreground"])]
             heatmaps += [(p["region"], p["overlay"]) for p in why["fine"]]
             scores = [(label, value) for label, value in why["coarse_display"]]
-            scores = [(p["region"], p["score"]) for p in why["fine"]] + scores
+            relative = [(p["region"], p["relative"]) for p in why["fine"]]
             image_url = data_url(Path(result.path).read_bytes(), "image/jpeg")
             items.append(ResultItem(rank=result.rank, score=result.score, name=result.relpath, hit=hit,
-                                    image_url=image_url, heatmaps=heatmaps, part_scores=scores))
+                                    image_url=image_url, heatmaps=heatmaps, part_scores=scores,
+                                    relative_parts=relative))
         examples.append(QueryExample(text=text, target=str(pid), results=items, first_hit_rank=first_hit))
 
     video = None

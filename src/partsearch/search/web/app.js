@@ -144,7 +144,9 @@ function scoreRow(label, value) {
   return row;
 }
 
-function mapTile(label, src, score) {
+function mapTile(label, src, score, relative) {
+  // A part's bar is its score relative to the gallery for this query, in standard deviations
+  // (+3 fills it): a part that matches better than most people's reads positive, one that does not, negative.
   const tile = document.createElement("figure");
   tile.className = "map";
   tile.style.margin = "0";
@@ -153,9 +155,12 @@ function mapTile(label, src, score) {
   img.alt = label;
   const caption = document.createElement("figcaption");
   caption.className = "label";
-  caption.textContent = score === undefined ? label : `${label} ${score.toFixed(3)}`;
+  const sd = relative === undefined ? "" : ` (${relative >= 0 ? "+" : ""}${relative.toFixed(1)} sd)`;
+  caption.textContent = score === undefined ? label : `${label} ${score.toFixed(3)}${sd}`;
+  caption.title = "the part's cosine with the sentence; in brackets, how far above or below the gallery's mean " +
+    "for this sentence it is, in standard deviations";
   tile.append(img, caption);
-  if (score !== undefined) tile.appendChild(bar(score, 1));
+  if (score !== undefined) tile.appendChild(relative === undefined ? bar(score, 1) : bar(relative / 3, 1));
   return tile;
 }
 
@@ -243,7 +248,7 @@ async function showDetail(id, card, track) {
       scoreRow("fine (mean)", e.levels.fine));
     $("maps").replaceChildren(
       mapTile("foreground", e.foreground),
-      ...e.fine.map((p) => mapTile(p.region || `part ${p.part + 1}`, p.overlay, p.score)));
+      ...e.fine.map((p) => mapTile(p.region || `part ${p.part + 1}`, p.overlay, p.score, p.relative)));
     $("coarse").replaceChildren(...e.coarse.map((v, j) => scoreRow(`token ${j + 1}`, v)));
     $("detail").hidden = false;
     // The panel stays in view (sticky beside the grid, or a full-screen sheet on a phone); focus
