@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from partsearch.eval.metrics import retrieval_metrics
+from partsearch.eval.metrics import _count_dtype, retrieval_metrics
 
 
 def full_sort_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
@@ -18,6 +18,21 @@ def full_sort_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
     ap = precision.sum(1) / matches.sum(1)
     result = {f"R{k}": float(cmc[min(k, matches.shape[1]) - 1]) for k in ks}
     return result | {"mAP": float(ap.mean() * 100), "mINP": float(inp.mean() * 100)}
+
+
+def pessimistic_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
+    """One query at a time, ties pessimistic: the k-th relevant item (relevant scores sorted
+    descending) is ranked k + the number of irrelevant items scoring at least as high."""
+    first, ap, inp = [], [], []
+    for row, query in zip(similarity.double(), query_ids):
+        relevant = gallery_ids == query
+        scores = row[relevant].sort(descending=True).values
+        ranks = [k + int((row[~relevant] >= score).sum()) for k, score in enumerate(scores.tolist(), 1)]
+        first.append(ranks[0])
+        ap.append(sum(k / rank for k, rank in enumerate(ranks, 1)) / len(ranks))
+        inp.append(len(ranks) / ranks[-1])
+    result = {f"R{k}": 100 * sum(rank <= k for rank in first) / len(first) for k in ks}
+    return result | {"mAP": 100 * sum(ap) / len(ap), "mINP": 100 * sum(inp) / len(inp)}
 
 
 def random_case(num_queries, num_gallery, num_ids, seed):
@@ -83,6 +98,32 @@ def test_matches_reference_in_float64_and_with_several_images_per_identity():
     similarity = similarity.double()
     ours = retrieval_metrics(similarity, query_ids, gallery_ids, ks=(1, 2, 50))
     assert ours == pytest.approx(full_sort_reference(similarity, query_ids, gallery_ids, ks=(1, 2, 50)), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_one_query_at_a_time_reference_with_many_ties(seed):
+    similarity, query_ids, gallery_ids = random_case(150, 400, 12, seed)
+    similarity = (similarity * 8).round() / 8  # nine distinct scores: ties everywhere
+    ours = retrieval_metrics(similarity, query_ids, gallery_ids, ks=(1, 5, 10, 50))
+    reference = pessimistic_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10, 50))
+    assert ours == pytest.approx(reference, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_scores_give_the_float32_results_of_the_same_values(dtype):
+    # Past 2,048 items: a float16 running count would no longer be exact.
+    similarity, query_ids, gallery_ids = random_case(20, 2500, 4, seed=6)
+    similarity = similarity.to(dtype)
+    assert retrieval_metrics(similarity, query_ids, gallery_ids) == retrieval_metrics(
+        similarity.float(), query_ids, gallery_ids
+    )
+
+
+def test_counts_widen_to_float64_past_float32s_exact_integers():
+    assert _count_dtype(torch.float32, 2**24) == torch.float32
+    assert _count_dtype(torch.float32, 2**24 + 1) == torch.float64
+    assert _count_dtype(torch.float16, 100) == torch.float32
+    assert _count_dtype(torch.float64, 100) == torch.float64
 
 
 def test_results_do_not_depend_on_memory_budget():
