@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from partsearch.eval import metrics
 from partsearch.eval.metrics import _count_dtype, retrieval_metrics
 
 
@@ -215,3 +216,36 @@ def test_thread_count_is_restored_after_success_and_error():
     with pytest.raises(ValueError):
         retrieval_metrics(torch.tensor([[float("nan"), 0.0]]), [0], [0, 1])
     assert torch.get_num_threads() == threads
+
+
+def fake_cpu_caches(root, caches):
+    """A sysfs-like `cpu0/cache` folder: one `indexN` per (level, type, size, shared_cpu_list)."""
+    for n, (level, kind, size, shared) in enumerate(caches):
+        index = root / f"index{n}"
+        index.mkdir()
+        for name, value in {"level": level, "type": kind, "size": size, "shared_cpu_list": shared}.items():
+            (index / name).write_text(f"{value}\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("caches", "workers", "expected"),
+    [
+        # A quarter of each worker's share of a 32 MiB L3 that 4 CPUs share.
+        ([(1, "Data", "32K", "0"), (1, "Instruction", "32K", "0"), (2, "Unified", "1024K", "0"),
+          (3, "Unified", "32768K", "0-3")], 2, 4 * 2**20),
+        ([(2, "Unified", "1024K", "0"), (3, "Unified", "32M", "0-1,2-3")], 8, 2 * 2**20),
+        # Only a 512 KiB L2: the lower bound; a huge L3 for one worker: the upper bound.
+        ([(1, "Data", "32K", "0"), (2, "Unified", "512K", "0")], 2, 1 * 2**20),
+        ([(3, "Unified", "256M", "0-63")], 1, 16 * 2**20),
+        # Nothing reported: the default.
+        ([], 2, 4 * 2**20),
+    ],
+)
+def test_cpu_chunk_is_sized_from_the_last_level_cache(tmp_path, monkeypatch, caches, workers, expected):
+    monkeypatch.setattr(metrics, "_CPU_CACHE", fake_cpu_caches(tmp_path, caches))
+    metrics._cpu_chunk_bytes.cache_clear()
+    try:
+        assert metrics._cpu_chunk_bytes(workers) == expected
+    finally:
+        metrics._cpu_chunk_bytes.cache_clear()
