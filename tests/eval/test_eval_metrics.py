@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from partsearch.eval import metrics
-from partsearch.eval.metrics import _count_dtype, retrieval_metrics
+from partsearch.eval.metrics import _count_at_least, _count_dtype, retrieval_metrics
 
 
 def full_sort_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
@@ -121,10 +121,23 @@ def test_half_precision_scores_give_the_float32_results_of_the_same_values(dtype
 
 
 def test_counts_widen_to_float64_past_float32s_exact_integers():
-    assert _count_dtype(torch.float32, 2**24) == torch.float32
-    assert _count_dtype(torch.float32, 2**24 + 1) == torch.float64
-    assert _count_dtype(torch.float16, 100) == torch.float32
-    assert _count_dtype(torch.float64, 100) == torch.float64
+    cpu = torch.device("cpu")
+    assert _count_dtype(torch.float32, 2**24, cpu) == torch.float32
+    assert _count_dtype(torch.float32, 2**24 + 1, cpu) == torch.float64
+    assert _count_dtype(torch.float16, 100, cpu) == torch.float32
+    assert _count_dtype(torch.float64, 100, cpu) == torch.float64
+
+
+def test_bool_buffer_used_off_cpu_counts_as_the_float_buffer():
+    generator = torch.Generator().manual_seed(7)
+    x = (torch.rand(6, 50, generator=generator) * 10).round()
+    scores = x[:, :4].sort(dim=1, descending=True).values
+    rows_with = [6, 6, 4, 1]  # rows sorted by their number of relevant items
+    counts = [
+        _count_at_least(x, scores, rows_with, torch.empty(6, 50, dtype=dtype)) for dtype in (torch.bool, torch.float32)
+    ]
+    assert torch.equal(counts[0], counts[1])
+    assert counts[1][0, 0] == (x[0] >= scores[0, 0]).sum()
 
 
 def test_results_do_not_depend_on_memory_budget():
