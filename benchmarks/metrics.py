@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import base_parser, cuda_time, log, median_time, report, resolve_device, set_threads
+from partsearch.eval import metrics as _metrics
 from partsearch.eval.metrics import retrieval_metrics
 
 SIZES = {
@@ -181,6 +182,21 @@ def bench_size(key: str, args, device: torch.device) -> dict[str, Any]:
     return row
 
 
+def cpu_caches() -> str:
+    """cpu0's caches as sysfs reports them ("L1d 32K, L2 1024K, L3 32768K (CPUs 0-1)"), the
+    sizes `retrieval_metrics` sizes its CPU chunks from."""
+    caches = []
+    for index in sorted(_metrics._CPU_CACHE.glob("index[0-9]*")):
+        try:
+            level, kind, size, shared = ((index / name).read_text().strip()
+                                         for name in ("level", "type", "size", "shared_cpu_list"))
+        except OSError:
+            continue
+        if kind != "Instruction":
+            caches.append(f"L{level}{'d' if kind == 'Data' else ''} {size} (CPUs {shared})")
+    return ", ".join(caches) or "not reported"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("metrics", "R@K/mAP/mINP at CUHK-PEDES and ICFG-PEDES sizes, ours vs a full sort")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
@@ -202,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if device.type == "cpu" and hasattr(os, "getloadavg"):
         notes.append(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if device.type == "cpu":
+        workers = torch.get_num_threads()
+        notes.append(f"CPU caches: {cpu_caches()}; torch CPU capability "
+                     f"{torch.backends.cpu.get_cpu_capability()}; chunk per worker "
+                     f"{_metrics._cpu_chunk_bytes(workers) / 2**20:g} MiB ({workers} workers)")
     for row in rows:
         if "reference" in row:
             notes.append(f"{row['size']}: reference {row['reference']}")

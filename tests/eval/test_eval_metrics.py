@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from partsearch.eval.metrics import retrieval_metrics
+from partsearch.eval import metrics
+from partsearch.eval.metrics import _count_at_least, _count_dtype, retrieval_metrics
 
 
 def full_sort_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
@@ -18,6 +19,21 @@ def full_sort_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
     ap = precision.sum(1) / matches.sum(1)
     result = {f"R{k}": float(cmc[min(k, matches.shape[1]) - 1]) for k in ks}
     return result | {"mAP": float(ap.mean() * 100), "mINP": float(inp.mean() * 100)}
+
+
+def pessimistic_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):
+    """One query at a time, ties pessimistic: the k-th relevant item (relevant scores sorted
+    descending) is ranked k + the number of irrelevant items scoring at least as high."""
+    first, ap, inp = [], [], []
+    for row, query in zip(similarity.double(), query_ids):
+        relevant = gallery_ids == query
+        scores = row[relevant].sort(descending=True).values
+        ranks = [k + int((row[~relevant] >= score).sum()) for k, score in enumerate(scores.tolist(), 1)]
+        first.append(ranks[0])
+        ap.append(sum(k / rank for k, rank in enumerate(ranks, 1)) / len(ranks))
+        inp.append(len(ranks) / ranks[-1])
+    result = {f"R{k}": 100 * sum(rank <= k for rank in first) / len(first) for k in ks}
+    return result | {"mAP": 100 * sum(ap) / len(ap), "mINP": 100 * sum(inp) / len(inp)}
 
 
 def random_case(num_queries, num_gallery, num_ids, seed):
@@ -83,6 +99,45 @@ def test_matches_reference_in_float64_and_with_several_images_per_identity():
     similarity = similarity.double()
     ours = retrieval_metrics(similarity, query_ids, gallery_ids, ks=(1, 2, 50))
     assert ours == pytest.approx(full_sort_reference(similarity, query_ids, gallery_ids, ks=(1, 2, 50)), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_one_query_at_a_time_reference_with_many_ties(seed):
+    similarity, query_ids, gallery_ids = random_case(150, 400, 12, seed)
+    similarity = (similarity * 8).round() / 8  # nine distinct scores: ties everywhere
+    ours = retrieval_metrics(similarity, query_ids, gallery_ids, ks=(1, 5, 10, 50))
+    reference = pessimistic_reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10, 50))
+    assert ours == pytest.approx(reference, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_scores_give_the_float32_results_of_the_same_values(dtype):
+    # Past 2,048 items: a float16 running count would no longer be exact.
+    similarity, query_ids, gallery_ids = random_case(20, 2500, 4, seed=6)
+    similarity = similarity.to(dtype)
+    assert retrieval_metrics(similarity, query_ids, gallery_ids) == retrieval_metrics(
+        similarity.float(), query_ids, gallery_ids
+    )
+
+
+def test_counts_widen_to_float64_past_float32s_exact_integers():
+    cpu = torch.device("cpu")
+    assert _count_dtype(torch.float32, 2**24, cpu) == torch.float32
+    assert _count_dtype(torch.float32, 2**24 + 1, cpu) == torch.float64
+    assert _count_dtype(torch.float16, 100, cpu) == torch.float32
+    assert _count_dtype(torch.float64, 100, cpu) == torch.float64
+
+
+def test_bool_buffer_used_off_cpu_counts_as_the_float_buffer():
+    generator = torch.Generator().manual_seed(7)
+    x = (torch.rand(6, 50, generator=generator) * 10).round()
+    scores = x[:, :4].sort(dim=1, descending=True).values
+    rows_with = [6, 6, 4, 1]  # rows sorted by their number of relevant items
+    counts = [
+        _count_at_least(x, scores, rows_with, torch.empty(6, 50, dtype=dtype)) for dtype in (torch.bool, torch.float32)
+    ]
+    assert torch.equal(counts[0], counts[1])
+    assert counts[1][0, 0] == (x[0] >= scores[0, 0]).sum()
 
 
 def test_results_do_not_depend_on_memory_budget():
@@ -174,3 +229,36 @@ def test_thread_count_is_restored_after_success_and_error():
     with pytest.raises(ValueError):
         retrieval_metrics(torch.tensor([[float("nan"), 0.0]]), [0], [0, 1])
     assert torch.get_num_threads() == threads
+
+
+def fake_cpu_caches(root, caches):
+    """A sysfs-like `cpu0/cache` folder: one `indexN` per (level, type, size, shared_cpu_list)."""
+    for n, (level, kind, size, shared) in enumerate(caches):
+        index = root / f"index{n}"
+        index.mkdir()
+        for name, value in {"level": level, "type": kind, "size": size, "shared_cpu_list": shared}.items():
+            (index / name).write_text(f"{value}\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("caches", "workers", "expected"),
+    [
+        # A quarter of each worker's share of a 32 MiB L3 that 4 CPUs share.
+        ([(1, "Data", "32K", "0"), (1, "Instruction", "32K", "0"), (2, "Unified", "1024K", "0"),
+          (3, "Unified", "32768K", "0-3")], 2, 4 * 2**20),
+        ([(2, "Unified", "1024K", "0"), (3, "Unified", "32M", "0-1,2-3")], 8, 2 * 2**20),
+        # Only a 512 KiB L2: the lower bound; a huge L3 for one worker: the upper bound.
+        ([(1, "Data", "32K", "0"), (2, "Unified", "512K", "0")], 2, 1 * 2**20),
+        ([(3, "Unified", "256M", "0-63")], 1, 16 * 2**20),
+        # Nothing reported: the default.
+        ([], 2, 4 * 2**20),
+    ],
+)
+def test_cpu_chunk_is_sized_from_the_last_level_cache(tmp_path, monkeypatch, caches, workers, expected):
+    monkeypatch.setattr(metrics, "_CPU_CACHE", fake_cpu_caches(tmp_path, caches))
+    metrics._cpu_chunk_bytes.cache_clear()
+    try:
+        assert metrics._cpu_chunk_bytes(workers) == expected
+    finally:
+        metrics._cpu_chunk_bytes.cache_clear()
