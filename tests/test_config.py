@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from partsearch.config import Config, ConfigError, load_config
+from partsearch.config import Config, ConfigError, load_config, shipped_config
 
 
 def test_defaults_follow_method_md():
@@ -107,3 +109,26 @@ def test_the_footage_config_is_the_demo_config_with_a_pretrained_trunk_and_augme
     assert changed == {"data.color_jitter", "data.blur", "model.image_backbone", "model.image_weights",
                        "model.freeze_image", "train.backbone_lr_factor"}
     assert footage["model"]["image_backbone"] == "mobilenet_v2_os8"
+
+
+def test_the_shipped_configs_are_the_checkout_configs():
+    checkout = Path(__file__).parent.parent / "configs" / "synth_cpu.yaml"
+    assert shipped_config("synth_cpu.yaml").read_text() == checkout.read_text()
+
+
+def test_an_unknown_shipped_config_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="no shipped config named 'nope.yaml'.*synth_cpu.yaml"):
+        shipped_config("nope.yaml")
+
+
+def test_configs_path_outside_a_checkout_reads_the_shipped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("configs/synth_cpu.yaml").to_dict() == load_config(shipped_config("synth_cpu.yaml")).to_dict()
+    assert load_config("synth_cpu.yaml").model.text_weights == "minilm"
+
+
+def test_a_local_file_wins_over_the_shipped_config_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "synth_cpu.yaml").write_text("train:\n  epochs: 3\n")
+    assert load_config("configs/synth_cpu.yaml").train.epochs == 3

@@ -381,11 +381,34 @@ def merge_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_config(name: str) -> Path:
+    """The config file `name` (e.g. "synth_cpu.yaml") that ships inside the installed package, the
+    same files as a checkout's `configs/`."""
+    path = SHIPPED_CONFIGS / name
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in SHIPPED_CONFIGS.glob("*.yaml")))
+        raise ConfigError(f"no shipped config named {name!r}; the shipped ones are {shipped}")
+    return path
+
+
+def _resolve(path: Path) -> Path:
+    """`path` itself when it is a file; otherwise, for a relative `NAME.yaml` or `configs/NAME.yaml`,
+    the shipped config of that name, so the documented commands work outside a checkout too."""
+    if path.is_file() or path.is_absolute() or path.parent not in (Path("."), Path("configs")):
+        return path
+    shipped = SHIPPED_CONFIGS / path.name
+    return shipped if shipped.is_file() else path
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config file (or only defaults when `path` is None) and apply overrides."""
+    """Read a YAML config file (or only defaults when `path` is None) and apply overrides. A
+    relative `configs/NAME.yaml` that is not there names the shipped config (`shipped_config`)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = _resolve(Path(path))
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
