@@ -59,7 +59,7 @@ def test_a_non_finite_number_is_refused_naming_the_field(override):
     ("data.image_size=[0, 0]", r"data.image_size: every value must be >= 16, got \[0, 0\]"),
     ("loss.margin=-5", "loss.margin: must be >= 0, got -5"),
     ("data.random_erasing=1.5", "data.random_erasing: must be between 0 and 1, got 1.5"),
-    ("model.background_tokens=-1", "model.background_tokens: must be >= 0, got -1"),
+    ("model.num_fine=0", "model.num_fine: must be >= 1, got 0"),
 ])
 def test_a_value_outside_its_limits_is_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -132,3 +132,19 @@ def test_a_local_file_wins_over_the_shipped_config_of_the_same_name(tmp_path, mo
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "synth_cpu.yaml").write_text("train:\n  epochs: 3\n")
     assert load_config("configs/synth_cpu.yaml").train.epochs == 3
+
+
+def test_a_removed_option_at_its_old_default_is_ignored_with_a_warning():
+    with pytest.warns(UserWarning, match="loss.label_smoothing: removed option at its default"):
+        cfg = load_config(None, ["loss.label_smoothing=0.0"])
+    assert cfg.to_dict() == Config().to_dict()
+
+
+def test_a_removed_option_at_another_value_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="loss.negatives: this option was removed .* got 'semihard'"):
+        load_config(None, ["loss.negatives=semihard"])
+
+
+def test_a_removed_choice_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="loss.commonality: per_pair was removed"):
+        load_config(None, ["loss.commonality=per_pair"])

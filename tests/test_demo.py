@@ -7,8 +7,8 @@ import pytest
 
 from partsearch.cli import main
 
-# synth_cpu freezes 5 MiniLM layers; a background token so the report's rows for it are exercised too
-DEMO = ["model.freeze_text=none", "train.log_every=2", "model.background_tokens=1"]
+# synth_cpu freezes 5 MiniLM layers
+DEMO = ["model.freeze_text=none", "train.log_every=2"]
 
 
 @pytest.fixture(scope="module")

@@ -38,3 +38,29 @@ def test_load_picks_the_device_when_asked_for_auto(run_dir):
     run = partsearch.load(run_dir, "last")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert next(run.model.parameters()).device.type == expected
+
+
+def _with_config_entry(run_dir, tmp_path, section, key, value):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    values = yaml.safe_load((copy / "config.yaml").read_text())
+    values[section][key] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(values))
+    return copy
+
+
+def test_a_run_naming_a_removed_option_at_its_default_loads_with_a_warning(run_dir, tmp_path):
+    old = _with_config_entry(run_dir, tmp_path, "model", "fine_head", False)
+    with pytest.warns(UserWarning, match="model.fine_head: removed option at its default"):
+        loaded = partsearch.load(old, device="cpu")
+    assert loaded.fingerprint == partsearch.load(run_dir, device="cpu").fingerprint
+
+
+def test_a_run_that_trained_with_a_removed_option_is_refused_naming_it(run_dir, tmp_path):
+    from partsearch.errors import ConfigError
+
+    old = _with_config_entry(run_dir, tmp_path, "model", "fine_head", True)
+    with pytest.raises(ConfigError, match=r"config.yaml: model.fine_head: this option was removed .* got True"):
+        partsearch.load(old, device="cpu")

@@ -79,17 +79,6 @@ def test_fine_text_tokens_read_the_text_through_the_shared_decoder(tiny_cfg):
     assert not model.shared_decoder.coarse_queries.grad.any()
 
 
-def test_background_tokens_are_trained_but_neither_embedded_nor_in_the_foreground_map():
-    model = _model(tiny_config(background_tokens=2)).train()
-    image_emb, text_emb = model(*_batch())
-    assert image_emb.coarse.shape[1] == 3 and text_emb.coarse.shape[1] == 3
-    assert image_emb.background_attention.shape[:2] == (2, 2) and text_emb.background_attention.shape[:2] == (2, 2)
-    coarse_only = image_emb.attention.float().mean(dim=1).unflatten(1, model.grid)
-    assert torch.allclose(image_emb.foreground, coarse_only / coarse_only.amax(dim=(1, 2), keepdim=True))
-    (image_emb.background_attention[:, :1] * image_emb.attention[:, :1]).sum().backward()  # an overlap
-    assert model.shared_decoder.background_queries.grad.abs().sum() > 0
-
-
 def test_saved_state_dict_reloads_to_identical_outputs(tiny_cfg, tmp_path):
     model = _model(tiny_cfg, seed=0).eval()
     path = tmp_path / "model.pt"

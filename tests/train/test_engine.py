@@ -143,7 +143,7 @@ def test_non_finite_loss_stops_naming_the_step_and_the_last_good_checkpoint(tiny
 
 @pytest.mark.parametrize("override,key", [
     ("model.image_backbone=resnet5", "model.image_backbone"),
-    ("loss.negatives=easiest", "loss.negatives"),
+    ("loss.commonality=easiest", "loss.commonality"),
     ("train.optimizer=sgd", "train.optimizer"),
 ])
 def test_unknown_choice_stops_before_any_work(tiny_cfg, tmp_path, override, key):

@@ -163,7 +163,6 @@ def run(args: argparse.Namespace) -> int:
                         f"test {stats['test']['images']} images, {stats['test']['captions']} captions"),
             ("model", f"{cfg.model.image_backbone} + {cfg.model.text_backbone} ({cfg.model.text_weights}), "
                       f"d={cfg.model.dim}, {cfg.model.num_coarse} coarse tokens"
-                      + (f" + {cfg.model.background_tokens} background" if cfg.model.background_tokens else "")
                       + f", {cfg.model.num_fine} parts"),
             ("run", str(run_dir)),
             ("wall time", f"{(time.perf_counter() - started) / 60:.1f} min (this invocation)"),

@@ -20,11 +20,10 @@ cannot show it; these figures can (METHOD.md, "Measuring the parts"):
   over the person (mask > 0, as area fractions at the token grid) divided by its mean over the
   background. 1.0 means A does not tell the person from the floor.
 - **token regions**: per coarse token, how its attention mass splits over the mask regions
-  (background, head, upper body, lower body, shoes, carried item), next to their share of the area;
-  the same for the background tokens (`model.background_tokens`), if any. The headline figure is
-  the background-bound ratio: the largest share of one coarse token's attention on the background,
-  divided by the background's share of the area. Above 1.0 a token favours the floor over the
-  person.
+  (background, head, upper body, lower body, shoes, carried item), next to their share of the area.
+  The headline figure is the background-bound ratio: the largest share of one coarse token's
+  attention on the background, divided by the background's share of the area. Above 1.0 a token
+  favours the floor over the person.
 
 `diagnose(model, cfg, records, image_root, data_root, device)` returns all of it as a dict;
 `summary(d)` the few figures the eval JSON and the demo report carry.
@@ -200,7 +199,7 @@ def token_regions(attention: torch.Tensor, fractions: torch.Tensor) -> torch.Ten
 
 @torch.inference_mode()
 def _encode(model: nn.Module, cfg: Config, records: list[Record], image_root: Path, device: torch.device, tokenizer):
-    image_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": [], "attention": [], "background": []}
+    image_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": [], "attention": []}
     text_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": []}
     with autocast(device, cfg.train.precision):
         for batch in build_gallery_loader(cfg, records, image_root, build_image_transform(cfg.model, cfg.data, train=False),
@@ -209,14 +208,12 @@ def _encode(model: nn.Module, cfg: Config, records: list[Record], image_root: Pa
             emb = model.encode_image(images, keep_attention=True)  # one pass for embeddings and maps
             image_parts["fine"].append(emb.fine.float().cpu())
             image_parts["coarse"].append(emb.coarse.float().cpu())
-            for key, maps in (("attention", emb.attention), ("background", emb.background_attention)):
-                if maps is not None:
-                    image_parts[key].append(maps.float().unflatten(2, emb.foreground.shape[1:]).cpu())
+            image_parts["attention"].append(emb.attention.float().unflatten(2, emb.foreground.shape[1:]).cpu())
         for batch in build_query_loader(cfg, records, tokenizer, cfg.eval.batch_size):
             emb = model.encode_text(batch["ids"].to(device), batch["mask"].to(device))
             text_parts["fine"].append(emb.fine.float().cpu())
             text_parts["coarse"].append(emb.coarse.float().cpu())
-    return ({k: torch.cat(v) for k, v in image_parts.items() if v}, {k: torch.cat(v) for k, v in text_parts.items()})
+    return ({k: torch.cat(v) for k, v in image_parts.items()}, {k: torch.cat(v) for k, v in text_parts.items()})
 
 
 def diagnose(
@@ -282,8 +279,6 @@ def diagnose(
             "attention": token_regions(img["attention"], fractions).tolist(),
             "area": fractions.mean(dim=(0, 2, 3)).tolist(),
         }
-        if "background" in img:
-            out["token_regions"]["background_tokens"] = token_regions(img["background"], fractions).tolist()
     return out
 
 
@@ -354,8 +349,6 @@ def format_report(diag: dict[str, Any]) -> str:
         lines.append(f"  {'':>8}" + "".join(f"{r:>13}" for r in regions["regions"]))
         for t, row in enumerate(regions["attention"]):
             lines.append(f"  token {t + 1:<2}" + "".join(f"{v:13.2f}" for v in row))
-        for t, row in enumerate(regions.get("background_tokens", [])):
-            lines.append(f"  bg tok {t + 1:<1}" + "".join(f"{v:13.2f}" for v in row))
         lines.append(f"  {'area':>8}" + "".join(f"{v:13.2f}" for v in regions["area"]))
         lines.append(f"background-bound ratio (the most background-bound token's share there / the area's; "
                      f"above 1.00 it favours the floor): {s['background_bound']:.2f}")
