@@ -31,7 +31,7 @@ class DataConfig:
     root: str = "data/synth"
     jsonl_file: str = ""  # for dataset=jsonl: the annotation file (default: <root>/annotations.jsonl)
     image_size: tuple[int, int] = (384, 128)  # (H, W)
-    # Image normalisation: None = the image backbone's own (`model/backbones.py`: ImageNet's for
+    # Image normalisation: None = the image backbone's own (`model/backbones/`: ImageNet's for
     # resnet50, vit_b16 and the small backbones, CLIP's for clip_vit_b16); a value overrides it.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
