@@ -46,6 +46,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
+
+
 class ImageBackboneEntry:
     """An image backbone and the normalisation its weights expect (as timm's pretrained configs
     carry mean/std); `data.mean` / `data.std` override it."""
@@ -56,6 +58,8 @@ class ImageBackboneEntry:
 
 
 @dataclass(frozen=True)
+
+
 class TextBackboneEntry:
     """A text backbone and the tokenizer its embeddings are indexed by."""
 

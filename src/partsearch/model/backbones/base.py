@@ -12,6 +12,8 @@ from partsearch.config import ConfigError
 
 
 @dataclass
+
+
 class BackboneOutput:
     """tokens `(B, N, D)`; mask `(B, N)` bool, True = valid token; grid `(h, w)` with
     `N = h*w` for images, None for text."""

@@ -9,7 +9,8 @@ from torch import nn
 from partsearch.config import ConfigError
 from partsearch.hub import WeightsSource
 from partsearch.model.backbones.base import Backbone, BackboneOutput
-from partsearch.model.backbones.weights import hub_error, load_local_only, load_weights_into, open_clip_model, read_state_dict
+from partsearch.model.backbones.weights import (hub_error, load_local_only, load_weights_into, open_clip_model,
+                                                read_state_dict)
 
 VIT_MODEL = "vit_base_patch16_224"
 
