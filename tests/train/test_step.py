@@ -9,7 +9,7 @@ import torch._dynamo.exc
 from partsearch.config import Config, TrainConfig
 from partsearch.losses.criterion import PartSearchCriterion
 from partsearch.train import step as step_module
-from partsearch.train.checkpoint import load_checkpoint
+from partsearch.runs import load_checkpoint
 from partsearch.train.engine import TrainingError, train
 from partsearch.train.step import FiniteWatch, Stepper, is_compile_error
 

@@ -47,7 +47,7 @@ from partsearch.data.formats import Record
 from partsearch.device import autocast
 from partsearch.errors import DataError
 from partsearch.model.backbones import build_image_transform
-from partsearch.model.fine import foreground_map
+from partsearch.model.fine import foreground_map, stripe_regions
 
 # Attributes whose localisation is measured, head to feet, and the words that show a caption
 # mentions them (SynthPEDES always describes the upper and lower garment).
@@ -55,19 +55,6 @@ ATTRIBUTES = ("hair_color", "upper_color", "lower_color", "shoe_color")
 _MENTION = {"hair_color": r"\bhair\b", "upper_color": r".", "lower_color": r".", "shoe_color": r"\b(shoes|sneakers)\b"}
 REGIONS = ("background", "head", "upper body", "lower body", "shoes", "carried item")
 MAX_PAIRS = 20000
-
-
-def stripe_regions(parts: int) -> list[str]:
-    """Body-region names of P horizontal stripes of a pedestrian crop, from each stripe's centre
-    (in a standing pedestrian crop the head takes about the top sixth, the feet the bottom
-    eighth); names that repeat are numbered top to bottom ("legs 1", "legs 2")."""
-    bounds = ((0.15, "head"), (0.30, "shoulders"), (0.50, "torso"), (0.66, "hips"), (0.86, "legs"), (1.01, "feet"))
-    names = [next(name for top, name in bounds if (i + 0.5) / parts < top) for i in range(parts)]
-    out = []
-    for i, name in enumerate(names):
-        same = [j for j, n in enumerate(names) if n == name]
-        out.append(name if len(same) == 1 else f"{name} {same.index(i) + 1}")
-    return out
 
 
 def mean_pairwise_cosine(tokens: torch.Tensor) -> float:
