@@ -457,7 +457,7 @@ def _bar_extent(batches: int, skip: int, epoch: int, step: int, steps_per_epoch:
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from partsearch.progress import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
 
