@@ -123,3 +123,9 @@ def test_part_match_on_the_coarse_level_only_ignores_the_fine_parts():
     crit = PartSearchCriterion(replace(LossConfig(), part_match=2.0, part_match_levels=("coarse",)), 4, 16, 3, 4)
     expected = 2.0 * part_correspondence_loss(img.coarse, txt.coarse)
     assert torch.allclose(crit(img, txt, LABELS)["part_match"], expected)
+
+
+def test_id_scale_is_the_scale_of_the_cosine_classifier():
+    crit = PartSearchCriterion(replace(LossConfig(), id_scale=5.0), 4, 16, 3, 4)
+    logits = crit.classifier_global(torch.randn(8, 16))
+    assert logits.abs().max() <= 5.0 + 1e-5 and logits.abs().max() > 1.0

@@ -211,3 +211,10 @@ def test_an_image_of_another_size_is_a_clear_user_error(tiny_cfg):
     model = _model(tiny_cfg).eval()
     with pytest.raises(DataError, match="data.image_size"):
         model.encode_image(torch.randn(1, 3, 32, 32))
+
+
+def test_query_init_std_and_encoder_layers_build_what_they_say():
+    model = _model(tiny_config(query_init_std=0.5, encoder_layers=3))
+    queries = torch.cat([model.shared_decoder.coarse_queries, model.fine_text_queries]).detach()
+    assert 0.35 < queries.std().item() < 0.5  # a normal at 0.5 cut at 2 std
+    assert len(model.image_encoder.layers) == len(model.text_encoder.layers) == 3
