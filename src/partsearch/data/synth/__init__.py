@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from partsearch.data.synth.attributes import (COLORS, DENIM, PARTS, SKIN, VIEW_WEIGHTS, VIEWS, make_identities, normalise,
-                                              visible_parts)
+from partsearch.data.synth.attributes import (COLORS, DENIM, PARTS, SKIN, VIEW_WEIGHTS, VIEWS, make_identities,
+                                              normalise, visible_parts)
 from partsearch.data.synth.captions import COLOR_SYNONYMS, GENDER_NOUNS, NOUNS, SHADES, make_caption
 from partsearch.data.synth.drawing import BACKGROUND, HEAD, ITEM, LOWER, MASK_LABELS, SHOES, UPPER, lower_rgb, render
 from partsearch.errors import UserError
