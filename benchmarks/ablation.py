@@ -9,7 +9,6 @@ Every variant trains with the same data, model, seed set and budget (epochs); on
 | coarse       | + L_ID(C) + L_R(C)                               | (1, 1, 0)                  |
 | fine_fixed   | + L_ID(F) + L_CMR(F) with `commonality: none`    | (1, 1, 1)                  |
 | full         | + L_ID(F) + L_CMR(F) with `commonality: soft_rank` | (1, 1, 1)                |
-| full_per_pair | + L_ID(F) + L_CMR(F) with `commonality: per_pair` [ours] | (1, 1, 1)          |
 | full_weighted | + L_ID(F) + L_CMR(F) with `commonality: weighted` [ours] | (1, 1, 1)          |
 
 A level that no loss trains is left out of the similarity: its embeddings are untrained noise.
@@ -41,7 +40,6 @@ VARIANTS = {
                "model.similarity_weights=[1, 1, 0]"],
     "fine_fixed": ["loss.commonality=none"],
     "full": ["loss.commonality=soft_rank"],
-    "full_per_pair": ["loss.commonality=per_pair"],
     "full_weighted": ["loss.commonality=weighted"],
 }
 METRICS = ("R1", "R5", "R10", "mAP")

@@ -2,7 +2,7 @@
 
 For people of the SynthPEDES test split, a caption names the colour of one region ("a red tee",
 "brown shorts", "white shoes"). The person is drawn twice with the same pose, view, skin and
-background (the generator's own `_render` with the same random state): once as described and once
+background (the generator's own `render` with the same random state): once as described and once
 with only that region's colour changed. Both images are scored against the caption by the search
 code's own explanation (`search.explain.part_baseline` and `searcher.part_cosines`, the gallery of
 INDEX_DIR as the baseline), and the check asks whether the stripe whose bar drops most belongs to
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=positive, default=60, help="image pairs per region")
     args = parser.parse_args(argv)
 
-    from partsearch.data.synth import SKIN, _render, make_caption, visible_parts
+    from partsearch.data.synth import SKIN, make_caption, render, visible_parts
     from partsearch.eval.parts import stripe_regions
     from partsearch.search.explain import part_baseline
     from partsearch.search.searcher import Searcher, part_cosines
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             changed = dict(person, **{part: _other_colour(part, person[part], rng)})
             seed = int(rng.integers(1 << 30))
             skin = SKIN[seed % len(SKIN)]
-            images = [_render(p, skin, "front", False, size, np.random.default_rng(seed))[0] for p in (person, changed)]
+            images = [render(p, skin, "front", False, size, np.random.default_rng(seed))[0] for p in (person, changed)]
             visible = visible_parts(person, "front", False)
             captions = (make_caption(person, visible, np.random.default_rng([seed, k])) for k in range(20))
             caption = next((c for c in captions if person[part] in c.lower()), None)

@@ -15,6 +15,26 @@ torch.set_num_threads(2)
 
 import pytest  # noqa: E402
 
+
+
+def in_ci() -> bool:
+    """CI runs `.ci/run` with CI set (CI=true): there every test must run."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI a skipped test is a failure naming the skip's reason (a missing browser, milvus-lite,
+    ...): CI installs everything the suite needs, so a skip there is a broken install."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every test must run: {reason}"
+
+
 TINY_MODEL = [
     "data.dataset=SynthPEDES", "data.image_size=[64, 32]", "data.batch_size=8", "data.instances_per_id=2",
     "data.num_workers=0", "data.max_tokens=24",

@@ -2,7 +2,8 @@
 
 import sys
 
-from partsearch.cli import invocation
+from partsearch.cli import invocation, main
+from partsearch.extras import missing_extra
 
 
 def _install(tmp_path, monkeypatch, on_path: bool):
@@ -47,3 +48,16 @@ def test_help_explains_every_argument(capsys):
     text = _help("search", capsys)
     assert "index_dir an index directory written by `partsearch index`" in text
     assert "--top-k TOP_K number of results, 1 to 1000 (default: 10)" in text
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` raises ModuleNotFoundError
+    assert main(["serve", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert "pip install 'partsearch[serve]'" in err and "'uvicorn'" in err
+
+
+def test_a_missing_module_outside_the_extras_is_not_disguised():
+    assert missing_extra(ModuleNotFoundError("no module", name="partsearch_no_such_module")) is None
+    assert "partsearch[clip]" in str(missing_extra(ModuleNotFoundError("no module", name="open_clip.model")))

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from partsearch.config import Config, ConfigError, load_config
+from partsearch.config import Config, ConfigError, load_config, shipped_config
 
 
 def test_defaults_follow_method_md():
@@ -57,7 +59,7 @@ def test_a_non_finite_number_is_refused_naming_the_field(override):
     ("data.image_size=[0, 0]", r"data.image_size: every value must be >= 16, got \[0, 0\]"),
     ("loss.margin=-5", "loss.margin: must be >= 0, got -5"),
     ("data.random_erasing=1.5", "data.random_erasing: must be between 0 and 1, got 1.5"),
-    ("model.background_tokens=-1", "model.background_tokens: must be >= 0, got -1"),
+    ("model.num_fine=0", "model.num_fine: must be >= 1, got 0"),
 ])
 def test_a_value_outside_its_limits_is_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -107,3 +109,42 @@ def test_the_footage_config_is_the_demo_config_with_a_pretrained_trunk_and_augme
     assert changed == {"data.color_jitter", "data.blur", "model.image_backbone", "model.image_weights",
                        "model.freeze_image", "train.backbone_lr_factor"}
     assert footage["model"]["image_backbone"] == "mobilenet_v2_os8"
+
+
+def test_the_shipped_configs_are_the_checkout_configs():
+    checkout = Path(__file__).parent.parent / "configs" / "synth_cpu.yaml"
+    assert shipped_config("synth_cpu.yaml").read_text() == checkout.read_text()
+
+
+def test_an_unknown_shipped_config_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="no shipped config named 'nope.yaml'.*synth_cpu.yaml"):
+        shipped_config("nope.yaml")
+
+
+def test_configs_path_outside_a_checkout_reads_the_shipped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("configs/synth_cpu.yaml").to_dict() == load_config(shipped_config("synth_cpu.yaml")).to_dict()
+    assert load_config("synth_cpu.yaml").model.text_weights == "minilm"
+
+
+def test_a_local_file_wins_over_the_shipped_config_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "synth_cpu.yaml").write_text("train:\n  epochs: 3\n")
+    assert load_config("configs/synth_cpu.yaml").train.epochs == 3
+
+
+def test_a_removed_option_at_its_old_default_is_ignored_with_a_warning():
+    with pytest.warns(UserWarning, match="loss.label_smoothing: removed option at its default"):
+        cfg = load_config(None, ["loss.label_smoothing=0.0"])
+    assert cfg.to_dict() == Config().to_dict()
+
+
+def test_a_removed_option_at_another_value_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="loss.negatives: this option was removed .* got 'semihard'"):
+        load_config(None, ["loss.negatives=semihard"])
+
+
+def test_a_removed_choice_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="loss.commonality: per_pair was removed"):
+        load_config(None, ["loss.commonality=per_pair"])

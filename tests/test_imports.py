@@ -10,7 +10,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "partsearch"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 ORDER = ("data", "model", "losses", "train", "eval", "search")
-SHARED = {"config", "errors", "hub", "files", "device", "runs"}
+SHARED = {"config", "errors", "hub", "files", "device", "runs", "progress"}
 # Benchmarks that time or drive training itself; every other benchmark reads runs through `partsearch.runs`.
 TRAINING_BENCHMARKS = {"train_step.py", "ablation.py"}
 

@@ -49,3 +49,29 @@ def test_a_trained_run_keeps_the_level_weights_chosen_on_val_and_load_applies_th
     assert fitted["split"] == "val" and fitted["weights"][0] == 1.0
     assert fitted["weights"][1] in GRID and fitted["weights"][2] in GRID
     assert tuple(partsearch.load(run_dir, device="cpu").cfg.model.similarity_weights) == tuple(fitted["weights"])
+
+
+def _with_config_entry(run_dir, tmp_path, section, key, value):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    values = yaml.safe_load((copy / "config.yaml").read_text())
+    values[section][key] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(values))
+    return copy
+
+
+def test_a_run_naming_a_removed_option_at_its_default_loads_with_a_warning(run_dir, tmp_path):
+    old = _with_config_entry(run_dir, tmp_path, "model", "fine_head", False)
+    with pytest.warns(UserWarning, match="model.fine_head: removed option at its default"):
+        loaded = partsearch.load(old, device="cpu")
+    assert loaded.fingerprint == partsearch.load(run_dir, device="cpu").fingerprint
+
+
+def test_a_run_that_trained_with_a_removed_option_is_refused_naming_it(run_dir, tmp_path):
+    from partsearch.errors import ConfigError
+
+    old = _with_config_entry(run_dir, tmp_path, "model", "fine_head", True)
+    with pytest.raises(ConfigError, match=r"config.yaml: model.fine_head: this option was removed .* got True"):
+        partsearch.load(old, device="cpu")

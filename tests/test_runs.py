@@ -8,14 +8,15 @@ from partsearch.runs import config_identity, fingerprint
 
 
 def test_a_key_at_its_default_does_not_enter_the_fingerprint(monkeypatch):
-    # an index built before a version added `model.background_tokens` (default 0) must still match
+    # an index built before a version added a key (here `model.grad_checkpointing`, at its default)
+    # must still match
     model, cfg = nn.Linear(3, 2), Config()
     now = fingerprint(model, cfg)
     full = Config.to_dict
 
     def without_the_new_key(self):
         out = full(self)
-        del out["model"]["background_tokens"]
+        del out["model"]["grad_checkpointing"]
         return out
 
     monkeypatch.setattr(Config, "to_dict", without_the_new_key)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from partsearch import __version__
 from partsearch.errors import UserError, user_message
+from partsearch.extras import missing_extra
 
 COMMANDS = {
     "synth": ("synth", "generate a SynthPEDES dataset in CUHK-PEDES layout"),
@@ -83,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except UserError as err:
         print(f"error: {user_message(err)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = missing_extra(err)
+        if extra is None:
+            raise
+        print(f"error: {extra}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -12,6 +12,7 @@ import difflib
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ class DataConfig:
     root: str = "data/synth"
     jsonl_file: str = ""  # for dataset=jsonl: the annotation file (default: <root>/annotations.jsonl)
     image_size: tuple[int, int] = (384, 128)  # (H, W)
-    # Image normalisation: None = the image backbone's own (`model/backbones.py`: ImageNet's for
+    # Image normalisation: None = the image backbone's own (`model/backbones/`: ImageNet's for
     # resnet50, vit_b16 and the small backbones, CLIP's for clip_vit_b16); a value overrides it.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -47,11 +48,6 @@ class DataConfig:
     # Gaussian blur. Keep hue at 0 when captions name colours: a hue shift turns a red coat green.
     color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     blur: float = 0.0
-    # [ours] a detector's box is looser than the figures SynthPEDES draws: the person fills about
-    # half of its width. Widen each train image by a random factor in [1, 1 + widen], the margin
-    # split at random left and right and filled with the image's border colour, then resize it back
-    # (0 = off, as in the published recipes).
-    widen: float = 0.0
     skip_bad_images: bool = False
     max_image_pixels: int = 50_000_000
 
@@ -70,11 +66,6 @@ class ModelConfig:
     dim: int = 512  # shared width d
     num_coarse: int = 6  # N_c [ours]
     num_fine: int = 6  # P [ours]
-    # [ours] K extra shared queries in the coarse group whose outputs are dropped, meant to own what
-    # the parts do not read so that the attention-overlap loss keeps the part tokens off the
-    # background. Off: on the demo it did so in one seed of two (docs/METHOD.md, "Making the parts
-    # form", item 9); nothing yet sends the extra token to the background rather than elsewhere.
-    background_tokens: int = 0
     encoder_layers: int = 1  # [ours]
     encoder_heads: int = 8  # [ours]
     decoder_layers: int = 2  # [ours]
@@ -89,22 +80,11 @@ class ModelConfig:
     # backbone tokens before the encoder's self-attention, which keep each stripe's own content
     # (measured: stripes localise upper / lower / shoe colour with AUC 0.75-0.82 from "projected").
     fine_source: str = "projected"
-    # [ours] let the fine losses change the foreground map through the stripe pooling; off, the map
-    # is shaped by the coarse tokens alone (measured: with the part-level InfoNCE on, the fine
-    # losses flattened it to a contrast of 0.96)
-    foreground_grad: bool = False
     # [ours] whether the stripes pool M * A (the paper) or M alone: A comes from the coarse tokens,
     # which read little of small parts (shoes, hair), so within a stripe it favours the rows of the
     # larger part next to them (measured on a trained model: upper / shoe colour AUC 0.76 / 0.61
     # from M * A, 0.84 / 0.66 from M). A is still computed, shown and trained either way.
     fine_foreground: bool = True
-    # [ours] a LayerNorm + linear head on each pooled image stripe before normalising, so the
-    # stripes can meet the text's fine tokens (decoder outputs) in one space
-    fine_head: bool = False
-    # [ours] part-centred fine embeddings: subtract each sample's mean over its P parts (image
-    # stripes, text fine tokens) before normalising, so a fine embedding keeps what sets its part
-    # apart from the sample's other parts, not the whole-person content they all share
-    fine_center: bool = False
     grad_checkpointing: bool = False
     freeze_image: str = "none"  # none | all | N (first N blocks/stages)
     freeze_text: str = "none"
@@ -131,14 +111,12 @@ class LossConfig:
     infonce_fine: float = 0.0
     sdm: float = 0.0  # optional, IRRA's similarity distribution matching [ours]
     margin: float = 0.2
-    negatives: str = "hardest"  # hardest | semihard
-    commonality: str = "soft_rank"  # soft_rank | per_pair [ours] | weighted [ours] | none (losses/cmr.py)
+    commonality: str = "soft_rank"  # soft_rank | weighted [ours] | none (losses/cmr.py)
     cmr_alpha: float = 0.2
     cmr_min_margin: float = 0.05
     cmr_delta: float = 0.1
     cmr_temperature: float = 0.05
     contrastive_temperature: float = 0.02
-    label_smoothing: float = 0.0
     # [ours] token diversity: weight of the mean squared pairwise cosine between the coarse tokens
     # (each modality) and between the text's fine tokens, pushing each token to carry its own part.
     diversity: float = 1.0
@@ -294,6 +272,38 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value  # also the `bool | str` switches, whose values `train.optim` checks
 
 
+# Options that were measured and removed (docs/METHOD.md, "Removed options"), with the value they
+# had by default. A config (a run directory's included) that names one at that value still loads,
+# with a warning; any other value is refused, since this version cannot rebuild what it trained.
+REMOVED_KEYS: dict[str, Any] = {
+    "data.widen": 0.0,
+    "model.background_tokens": 0,
+    "model.foreground_grad": False,
+    "model.fine_head": False,
+    "model.fine_center": False,
+    "loss.negatives": "hardest",
+    "loss.label_smoothing": 0.0,
+}
+REMOVED_VALUES: dict[str, tuple[Any, ...]] = {"loss.commonality": ("per_pair",)}
+
+
+def _removed(where: str, value: Any) -> bool:
+    """True when `where` is a removed key at its old default (warned about, to be skipped); raises
+    ConfigError for a removed key at another value, or a removed value."""
+    if value in REMOVED_VALUES.get(where, ()):
+        raise ConfigError(f"{where}: {value} was removed (docs/METHOD.md, \"Removed options\"); this version "
+                          f"cannot rebuild a model trained with it; retrain without it", key=where)
+    if where not in REMOVED_KEYS:
+        return False
+    default = REMOVED_KEYS[where]
+    if value != default:
+        raise ConfigError(f"{where}: this option was removed (docs/METHOD.md, \"Removed options\") and only its "
+                          f"old default {default!r} can be read, got {value!r}; this version cannot rebuild a "
+                          "model trained with it; retrain without it", key=where)
+    warnings.warn(f"{where}: removed option at its default ({default!r}), ignored", stacklevel=2)
+    return True
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}", key=prefix.rstrip(".") or None)
@@ -302,6 +312,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         where = f"{prefix}{key}"
+        if _removed(where, value):
+            continue
         if key not in names:
             raise ConfigError(f"unknown config key '{where}'{_nearest(key, names)}", key=where)
         hint = hints[key]
@@ -325,12 +337,10 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "data.random_erasing": (0, 1),
     "data.color_jitter": (0, None),
     "data.blur": (0, 1),
-    "data.widen": (0, None),
     "data.max_image_pixels": (1, None),
     "model.dim": (1, None),
     "model.num_coarse": (1, None),
     "model.num_fine": (1, None),
-    "model.background_tokens": (0, None),
     "model.dropout": (0, 1),
     "loss.margin": (0, None),
     "train.backbone_lr_factor": (0, None),
@@ -387,11 +397,34 @@ def merge_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_config(name: str) -> Path:
+    """The config file `name` (e.g. "synth_cpu.yaml") that ships inside the installed package, the
+    same files as a checkout's `configs/`."""
+    path = SHIPPED_CONFIGS / name
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in SHIPPED_CONFIGS.glob("*.yaml")))
+        raise ConfigError(f"no shipped config named {name!r}; the shipped ones are {shipped}")
+    return path
+
+
+def _resolve(path: Path) -> Path:
+    """`path` itself when it is a file; otherwise, for a relative `NAME.yaml` or `configs/NAME.yaml`,
+    the shipped config of that name, so the documented commands work outside a checkout too."""
+    if path.is_file() or path.is_absolute() or path.parent not in (Path("."), Path("configs")):
+        return path
+    shipped = SHIPPED_CONFIGS / path.name
+    return shipped if shipped.is_file() else path
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config file (or only defaults when `path` is None) and apply overrides."""
+    """Read a YAML config file (or only defaults when `path` is None) and apply overrides. A
+    relative `configs/NAME.yaml` that is not there names the shipped config (`shipped_config`)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = _resolve(Path(path))
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:

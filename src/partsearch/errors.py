@@ -34,6 +34,10 @@ class ConfigError(UserError):
         self.key = key
 
 
+class MissingExtraError(UserError):
+    """A module of an optional extra (pyproject.toml) is not installed; the message names the extra."""
+
+
 class WeightsError(UserError):
     """Pretrained weights could not be found; the message says where to get them."""
 

@@ -298,7 +298,6 @@ def _parts_section(parts: dict, token_maps: TokenMaps | None) -> str:
         regions = parts["token_regions"]
         head = "".join(f"<th>{esc(r)}</th>" for r in regions["regions"])
         rows = [(f"token {t + 1}", row) for t, row in enumerate(regions["attention"])]
-        rows += [(f"background token {t + 1}", row) for t, row in enumerate(regions.get("background_tokens", []))]
         body = "".join(f"<tr><th>{label}</th>" + "".join(f"<td>{v:.2f}</td>" for v in row) + "</tr>"
                        for label, row in rows)
         body += "<tr><th>area</th>" + "".join(f"<td>{v:.2f}</td>" for v in regions["area"]) + "</tr>"

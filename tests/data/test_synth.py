@@ -199,7 +199,7 @@ def test_every_image_has_a_part_mask_of_its_size(dataset, entries):
 
 
 def render_with_mask(person, view="front", occluded=False, seed=0):
-    image, mask = synth._render(person, synth.SKIN[0], view, occluded, (128, 64), np.random.default_rng(seed))
+    image, mask = synth.render(person, synth.SKIN[0], view, occluded, (128, 64), np.random.default_rng(seed))
     return np.asarray(image, np.float32), np.asarray(mask)
 
 
@@ -247,7 +247,7 @@ def test_a_mutation_that_brings_hair_back_gives_it_a_colour():
     person = {**PLAIN, "gender": "man", "hair_length": "bald"}
     del person["hair_color"]
     person["gender"] = "woman"  # a bald woman is made short-haired, and short hair has a colour
-    fixed = synth._normalise(dict(person))
+    fixed = synth.normalise(dict(person))
     assert fixed["hair_length"] == "short" and fixed["hair_color"] in synth.PARTS["hair_color"]
 
 

@@ -120,8 +120,7 @@ def test_background_bound_divides_the_largest_background_share_by_the_area():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("background_tokens", [0, 1])
-def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys, background_tokens):
+def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys):
     import yaml
 
     from partsearch.config import load_config
@@ -129,7 +128,7 @@ def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys, backgroun
 
     root = generate(tmp_path / "synth", num_ids=12, seed=0, size=(64, 32))
     config = tmp_path / "tiny.yaml"
-    overrides = [*tiny_overrides, f"data.root={root}", f"model.background_tokens={background_tokens}"]
+    overrides = [*tiny_overrides, f"data.root={root}"]
     config.write_text(yaml.safe_dump(load_config(None, overrides).to_dict()))
     run = tmp_path / "run"
     assert cli_main(["train", "--config", str(config), "--out", str(run), "--max-steps", "2"]) == 0
@@ -143,9 +142,6 @@ def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys, backgroun
     regions = np.array(data["token_regions"]["attention"])
     assert regions.shape == (2, len(parts.REGIONS)) and np.allclose(regions.sum(1), 1.0, atol=1e-4)
     assert "background-bound ratio" in printed and data["summary"]["background_bound"] > 0
-    background = np.array(data["token_regions"].get("background_tokens", np.zeros((0, len(parts.REGIONS)))))
-    assert background.shape == (background_tokens, len(parts.REGIONS))
-    assert np.allclose(background.sum(1), 1.0, atol=1e-4)
 
 
 def test_hair_colour_is_compared_only_between_equally_long_uncovered_hair():

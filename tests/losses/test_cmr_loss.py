@@ -104,39 +104,6 @@ def test_commonality_carries_no_gradient():
     assert not commonality(sim, torch.arange(4)).requires_grad
 
 
-def test_per_pair_loss_matches_hand_computation():
-    torch.manual_seed(3)
-    image = F.normalize(torch.randn(4, 2, 3), dim=-1)
-    text = F.normalize(torch.randn(4, 2, 3), dim=-1)
-    labels = torch.tensor([0, 0, 1, 2])
-
-    def term(s, a, negs):
-        margin = [max(0.2 * (1 - sigmoid((s(a, n) - s(a, a) + 0.1) / 0.05)), 0.05) for n in negs]
-        return max(0.0, max(m - s(a, a) + s(a, n) for m, n in zip(margin, negs)))
-
-    total = mean_per_direction(by_hand(image, text, labels.tolist(), term))
-    assert cmr_loss(image, text, labels, mode="per_pair").loss.item() == pytest.approx(total, abs=1e-5)
-
-
-def test_per_pair_margin_belongs_to_the_selected_negative_not_to_the_anchor():
-    # text anchor 0 with s(a, a+) = 0.5 and two negatives; soft rank gives the anchor one margin
-    # from the mean commonality of both, per pair the margin is that of the hardest one alone.
-    from partsearch.losses.cmr import _per_pair_cmr
-    s = torch.tensor([[0.5, 0.47, 0.2], [0.0, 0.9, 0.0], [0.0, 0.0, 0.9]]).unsqueeze(-1)  # rows = texts
-    out = _per_pair_cmr(s, torch.arange(3), alpha=0.2, min_margin=0.05, delta=0.1, temperature=0.05)
-    c_hardest = sigmoid((0.47 - 0.5 + 0.1) / 0.05)
-    assert out.commonality[1, 0, 0].item() == pytest.approx(c_hardest, abs=1e-6)
-    assert out.margin[1, 0, 0].item() == pytest.approx(max(0.2 * (1 - c_hardest), 0.05), abs=1e-6)
-    soft = commonality(s, torch.arange(3))[0, 0].item()
-    assert soft == pytest.approx((c_hardest + sigmoid((0.2 - 0.5 + 0.1) / 0.05)) / 2, abs=1e-6)
-
-
-def test_per_pair_commonality_carries_no_gradient_but_the_loss_does():
-    image = F.normalize(torch.randn(4, 2, 3), dim=-1).requires_grad_()
-    out = cmr_loss(image, F.normalize(torch.randn(4, 2, 3), dim=-1), torch.arange(4), mode="per_pair")
-    assert out.loss.requires_grad and not out.margin.requires_grad and not out.commonality.requires_grad
-
-
 def test_weighted_loss_matches_hand_computation():
     torch.manual_seed(4)
     image = F.normalize(torch.randn(4, 2, 3), dim=-1)

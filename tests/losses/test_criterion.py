@@ -57,7 +57,7 @@ def test_classifiers_are_shared_one_per_level_and_one_per_fine_part():
     assert len(crit.classifier_fine) == 4
 
 
-@pytest.mark.parametrize("override", [{"negatives": "easy"}, {"commonality": "hard"}, {"cmr": -1.0},
+@pytest.mark.parametrize("override", [{"commonality": "hard"}, {"cmr": -1.0},
                                       {"part_match_levels": ("fine", "hands")}, {"part_match_levels": ()}])
 def test_bad_loss_config_is_rejected_with_the_field_named(override):
     key = next(iter(override))
@@ -107,20 +107,6 @@ def test_the_ours_terms_are_present_when_weighted():
     assert "coarse_attention_cos" in crit.last_stats
 
 
-def test_attention_overlap_counts_the_background_tokens_with_the_coarse_ones():
-    from partsearch.losses.diversity import attention_overlap_loss
-
-    img, txt = embeddings(seed=0), embeddings(seed=1, tokens=7)
-    crit = PartSearchCriterion(LossConfig(), 4, 16, 3, 4)
-    without = crit(img, txt, LABELS)["attention_overlap"]
-    img.background_attention, txt.background_attention = img.attention[:, :1], txt.attention[:, :1]
-    losses = crit(img, txt, LABELS)
-    expected = torch.stack([attention_overlap_loss(torch.cat([img.attention, img.attention[:, :1]], 1)),
-                            attention_overlap_loss(torch.cat([txt.attention[:, :3], txt.attention[:, :1]], 1)),
-                            attention_overlap_loss(txt.attention[:, 3:])]).mean()
-    assert torch.allclose(losses["attention_overlap"], expected) and losses["attention_overlap"] > without
-
-
 def test_part_match_averages_the_fine_and_the_coarse_correspondence():
     from partsearch.losses.correspondence import part_correspondence_loss
 
@@ -139,6 +125,7 @@ def test_part_match_on_the_coarse_level_only_ignores_the_fine_parts():
     assert torch.allclose(crit(img, txt, LABELS)["part_match"], expected)
 
 
-def test_per_pair_commonality_needs_the_hardest_negative():
-    with pytest.raises(ConfigError, match="loss.commonality: per_pair.*hardest"):
-        PartSearchCriterion(replace(LossConfig(), commonality="per_pair", negatives="semihard"), 4, 16, 3, 4)
+def test_id_scale_is_the_scale_of_the_cosine_classifier():
+    crit = PartSearchCriterion(replace(LossConfig(), id_scale=5.0), 4, 16, 3, 4)
+    logits = crit.classifier_global(torch.randn(8, 16))
+    assert logits.abs().max() <= 5.0 + 1e-5 and logits.abs().max() > 1.0

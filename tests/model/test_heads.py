@@ -52,35 +52,6 @@ def test_fine_tokens_do_not_see_the_coarse_tokens():
     assert torch.allclose(before, decoder(memory, fine_queries=fine_queries).fine, atol=1e-6)
 
 
-def test_background_queries_read_the_memory_and_add_no_coarse_token():
-    torch.manual_seed(0)
-    decoder = SharedDecoder(16, num_coarse=3, layers=2, heads=4, dropout=0.0, num_background=2)
-    out = decoder(torch.randn(2, 10, 16), fine_queries=torch.randn(4, 16), need_weights=True)
-    assert out.coarse.shape == (2, 3, 16) and out.fine.shape == (2, 4, 16)
-    assert out.attention.shape == (2, 3, 10) and out.fine_attention.shape == (2, 4, 10)
-    assert out.background_attention.shape == (2, 2, 10)
-    assert torch.allclose(out.background_attention.sum(-1), torch.ones(2, 2))
-
-
-def test_coarse_tokens_see_the_background_queries_and_fine_tokens_do_not():
-    torch.manual_seed(0)
-    decoder = SharedDecoder(16, num_coarse=3, layers=2, heads=4, dropout=0.0, num_background=1)
-    memory, fine_queries = torch.randn(2, 10, 16), torch.randn(4, 16)
-    before = decoder(memory, fine_queries=fine_queries)
-    with torch.no_grad():
-        decoder.background_queries.normal_()
-    after = decoder(memory, fine_queries=fine_queries)
-    assert not torch.allclose(before.coarse, after.coarse, atol=1e-4)
-    assert torch.allclose(before.fine, after.fine, atol=1e-6)
-
-
-def test_without_background_queries_the_decoder_has_no_such_parameter():
-    decoder = SharedDecoder(16, num_coarse=3, layers=1, heads=4, dropout=0.0)
-    assert decoder.background_queries is None
-    assert not any("background" in name for name in decoder.state_dict())
-    assert decoder(torch.randn(1, 10, 16), need_weights=True).background_attention is None
-
-
 def test_foreground_map_peaks_at_one_per_image():
     attention = torch.softmax(torch.randn(3, 12), dim=-1)
     fg = foreground_map(attention, (4, 3))

@@ -179,7 +179,7 @@ def test_scores_are_absolute_and_a_query_nobody_matches_says_so(big_server, brow
 
 
 def test_fine_parts_are_named_by_their_body_region(big_server, browser):
-    from partsearch.eval.parts import stripe_regions
+    from partsearch.model.fine import stripe_regions
 
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     _search(page, big_server, "red", 3)

@@ -18,13 +18,14 @@ from partsearch.cli import main as cli
 from partsearch.config import Config, ModelConfig
 from partsearch.model.backbones import build_tokenizer
 from partsearch.errors import SearchIndexError
-from partsearch.eval.parts import stripe_regions
+from partsearch.model.fine import stripe_regions
 from partsearch.model.model import build_model
 from partsearch.model.similarity import level_similarities, similarity
 from partsearch.search.encoder import RunEncoder
 from partsearch.search.explain import explain
 from partsearch.search.searcher import Searcher
-from partsearch.train.checkpoint import FORMAT, load_run, save_checkpoint
+from partsearch.runs import FORMAT, load_run
+from partsearch.train.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.slow
 QUERY = "a man in a red jacket and blue trousers"

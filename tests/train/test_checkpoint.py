@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from partsearch.errors import CheckpointError
-from partsearch.train.checkpoint import (
-    FORMAT, load_checkpoint, load_state_checked, rng_state, save_checkpoint, set_rng_state,
-)
+from partsearch.runs import FORMAT, load_checkpoint, load_state_checked
+from partsearch.train.checkpoint import rng_state, save_checkpoint, set_rng_state
 
 
 def payload(value):

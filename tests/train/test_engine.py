@@ -10,7 +10,8 @@ from partsearch.config import ConfigError
 from partsearch.data.formats import load_dataset
 from partsearch.errors import CheckpointError
 from partsearch.losses.criterion import PartSearchCriterion
-from partsearch.train.checkpoint import load_checkpoint, load_run, save_checkpoint
+from partsearch.runs import load_checkpoint, load_run
+from partsearch.train.checkpoint import save_checkpoint
 from partsearch.train.engine import TrainingError, train
 
 
@@ -143,7 +144,7 @@ def test_non_finite_loss_stops_naming_the_step_and_the_last_good_checkpoint(tiny
 
 @pytest.mark.parametrize("override,key", [
     ("model.image_backbone=resnet5", "model.image_backbone"),
-    ("loss.negatives=easiest", "loss.negatives"),
+    ("loss.commonality=easiest", "loss.commonality"),
     ("train.optimizer=sgd", "train.optimizer"),
 ])
 def test_unknown_choice_stops_before_any_work(tiny_cfg, tmp_path, override, key):
@@ -188,7 +189,7 @@ def test_run_config_stores_a_relative_data_root_relative_to_the_run(tiny_cfg, sy
     import os
 
     from partsearch.config import load_config
-    from partsearch.train.checkpoint import run_data_path
+    from partsearch.runs import run_data_path
 
     monkeypatch.chdir(synth_root.parent)
     run = train(tiny_cfg("train.max_steps=1", f"data.root={synth_root.name}"), tmp_path / "run")

@@ -9,7 +9,7 @@ import torch._dynamo.exc
 from partsearch.config import Config, TrainConfig
 from partsearch.losses.criterion import PartSearchCriterion
 from partsearch.train import step as step_module
-from partsearch.train.checkpoint import load_checkpoint
+from partsearch.runs import load_checkpoint
 from partsearch.train.engine import TrainingError, train
 from partsearch.train.step import FiniteWatch, Stepper, is_compile_error
 
@@ -114,3 +114,44 @@ def test_channels_last_puts_the_image_backbone_s_conv_weights_in_nhwc(tiny_cfg):
     model, _, _ = build_parts(tiny_cfg("train.channels_last=true"), 8, 100, torch.device("cpu"))
     convs = [p for p in model.image_backbone.parameters() if p.ndim == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+
+class _Scale(torch.nn.Module):
+    """A one-parameter 'model': both embeddings are w * the images' sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, images, ids, mask):
+        out = self.w * images.sum()
+        return out, out
+
+
+def _toy_stepper(**train):
+    model = _Scale()
+    cfg = Config(train=TrainConfig(fused_optimizer=False, **train))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    criterion = lambda image, text, labels: {"loss": 10.0 * image}  # noqa: E731 - d loss / d w = 10 * sum
+    return model, Stepper(cfg, model, criterion, optimizer, scheduler, torch.device("cpu"))
+
+
+def _micro(stepper, value):
+    images = torch.full((1, 1, 1, 1), float(value))
+    stepper.micro_batch(images, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1), torch.zeros(1))
+
+
+def test_grad_clip_bounds_the_update():
+    model, stepper = _toy_stepper(grad_clip=0.5)
+    _micro(stepper, 1.0)  # gradient 10
+    stepper.optimizer_step()
+    assert model.w.item() == pytest.approx(1.0 - 0.5)
+
+
+def test_accumulate_averages_the_micro_batches_of_a_step():
+    model, stepper = _toy_stepper(accumulate=2)
+    _micro(stepper, 1.0)  # gradients 10 and 30, each divided by 2
+    _micro(stepper, 3.0)
+    stepper.optimizer_step()
+    assert model.w.item() == pytest.approx(1.0 - 20.0)

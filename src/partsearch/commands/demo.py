@@ -173,7 +173,6 @@ def run(args: argparse.Namespace) -> int:
                         f"test {stats['test']['images']} images, {stats['test']['captions']} captions"),
             ("model", f"{cfg.model.image_backbone} + {cfg.model.text_backbone} ({cfg.model.text_weights}), "
                       f"d={cfg.model.dim}, {cfg.model.num_coarse} coarse tokens"
-                      + (f" + {cfg.model.background_tokens} background" if cfg.model.background_tokens else "")
                       + f", {cfg.model.num_fine} parts"),
             ("run", str(run_dir)),
             ("level weights", f"(global, coarse, fine) = {tuple(run.cfg.model.similarity_weights)}"

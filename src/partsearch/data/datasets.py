@@ -30,7 +30,7 @@ def find_bad_images(records: list[Record], image_root: str | Path, max_pixels: i
                     progress: bool = False) -> list[tuple[Record, str]]:
     """Decode every record's image; returns (record, why) for each one that is missing, corrupt
     or over `max_pixels`, so bad files are found before training instead of mid-epoch."""
-    from tqdm import tqdm
+    from partsearch.progress import tqdm
 
     bad = []
     for record in tqdm(records, desc="checking images", unit="img", disable=not progress):

@@ -1,12 +1,10 @@
 """Image transforms (torchvision.transforms.v2), after the ResNet/BERT person-search lineage:
 resize, horizontal flip, pad + random crop, normalise, random erasing (METHOD.md, Training defaults).
-[ours] Optional augmentation for real crops: colour jitter, Gaussian blur, and widening the box
-as a detector's looser box would."""
+[ours] Optional augmentation for real crops: colour jitter and Gaussian blur."""
 
 from __future__ import annotations
 
 import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from partsearch.config import DataConfig
@@ -22,8 +20,6 @@ def build_transforms(data_cfg: DataConfig, train: bool, mean: tuple[float, float
     if train:
         if data_cfg.flip:
             steps.append(v2.RandomHorizontalFlip())
-        if data_cfg.widen > 0:
-            steps.append(Widen(data_cfg.widen))
         if data_cfg.pad_crop > 0:
             steps += [v2.Pad(data_cfg.pad_crop), v2.RandomCrop(size)]
         steps += photometric(data_cfg)
@@ -48,26 +44,3 @@ def photometric(data_cfg: DataConfig) -> list:
         steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 0.3 * kernel))], p=data_cfg.blur))
     return steps
 
-
-class Widen(torch.nn.Module):
-    """Widen a uint8 image `(C, H, W)` by a random factor in `[1, 1 + amount]` and resize it back to
-    its width, so the person in it gets narrower, as in a detector's box (HOG's leaves about half
-    the width to the background). The margin is split at random between left and right and filled
-    with the median colour of the image's top row and side columns, its background in a crop."""
-
-    def __init__(self, amount: float):
-        super().__init__()
-        self.amount = amount
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        _, h, w = image.shape
-        extra = round(w * self.amount * float(torch.rand(())))
-        if extra == 0:
-            return image
-        left = int(torch.randint(0, extra + 1, ()))
-        plain = image.as_subclass(torch.Tensor)
-        border = torch.cat([plain[:, 0, :], plain[:, :, 0], plain[:, :, -1]], dim=1)
-        fill = border.float().median(dim=1).values.round().to(image.dtype)
-        canvas = fill[:, None, None].expand(-1, h, w + extra).clone()
-        canvas[:, :, left:left + w] = plain
-        return tv_tensors.Image(v2.functional.resize(canvas, [h, w], antialias=True))

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from partsearch.config import Config
 from partsearch.data.datasets import build_gallery_loader, build_query_loader
@@ -32,6 +31,7 @@ from partsearch.eval.metrics import retrieval_metrics
 from partsearch.model.backbones import build_image_transform
 from partsearch.model.model import Embeddings
 from partsearch.model.similarity import fold_gallery, fold_query
+from partsearch.progress import tqdm
 
 Weights = tuple[float, float, float]
 COLUMNS = ("R1", "R5", "R10", "mAP", "mINP")

@@ -20,11 +20,10 @@ cannot show it; these figures can (METHOD.md, "Measuring the parts"):
   over the person (mask > 0, as area fractions at the token grid) divided by its mean over the
   background. 1.0 means A does not tell the person from the floor.
 - **token regions**: per coarse token, how its attention mass splits over the mask regions
-  (background, head, upper body, lower body, shoes, carried item), next to their share of the area;
-  the same for the background tokens (`model.background_tokens`), if any. The headline figure is
-  the background-bound ratio: the largest share of one coarse token's attention on the background,
-  divided by the background's share of the area. Above 1.0 a token favours the floor over the
-  person.
+  (background, head, upper body, lower body, shoes, carried item), next to their share of the area.
+  The headline figure is the background-bound ratio: the largest share of one coarse token's
+  attention on the background, divided by the background's share of the area. Above 1.0 a token
+  favours the floor over the person.
 
 `diagnose(model, cfg, records, image_root, data_root, device)` returns all of it as a dict;
 `summary(d)` the few figures the eval JSON and the demo report carry.
@@ -48,7 +47,7 @@ from partsearch.data.formats import Record
 from partsearch.device import autocast
 from partsearch.errors import DataError
 from partsearch.model.backbones import build_image_transform
-from partsearch.model.fine import foreground_map
+from partsearch.model.fine import foreground_map, stripe_regions
 
 # Attributes whose localisation is measured, head to feet, and the words that show a caption
 # mentions them (SynthPEDES always describes the upper and lower garment).
@@ -56,19 +55,6 @@ ATTRIBUTES = ("hair_color", "upper_color", "lower_color", "shoe_color")
 _MENTION = {"hair_color": r"\bhair\b", "upper_color": r".", "lower_color": r".", "shoe_color": r"\b(shoes|sneakers)\b"}
 REGIONS = ("background", "head", "upper body", "lower body", "shoes", "carried item")
 MAX_PAIRS = 20000
-
-
-def stripe_regions(parts: int) -> list[str]:
-    """Body-region names of P horizontal stripes of a pedestrian crop, from each stripe's centre
-    (in a standing pedestrian crop the head takes about the top sixth, the feet the bottom
-    eighth); names that repeat are numbered top to bottom ("legs 1", "legs 2")."""
-    bounds = ((0.15, "head"), (0.30, "shoulders"), (0.50, "torso"), (0.66, "hips"), (0.86, "legs"), (1.01, "feet"))
-    names = [next(name for top, name in bounds if (i + 0.5) / parts < top) for i in range(parts)]
-    out = []
-    for i, name in enumerate(names):
-        same = [j for j, n in enumerate(names) if n == name]
-        out.append(name if len(same) == 1 else f"{name} {same.index(i) + 1}")
-    return out
 
 
 def mean_pairwise_cosine(tokens: torch.Tensor) -> float:
@@ -200,7 +186,7 @@ def token_regions(attention: torch.Tensor, fractions: torch.Tensor) -> torch.Ten
 
 @torch.inference_mode()
 def _encode(model: nn.Module, cfg: Config, records: list[Record], image_root: Path, device: torch.device, tokenizer):
-    image_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": [], "attention": [], "background": []}
+    image_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": [], "attention": []}
     text_parts: dict[str, list[torch.Tensor]] = {"fine": [], "coarse": []}
     with autocast(device, cfg.train.precision):
         for batch in build_gallery_loader(cfg, records, image_root, build_image_transform(cfg.model, cfg.data, train=False),
@@ -209,14 +195,12 @@ def _encode(model: nn.Module, cfg: Config, records: list[Record], image_root: Pa
             emb = model.encode_image(images, keep_attention=True)  # one pass for embeddings and maps
             image_parts["fine"].append(emb.fine.float().cpu())
             image_parts["coarse"].append(emb.coarse.float().cpu())
-            for key, maps in (("attention", emb.attention), ("background", emb.background_attention)):
-                if maps is not None:
-                    image_parts[key].append(maps.float().unflatten(2, emb.foreground.shape[1:]).cpu())
+            image_parts["attention"].append(emb.attention.float().unflatten(2, emb.foreground.shape[1:]).cpu())
         for batch in build_query_loader(cfg, records, tokenizer, cfg.eval.batch_size):
             emb = model.encode_text(batch["ids"].to(device), batch["mask"].to(device))
             text_parts["fine"].append(emb.fine.float().cpu())
             text_parts["coarse"].append(emb.coarse.float().cpu())
-    return ({k: torch.cat(v) for k, v in image_parts.items() if v}, {k: torch.cat(v) for k, v in text_parts.items()})
+    return ({k: torch.cat(v) for k, v in image_parts.items()}, {k: torch.cat(v) for k, v in text_parts.items()})
 
 
 def diagnose(
@@ -282,8 +266,6 @@ def diagnose(
             "attention": token_regions(img["attention"], fractions).tolist(),
             "area": fractions.mean(dim=(0, 2, 3)).tolist(),
         }
-        if "background" in img:
-            out["token_regions"]["background_tokens"] = token_regions(img["background"], fractions).tolist()
     return out
 
 
@@ -354,8 +336,6 @@ def format_report(diag: dict[str, Any]) -> str:
         lines.append(f"  {'':>8}" + "".join(f"{r:>13}" for r in regions["regions"]))
         for t, row in enumerate(regions["attention"]):
             lines.append(f"  token {t + 1:<2}" + "".join(f"{v:13.2f}" for v in row))
-        for t, row in enumerate(regions.get("background_tokens", [])):
-            lines.append(f"  bg tok {t + 1:<1}" + "".join(f"{v:13.2f}" for v in row))
         lines.append(f"  {'area':>8}" + "".join(f"{v:13.2f}" for v in regions["area"]))
         lines.append(f"background-bound ratio (the most background-bound token's share there / the area's; "
                      f"above 1.00 it favours the floor): {s['background_bound']:.2f}")

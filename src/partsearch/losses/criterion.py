@@ -20,7 +20,7 @@ from partsearch.losses.contrastive import infonce_from_similarity, infonce_loss,
 from partsearch.losses.correspondence import part_correspondence_loss
 from partsearch.losses.diversity import attention_overlap_loss, diversity_loss, off_diagonal, pairwise_cosine
 from partsearch.losses.id import CosineClassifier, id_loss
-from partsearch.losses.ranking import NEGATIVES, ranking_loss
+from partsearch.losses.ranking import ranking_loss
 from partsearch.model.similarity import global_cosines, mean_token_cosines, token_cosines
 
 PART_MATCH_LEVELS = ("coarse", "fine")
@@ -29,8 +29,6 @@ TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr
 
 def check_loss_config(cfg: LossConfig) -> None:
     """Raise ConfigError for a value the losses cannot use (before any work is done)."""
-    if cfg.negatives not in NEGATIVES:
-        raise ConfigError(f"loss.negatives: unknown value {cfg.negatives!r}; use one of {', '.join(NEGATIVES)}")
     if cfg.commonality not in COMMONALITY:
         raise ConfigError(
             f"loss.commonality: unknown value {cfg.commonality!r}; use one of {', '.join(COMMONALITY)}"
@@ -39,9 +37,6 @@ def check_loss_config(cfg: LossConfig) -> None:
     if not levels or len(set(levels)) != len(levels) or any(level not in PART_MATCH_LEVELS for level in levels):
         raise ConfigError(f"loss.part_match_levels: expected one or both of {list(PART_MATCH_LEVELS)} "
                           f"without repeats, got {list(levels)}")
-    if cfg.commonality == "per_pair" and cfg.negatives != "hardest":
-        raise ConfigError("loss.commonality: per_pair picks the negative with the largest hinge and is only "
-                          f"defined with loss.negatives=hardest, got {cfg.negatives!r}")
     for name in TERMS:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"loss.{name}: a loss weight must be >= 0, got {getattr(cfg, name)}")
@@ -50,12 +45,6 @@ def check_loss_config(cfg: LossConfig) -> None:
     for name in ("cmr_temperature", "contrastive_temperature", "id_scale"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"loss.{name}: must be > 0, got {getattr(cfg, name)}")
-
-
-def _with_background(attention: torch.Tensor, emb: Any) -> torch.Tensor:
-    """The coarse tokens' attention `(B, N_c, N)` followed by the background tokens' `(B, K, N)`."""
-    background = getattr(emb, "background_attention", None)
-    return attention if background is None else torch.cat([attention, background], dim=1)
 
 
 class PartSearchCriterion(nn.Module):
@@ -89,32 +78,31 @@ class PartSearchCriterion(nn.Module):
         """image_emb, text_emb: `Embeddings` (global_ (B, d), coarse (B, N_c, d), fine (B, P, d));
         labels: (B,) contiguous train identities. Returns {term: weight * loss}."""
         cfg = self.cfg
-        smooth = cfg.label_smoothing
         losses: dict[str, torch.Tensor] = {}
         stats: dict[str, torch.Tensor] = {}
         if cfg.id_global > 0:
             losses["id_global"] = cfg.id_global * id_loss(
-                self.classifier_global, image_emb.global_, text_emb.global_, labels, smooth)
+                self.classifier_global, image_emb.global_, text_emb.global_, labels)
         if cfg.id_coarse > 0:
             losses["id_coarse"] = cfg.id_coarse * id_loss(
-                self.classifier_coarse, image_emb.coarse.flatten(1), text_emb.coarse.flatten(1), labels, smooth)
+                self.classifier_coarse, image_emb.coarse.flatten(1), text_emb.coarse.flatten(1), labels)
         if cfg.id_fine > 0:
             per_part = [
-                id_loss(head, image_emb.fine[:, p], text_emb.fine[:, p], labels, smooth)
+                id_loss(head, image_emb.fine[:, p], text_emb.fine[:, p], labels)
                 for p, head in enumerate(self.classifier_fine)
             ]
             losses["id_fine"] = cfg.id_fine * torch.stack(per_part).mean()
         if cfg.rank_global > 0:
             sim = global_cosines(text_emb.global_.float(), image_emb.global_.float())
-            losses["rank_global"] = cfg.rank_global * ranking_loss(sim, labels, cfg.margin, cfg.negatives)
+            losses["rank_global"] = cfg.rank_global * ranking_loss(sim, labels, cfg.margin)
         if cfg.rank_coarse > 0:
             sim = mean_token_cosines(text_emb.coarse.float(), image_emb.coarse.float())
-            losses["rank_coarse"] = cfg.rank_coarse * ranking_loss(sim, labels, cfg.margin, cfg.negatives)
+            losses["rank_coarse"] = cfg.rank_coarse * ranking_loss(sim, labels, cfg.margin)
         if cfg.cmr > 0:
             out = cmr_loss(
                 image_emb.fine.float(), text_emb.fine.float(), labels,
                 alpha=cfg.cmr_alpha, min_margin=cfg.cmr_min_margin, delta=cfg.cmr_delta,
-                temperature=cfg.cmr_temperature, mode=cfg.commonality, negatives=cfg.negatives,
+                temperature=cfg.cmr_temperature, mode=cfg.commonality,
             )
             losses["cmr"] = cfg.cmr * out.loss
             stats["cmr_margin"] = out.margin.mean()
@@ -127,10 +115,9 @@ class PartSearchCriterion(nn.Module):
             if getattr(image_emb, "attention", None) is None or getattr(text_emb, "attention", None) is None:
                 raise ValueError("loss.attention_overlap needs the token attention maps of a model in training mode")
             n_c = image_emb.coarse.shape[1]
-            # the background tokens, if any, are in the coarse group: the parts keep off what they read
             losses["attention_overlap"] = cfg.attention_overlap * torch.stack([
-                attention_overlap_loss(_with_background(image_emb.attention, image_emb)),
-                attention_overlap_loss(_with_background(text_emb.attention[:, :n_c], text_emb)),
+                attention_overlap_loss(image_emb.attention),
+                attention_overlap_loss(text_emb.attention[:, :n_c]),
                 attention_overlap_loss(text_emb.attention[:, n_c:]),
             ]).mean()
         if cfg.part_match > 0:

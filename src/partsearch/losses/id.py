@@ -35,7 +35,6 @@ def id_loss(
     image_feat: torch.Tensor,
     text_feat: torch.Tensor,
     labels: torch.Tensor,
-    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """L_ID = (CE(W x_v, y) + CE(W x_t, y)) / 2 with ONE classifier W for both modalities.
 
@@ -44,7 +43,4 @@ def id_loss(
     """
     image_logits = classifier(image_feat).float()
     text_logits = classifier(text_feat).float()
-    return 0.5 * (
-        F.cross_entropy(image_logits, labels, label_smoothing=label_smoothing)
-        + F.cross_entropy(text_logits, labels, label_smoothing=label_smoothing)
-    )
+    return 0.5 * (F.cross_entropy(image_logits, labels) + F.cross_entropy(text_logits, labels))

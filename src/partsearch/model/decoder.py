@@ -8,11 +8,6 @@ self-attention among the queries, cross-attention to the memory, feed-forward; 8
 tokens run in the same pass as the coarse ones (the memory's keys and values are projected once)
 with a block-diagonal self-attention mask, so each group sees only itself: the result is that of
 two separate passes.
-[ours] `num_background` extra shared queries (`model.background_tokens`, off by default) join the
-coarse group: they read the memory like the coarse tokens and their outputs are dropped. They are
-meant to give what the parts do not read (background, filler words) an owner of its own, so that
-the attention-overlap loss (`losses/diversity.py`) keeps the part tokens off it instead of handing
-it to one of them; on the demo that happened in one seed of two (METHOD.md, item 9).
 """
 
 from __future__ import annotations
@@ -29,15 +24,12 @@ class DecoderOutput(NamedTuple):
     """coarse `(B, N_c, d)`; fine `(B, P, d)` when fine queries were given; attention
     `(B, N_c, N)` when asked for: each coarse token's cross-attention weights averaged over heads
     and layers (each row sums to 1 over the memory); their mean over tokens is the raw foreground
-    map. fine_attention `(B, P, N)`: the same for the fine queries, when given and asked for.
-    background_attention `(B, K, N)`: the same for the K background queries, when there are any
-    and it is asked for."""
+    map. fine_attention `(B, P, N)`: the same for the fine queries, when given and asked for."""
 
     coarse: torch.Tensor
     fine: torch.Tensor | None
     attention: torch.Tensor | None
     fine_attention: torch.Tensor | None = None
-    background_attention: torch.Tensor | None = None
 
 
 def query_tokens(count: int, dim: int, std: float) -> nn.Parameter:
@@ -71,14 +63,12 @@ class DecoderLayer(nn.Module):
 
 class SharedDecoder(nn.Module):
     """`forward(memory (B, N, d), memory_mask (B, N) | None, fine_queries (P, d) | None,
-    need_weights) -> DecoderOutput`; `coarse_queries` `(N_c, d)` are the shared tokens Q_c,
-    `background_queries` `(K, d)` (only when K > 0) the background tokens."""
+    need_weights) -> DecoderOutput`; `coarse_queries` `(N_c, d)` are the shared tokens Q_c."""
 
     def __init__(self, dim: int, num_coarse: int, layers: int, heads: int, dropout: float,
-                 query_init_std: float = 0.02, num_background: int = 0) -> None:
+                 query_init_std: float = 0.02) -> None:
         super().__init__()
         self.coarse_queries = query_tokens(num_coarse, dim, query_init_std)
-        self.background_queries = query_tokens(num_background, dim, query_init_std) if num_background > 0 else None
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
@@ -91,14 +81,11 @@ class SharedDecoder(nn.Module):
     ) -> DecoderOutput:
         n_c = self.coarse_queries.shape[0]
         queries, self_mask = self.coarse_queries, None
-        if self.background_queries is not None:
-            queries = torch.cat([queries, self.background_queries])
-        n_shared = queries.shape[0]  # coarse and background: one self-attention group
         if fine_queries is not None:
             queries = torch.cat([queries, fine_queries])
             # int8, not bool: inductor's range analysis in torch 2.11 fails on `==` between two
             # boolean tensors (pytorch#188231, fixed by #191886 in 2.14), which broke torch.compile
-            group = (torch.arange(len(queries), device=memory.device) >= n_shared).to(torch.int8)
+            group = (torch.arange(len(queries), device=memory.device) >= n_c).to(torch.int8)
             self_mask = group[:, None] == group[None, :]
         # A copy, not an expand() view: a view of a parameter made under no_grad still claims
         # requires_grad without a grad_fn, which trips module hooks (FlopCounterMode, DDP).
@@ -110,12 +97,10 @@ class SharedDecoder(nn.Module):
             if need_weights:
                 mean = weights.mean(dim=1)
                 attention = mean if attention is None else attention + mean
-        fine_attention = background_attention = None
+        fine_attention = None
         if attention is not None:
             attention = attention / len(self.layers)
-            fine_attention = attention[:, n_shared:] if fine_queries is not None else None
-            background_attention = attention[:, n_c:n_shared] if n_shared > n_c else None
+            fine_attention = attention[:, n_c:] if fine_queries is not None else None
             attention = attention[:, :n_c]
         x = self.norm(x)
-        return DecoderOutput(x[:, :n_c], x[:, n_shared:] if fine_queries is not None else None, attention,
-                             fine_attention, background_attention)
+        return DecoderOutput(x[:, :n_c], x[:, n_c:] if fine_queries is not None else None, attention, fine_attention)

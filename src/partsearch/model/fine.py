@@ -28,6 +28,19 @@ def stripe_bounds(height: int, parts: int) -> list[tuple[int, int]]:
     return [((i * height) // parts, -((-(i + 1) * height) // parts)) for i in range(parts)]
 
 
+def stripe_regions(parts: int) -> list[str]:
+    """Body-region names of P horizontal stripes of a pedestrian crop, from each stripe's centre
+    (in a standing pedestrian crop the head takes about the top sixth, the feet the bottom
+    eighth); names that repeat are numbered top to bottom ("legs 1", "legs 2")."""
+    bounds = ((0.15, "head"), (0.30, "shoulders"), (0.50, "torso"), (0.66, "hips"), (0.86, "legs"), (1.01, "feet"))
+    names = [next(name for top, name in bounds if (i + 0.5) / parts < top) for i in range(parts)]
+    out = []
+    for i, name in enumerate(names):
+        same = [j for j, n in enumerate(names) if n == name]
+        out.append(name if len(same) == 1 else f"{name} {same.index(i) + 1}")
+    return out
+
+
 def stripe_pool(memory: torch.Tensor, foreground: torch.Tensor | None, parts: int,
                 grid: tuple[int, int] | None = None) -> torch.Tensor:
     """memory M_v `(B, h*w, d)`, foreground A `(B, h, w)` -> fine embeddings `(B, P, d)`: the

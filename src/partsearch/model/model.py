@@ -28,15 +28,13 @@ class Embeddings:
     `global_` has a trailing underscore only because `global` is a Python keyword.
     `attention` (training only, for the token diversity loss): each query token's cross-attention
     over the memory `(B, T, N)`, averaged over heads and layers; T = N_c for images, N_c + P
-    (coarse, then fine) for texts. `background_attention` `(B, K, N)`: the same for the K
-    background tokens (`model.background_tokens`), when there are any and `attention` is kept."""
+    (coarse, then fine) for texts."""
 
     global_: torch.Tensor
     coarse: torch.Tensor
     fine: torch.Tensor
     foreground: torch.Tensor | None = None
     attention: torch.Tensor | None = None
-    background_attention: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Embeddings:
         fg = None if self.foreground is None else self.foreground.to(device)
@@ -85,12 +83,8 @@ class PartSearchModel(nn.Module):
             raise ConfigError(f"model.query_init_std must be > 0, got {cfg.query_init_std}")
         self.fine_source = cfg.fine_source
         self.shared_decoder = SharedDecoder(
-            cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std,
-            cfg.background_tokens)
-        self.fine_center = cfg.fine_center
-        self.foreground_grad = cfg.foreground_grad
+            cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std)
         self.fine_foreground = cfg.fine_foreground
-        self.fine_head = nn.Sequential(nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, cfg.dim)) if cfg.fine_head else None
         self.fine_text_queries = query_tokens(cfg.num_fine, cfg.dim, cfg.query_init_std)
 
     def encode_image(self, images: torch.Tensor, keep_attention: bool = False) -> Embeddings:
@@ -106,15 +100,13 @@ class PartSearchModel(nn.Module):
         projected, memory = self.image_encoder(out.tokens)
         decoded = self.shared_decoder(memory, need_weights=True)
         coarse, foreground = decoded.coarse, foreground_map(decoded.attention, out.grid)
-        weights = None if not self.fine_foreground else foreground if self.foreground_grad else foreground.detach()
+        # [ours] the map is shaped by the coarse tokens alone: the fine losses do not reach it
+        # through the stripe pooling (METHOD.md, "Making the parts form")
+        weights = foreground.detach() if self.fine_foreground else None
         fine = stripe_pool(memory if self.fine_source == "memory" else projected, weights, self.num_fine, out.grid)
-        if self.fine_head is not None:
-            fine = self.fine_head(fine)
-        if self.fine_center:
-            fine = fine - fine.mean(dim=1, keepdim=True)
         keep = self.training or keep_attention
         return Embeddings(_normalize(global_max_pool(projected)), _normalize(coarse), _normalize(fine), foreground,
-                          decoded.attention if keep else None, decoded.background_attention if keep else None)
+                          decoded.attention if keep else None)
 
     @torch.no_grad()
     def token_attention(self, images: torch.Tensor) -> torch.Tensor:
@@ -127,9 +119,8 @@ class PartSearchModel(nn.Module):
         projected, memory = self.text_encoder(out.tokens, out.mask)
         decoded = self.shared_decoder(memory, out.mask, fine_queries=self.fine_text_queries, need_weights=self.training)
         attention = torch.cat([decoded.attention, decoded.fine_attention], dim=1) if self.training else None
-        fine = decoded.fine - decoded.fine.mean(dim=1, keepdim=True) if self.fine_center else decoded.fine
         return Embeddings(_normalize(global_max_pool(projected, out.mask)), _normalize(decoded.coarse),
-                          _normalize(fine), attention=attention, background_attention=decoded.background_attention)
+                          _normalize(decoded.fine), attention=attention)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[Embeddings, Embeddings]:
         return self.encode_image(images), self.encode_text(ids, mask)

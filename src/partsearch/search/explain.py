@@ -25,7 +25,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from partsearch.eval.parts import stripe_regions
+from partsearch.model.fine import stripe_regions
 from partsearch.data.images import MAX_IMAGE_PIXELS, decode_image
 from partsearch.search.searcher import MAX_QUERY_CHARS, Searcher, coarse_display, part_cosines, validate_query
 

@@ -65,12 +65,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from partsearch.config import DataConfig
 from partsearch.data.images import ACCEPTED_FORMATS, ImageRejected, decode_image
 from partsearch.errors import DataError, SearchIndexError, UnknownImage
 from partsearch.files import atomic_path
+from partsearch.progress import tqdm
 from partsearch.search.encoder import Encoder
 from partsearch.search.store import (FORMAT, Entry, Generation, IndexStore, RowStack, check_model, portable_source,
                                      storage)

@@ -18,7 +18,7 @@ import torch
 
 from partsearch.errors import QueryError, SearchIndexError, UnknownImage, UnsafeFile
 from partsearch.files import regular_file_within
-from partsearch.eval.parts import stripe_regions
+from partsearch.model.fine import stripe_regions
 from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.store import Entry, Generation, IndexStore, check_model
@@ -56,7 +56,7 @@ class SearchResult:
     score: float  # s(v, t) = w_g global + w_c coarse + w_f fine
     levels: dict[str, float]  # "global", "coarse", "fine": cosine, mean over tokens/parts
     parts: dict[str, list[float]]  # "coarse": N_c cosines, "fine": P cosines (stripe i <-> text token i)
-    regions: list[str]  # body region of each fine stripe, head to feet (`eval.parts.stripe_regions`)
+    regions: list[str]  # body region of each fine stripe, head to feet (`model.fine.stripe_regions`)
     name: str
     relpath: str  # relative to the images root (or to uploads/)
     source: str

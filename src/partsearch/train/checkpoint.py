@@ -24,10 +24,6 @@ import torch
 
 from partsearch.config import Config, from_dict
 from partsearch.files import atomic_path
-from partsearch.runs import (  # noqa: F401  (the read side, re-exported for the trainer)
-    FORMAT, LoadedRun, config_differences, fingerprint, load_checkpoint, load_run, load_state_checked,
-    resolve_checkpoint, run_data_path,
-)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

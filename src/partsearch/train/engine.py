@@ -44,10 +44,8 @@ from partsearch.files import write_text_atomic
 from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import check_loss_config
 from partsearch.train import distributed
-from partsearch.train.checkpoint import (
-    FORMAT, config_differences, link_checkpoint, load_checkpoint, load_state_checked, portable_config, rng_state,
-    save_checkpoint, set_rng_state,
-)
+from partsearch.runs import FORMAT, config_differences, load_checkpoint, load_state_checked
+from partsearch.train.checkpoint import link_checkpoint, portable_config, rng_state, save_checkpoint, set_rng_state
 from partsearch.train.optim import build_scheduler, check_train_config
 from partsearch.train.step import Stepper, build_parts
 
@@ -465,7 +463,7 @@ def _bar_extent(batches: int, skip: int, epoch: int, step: int, steps_per_epoch:
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from partsearch.progress import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
 

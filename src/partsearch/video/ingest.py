@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from partsearch.errors import DataError, StorageError
 from partsearch.files import atomic_path, write_text_atomic
+from partsearch.progress import tqdm
 from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
 from partsearch.video.detect import Detector, PersonBox, build_detector
 from partsearch.video.settings import IngestSettings
