@@ -172,3 +172,13 @@ def test_the_report_shows_a_warning_in_red_above_the_summary():
 
     page = render_report(Report(title="t", summary=[("a", "b")], metrics={}, curves={}, warning="stopped at step 3"))
     assert page.index('color:#c00') < page.index('class="summary"') and "stopped at step 3" in page
+
+
+def test_the_demo_config_comes_from_the_package_so_it_runs_outside_a_checkout():
+    from pathlib import Path
+
+    import partsearch
+    from partsearch.demo import config_path
+
+    path = config_path()
+    assert path.is_file() and Path(partsearch.__file__).parent in path.resolve().parents

@@ -419,6 +419,16 @@ def _resolve(path: Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
+def find_config(path: str | Path) -> Path:
+    """The config file a user named: the file itself, or the shipped config of that name
+    (`_resolve`); a ConfigError naming the shipped ones when there is neither."""
+    found = _resolve(Path(path))
+    if not found.is_file():
+        shipped = ", ".join(sorted(p.name for p in SHIPPED_CONFIGS.glob("*.yaml")))
+        raise ConfigError(f"--config {path}: no such file, and no shipped config of that name ({shipped})")
+    return found
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config file (or only defaults when `path` is None) and apply overrides. A
     relative `configs/NAME.yaml` that is not there names the shipped config (`shipped_config`)."""

@@ -28,11 +28,11 @@ MARKER = ".partsearch-demo"
 
 
 def config_path(name: str = "synth_cpu.yaml") -> Path:
-    """The repository's `configs/` file (the demo runs from a source checkout, as `make demo` does)."""
-    path = Path(__file__).resolve().parents[2] / "configs" / name
-    if not path.is_file():
-        raise UserError(f"config {path} not found; run the demo from a partsearch source checkout (make demo)")
-    return path
+    """The demo's config as it ships inside the package, so `partsearch demo` runs from any folder
+    after `pip install partsearch`, not only from a checkout."""
+    from partsearch.config import shipped_config
+
+    return shipped_config(name)
 
 
 def cut_short(run_dir: Path) -> str | None:

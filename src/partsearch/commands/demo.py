@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if args.run and args.config:
         raise UserError(f"--run {args.run} reuses a trained run as it is; --config {args.config} applies only "
                         "to training: drop one of them")
-    if args.config and not Path(args.config).is_file():
-        raise UserError(f"--config {args.config}: no such file; the shipped ones are in configs/ "
-                        "(synth_cpu.yaml, synth_cpu_footage.yaml)")
+    if args.config:
+        from partsearch.config import find_config
+
+        args.config = str(find_config(args.config))
     missing = [v for v in args.video if not Path(v).exists()]
     if missing:
         raise UserError(f"--video {missing[0]}: no such file or folder")
