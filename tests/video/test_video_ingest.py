@@ -55,7 +55,7 @@ def test_every_record_names_its_crop_video_frame_time_box_track_and_score(street
     records = read_records(out)
     assert records and records == [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     for r in records:
-        assert set(r) == {"crop", "video", "frame", "time", "box", "track", "score"}
+        assert set(r) == {"crop", "video", "camera", "frame", "time", "wall_time", "box", "track", "score"}
         assert (out / r["video"]).resolve() == street.path.resolve()
         assert r["time"] == pytest.approx(r["frame"] / street.fps)
         x1, y1, x2, y2 = r["box"]

@@ -14,8 +14,10 @@ Layout of GALLERY_DIR (format `partsearch-ingest/1`, docs/VIDEO.md):
     .lock                      flock held by the running ingest
 
 A record: {"crop": path relative to GALLERY_DIR, "video": the video's path relative to
-GALLERY_DIR, "frame": index in the video, "time": seconds, "box": [x1, y1, x2, y2] frame pixels
-(x2, y2 exclusive), "track": track id within the video (1, 2, ...), "score": detector score}.
+GALLERY_DIR, "camera": the camera's name, "frame": index in the video, "time": seconds into it,
+"wall_time": ISO 8601 date-time with its UTC offset, or null when the video's start is unknown,
+"box": [x1, y1, x2, y2] frame pixels (x2, y2 exclusive), "track": track id within the video
+(1, 2, ...), "score": detector score}. Camera and start: `partsearch.video.cameras`.
 
 Crash safety: a video's crops and records are written under .work/ and the folder is renamed into
 crops/ in one step once its records and marker are complete, so crops/ never holds part of a video
@@ -43,6 +45,7 @@ from tqdm import tqdm
 
 from partsearch.errors import DataError, StorageError
 from partsearch.files import atomic_path
+from partsearch.video.cameras import VideoSource, resolve_sources, with_source_fields
 from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
 from partsearch.video.detect import Detector, PersonBox, build_detector
 from partsearch.video.settings import IngestSettings
@@ -123,7 +126,7 @@ def read_records(out_dir: str | Path) -> list[dict]:
     records = []
     for folder in finished_videos(out_dir):
         with open(folder / RECORDS, encoding="utf-8") as f:
-            records += [json.loads(line) for line in f if line.strip()]
+            records += [with_source_fields(json.loads(line)) for line in f if line.strip()]
     return records
 
 
@@ -166,13 +169,17 @@ def ingest(
     progress: bool = True,
     device: str = "cpu",
     on_frame: Callable[[str, int], None] | None = None,
+    camera: str | None = None,
+    start: str | None = None,
 ) -> IngestReport:
     """Ingest `videos` (files or folders of them) into the gallery `out_dir`.
 
     `detector` overrides `settings.detector` (tests inject one). `on_frame(name, n)` is called
     after the n-th sampled frame of a video is processed (the crash tests kill the process there).
     A video that cannot be decoded is reported and skipped; DataError when none of the videos
-    could be ingested or found finished.
+    could be ingested or found finished. `camera` and `start` (ISO 8601) name the camera of every
+    video and the start of the one video given; otherwise each video's sidecar or file stem does
+    (`partsearch.video.cameras`).
     """
     if settings.fps is not None and not settings.fps > 0:
         raise DataError(f"--fps {settings.fps}: must be positive")
@@ -188,6 +195,7 @@ def ingest(
             raise DataError(f"{keys[key]} and {path} would both be stored as crops/{key}; ingest them into "
                             "different --out folders, or give their parent folder so their names differ")
         keys[key] = path
+    sources = dict(zip(keys, resolve_sources(list(keys.values()), camera, start)))
     detector = detector if detector is not None else build_detector(settings.detector, device)
     wanted = _settings_dict(settings, detector)
     out_dir = Path(out_dir)
@@ -201,11 +209,13 @@ def ingest(
         for key, path in keys.items():
             final = out_dir / "crops" / key
             marker = read_marker(final)
-            if marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path):
+            if (marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path)
+                    and marker.get("source") == sources[key].as_dict()):
                 report.videos.append(VideoReport(key, str(path), "skipped"))
                 continue
             try:
-                report.videos.append(_ingest_video(path, key, out_dir, settings, wanted, detector, progress, on_frame))
+                report.videos.append(_ingest_video(path, key, sources[key], out_dir, settings, wanted, detector,
+                                                   progress, on_frame))
             except VideoError as err:
                 shutil.rmtree(out_dir / ".work", ignore_errors=True)
                 print(f"warning: skipped {err}", file=sys.stderr)
@@ -220,8 +230,8 @@ def ingest(
     return report
 
 
-def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings, wanted: dict,
-                  detector: Detector, progress: bool, on_frame: Callable[[str, int], None] | None) -> VideoReport:
+def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, settings: IngestSettings,
+                  wanted: dict, detector: Detector, progress: bool, on_frame: Callable[[str, int], None] | None) -> VideoReport:
     """Sample, detect, track and crop one video under .work/, then move it into crops/."""
     start = time.perf_counter()
     capture, info = open_video(path)
@@ -263,12 +273,13 @@ def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings,
             continue
         crop = f"t{track:04d}_f{frame_index:06d}.jpg"
         (work / name).rename(work / crop)
-        records.append({"crop": f"crops/{key}/{crop}", "video": rel_video, "frame": frame_index,
-                        "time": round(t, 3), "box": list(box.xyxy), "track": track, "score": round(box.score, 4)})
+        records.append({"crop": f"crops/{key}/{crop}", "video": rel_video, "camera": source.camera,
+                        "frame": frame_index, "time": round(t, 3), "wall_time": source.wall_time(t),
+                        "box": list(box.xyxy), "track": track, "score": round(box.score, 4)})
     seconds = time.perf_counter() - start
     marker = {
         "format": FORMAT, "video": rel_video, "video_absolute": str(path.resolve()), "file": _stat(path),
-        "settings": wanted, "fps": info.fps, "frames": info.frame_count, "width": info.width,
+        "source": source.as_dict(), "settings": wanted, "fps": info.fps, "frames": info.frame_count, "width": info.width,
         "height": info.height, "sampled": sampled, "detections": detections, "crops": len(records),
         "tracks": len(ids), "seconds": round(seconds, 2),
     }
