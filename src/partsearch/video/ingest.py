@@ -108,6 +108,8 @@ def _settings_dict(settings: IngestSettings, detector: Detector) -> dict:
     d = dataclasses.asdict(settings)
     d["detector"] = detector.name
     d["min_score"] = detector.default_min_score if settings.min_score is None else settings.min_score
+    if getattr(detector, "config", None):
+        d["detector_config"] = detector.config
     return d
 
 
@@ -252,7 +254,8 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
             boxes = [b for b in (box.clipped(width, height) for box in detector(frame.image))
                      if b is not None and b.score >= min_score and b.height >= settings.min_height]
             detections += len(boxes)
-            for box, provisional in zip(boxes, tracker.update(boxes)):
+            keys = tracker.update(boxes, frame.image if settings.stitch else None, frame.time)
+            for box, provisional in zip(boxes, keys):
                 name = f"k{provisional:06d}_f{frame.index:06d}_{len(pending)}.jpg"
                 _write_jpeg(work / name, frame.image[box.y1:box.y2, box.x1:box.x2], settings.jpeg_quality)
                 pending.append((frame.index, frame.time, box, provisional, name))
@@ -263,7 +266,7 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
     finally:
         bar.close()
 
-    ids = tracker.track_ids()
+    ids = tracker.track_ids(stitch_fragments=settings.stitch)
     rel_video = Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
     records = []
     for frame_index, t, box, provisional, name in pending:
@@ -281,7 +284,7 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
         "format": FORMAT, "video": rel_video, "video_absolute": str(path.resolve()), "file": _stat(path),
         "source": source.as_dict(), "settings": wanted, "fps": info.fps, "frames": info.frame_count, "width": info.width,
         "height": info.height, "sampled": sampled, "detections": detections, "crops": len(records),
-        "tracks": len(ids), "seconds": round(seconds, 2),
+        "tracks": len(set(ids.values())), "seconds": round(seconds, 2),
     }
     with atomic_path(work / RECORDS) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -294,9 +297,9 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
         final.rename(stale)
         shutil.rmtree(stale, ignore_errors=True)
     work.rename(final)
-    print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(ids)} tracks in {seconds:.1f} s "
+    print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(set(ids.values()))} tracks in {seconds:.1f} s "
           f"({sampled / max(seconds, 1e-9):.1f} frames/s)", file=sys.stderr)
-    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(ids), seconds)
+    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(set(ids.values())), seconds)
 
 
 def _write_all_records(out_dir: Path) -> None:
