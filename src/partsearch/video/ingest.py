@@ -41,13 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from partsearch.errors import DataError, StorageError
 from partsearch.files import atomic_path
 from partsearch.video.cameras import VideoSource, resolve_sources, with_source_fields
 from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
 from partsearch.video.detect import Detector, PersonBox, build_detector
+from partsearch.video.progress import Progress
 from partsearch.video.settings import IngestSettings
 from partsearch.video.track import PersonTracker
 
@@ -246,8 +246,7 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
     min_score = wanted["min_score"]
     pending: list[tuple[int, float, PersonBox, int, str]] = []  # frame, time, box, provisional key, file
     sampled = detections = 0
-    bar = tqdm(total=expected_samples(info, settings.fps), desc=key, unit="frame", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    bar = Progress(key, expected_samples(info, settings.fps), enabled=progress)
     try:
         for frame in sample_frames(path, settings.fps):
             height, width = frame.image.shape[:2]
