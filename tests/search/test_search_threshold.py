@@ -1,5 +1,5 @@
-"""The match threshold of a query (`partsearch.search.threshold`): the model's, and for footage the
-gallery's, calibrated on the index's own scores for that query."""
+"""The match threshold of a query (`partsearch.search.threshold`): the model's for plain crops, the
+gallery's for footage, calibrated on the index's own scores for that query."""
 
 import numpy as np
 import pytest
@@ -30,10 +30,10 @@ def test_for_a_gallery_of_plain_crops_the_model_threshold_stands():
     assert threshold.for_query(gallery, range(4), gallery[0], None, footage=False) is None
 
 
-def test_for_footage_the_lower_of_the_model_and_the_gallery_threshold_applies():
+def test_for_footage_the_gallery_threshold_applies_whichever_side_the_models_is():
     gallery = np.eye(4, dtype=np.float32)  # the query scores 1, 0, 0, 0: median 0, MAD 0
     assert threshold.for_query(gallery, range(4), gallery[0], 2.5, footage=True) == pytest.approx(0.0)
-    assert threshold.for_query(gallery, range(4), gallery[0], -1.0, footage=True) == -1.0
+    assert threshold.for_query(gallery, range(4), gallery[0], -1.0, footage=True) == pytest.approx(0.0)
     assert threshold.for_query(gallery, [], gallery[0], 2.5, footage=True) == 2.5
 
 

@@ -313,7 +313,7 @@ def format_table(response: SearchResponse) -> str:
     threshold = response.match_threshold
     if threshold is not None and response.results and response.results[0].score < threshold:
         lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, the match "
-                     "threshold: the model's, or standing out from this gallery)")
+                     "threshold: the model's, or in footage, standing out from this gallery)")
     lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")
     for r in response.results:
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "
@@ -330,7 +330,7 @@ def format_track_table(response: TrackResponse) -> str:
     threshold = response.match_threshold
     if threshold is not None and response.results and response.results[0].best.score < threshold:
         lines.append(f"note: no track is a good match (its best crop scores below {threshold:.4f}, the match "
-                     "threshold: the model's, or standing out from this gallery)")
+                     "threshold: the model's, or in footage, standing out from this gallery)")
     lines.append(f"{'rank':>4}  {'score':>7}  {'track':>5}  {'crops':>5}  {'seen (s)':>15}  video  "
                  f"(track score: {response.aggregate} of its crops' scores)")
     for r in response.results:
