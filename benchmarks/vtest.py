@@ -68,7 +68,8 @@ def threshold_rates(similarity: torch.Tensor, text_ids: torch.Tensor, image_ids:
     from partsearch.search.threshold import GALLERY_Z, gallery_threshold
 
     people = torch.unique(image_ids).tolist()
-    rules = {f"gallery's, median + {GALLERY_Z:g} robust sigma (footage default)": gallery_threshold}
+    rules = {f"gallery's, median + {GALLERY_Z:g} robust sigma (footage default)": gallery_threshold,
+             "gallery's, median + 1.5 robust sigma": lambda row: gallery_threshold(row, z=1.5)}
     if model is not None:
         rules = {"model's (val split)": lambda row: model, **rules}
     out = []
