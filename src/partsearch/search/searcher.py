@@ -241,7 +241,8 @@ class Searcher:
             ))
         return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),
                               match_threshold.for_query(gen.folded, gen.rows.values(), folded,
-                                                        gen.meta.get("match_threshold"), footage=bool(gen.tracks)))
+                                                        gen.meta.get("match_threshold"),
+                                                        footage=bool(gen.tracks)))
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""

@@ -233,7 +233,8 @@ def ingest(
 
 
 def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, settings: IngestSettings,
-                  wanted: dict, detector: Detector, progress: bool, on_frame: Callable[[str, int], None] | None) -> VideoReport:
+                  wanted: dict, detector: Detector, progress: bool,
+                  on_frame: Callable[[str, int], None] | None) -> VideoReport:
     """Sample, detect, track and crop one video under .work/, then move it into crops/."""
     start = time.perf_counter()
     capture, info = open_video(path)
