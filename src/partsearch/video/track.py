@@ -39,8 +39,10 @@ def box_distance(detection, tracked) -> float:
     centres in box heights, plus |log| of their height ratio, plus `APPEARANCE_WEIGHT` times the
     colour distance to the track's last box when both have a signature (`stitch.bhattacharyya`).
 
-    At 5 sampled frames/s a walker 60 px tall moves about half a box width between frames, so IoU
-    (Norfair's `iou`) falls to 0 for a person it should follow; the centre distance does not."""
+    At 5 sampled frames/s a walker 60 px tall moves about half a box width between frames, so the
+    IoU of their boxes (Norfair's `iou`) is about 0.3, near any usable cut-off, and 0 after a missed
+    frame; the centre distance grows smoothly instead. On vtest.avi: IDF1 0.60 against 0.53 for
+    IoU alone, unstitched (docs/VIDEO.md)."""
     (ax1, ay1), (ax2, ay2) = detection.points
     (bx1, by1), (bx2, by2) = tracked.estimate
     ah, bh = max(1.0, ay2 - ay1), max(1.0, abs(by2 - by1))
