@@ -49,6 +49,43 @@ def person_ranks(similarity: torch.Tensor, text_ids: torch.Tensor, image_ids: to
     return (1 + (best > right).sum(1)).tolist()
 
 
+def model_threshold(run) -> float | None:
+    """The run's match threshold on its val split (`partsearch.search.threshold.for_run`)."""
+    from partsearch.search import threshold
+    from partsearch.search.encoder import RunEncoder
+
+    return threshold.for_run(RunEncoder(None, device="cpu", run=run))
+
+
+def threshold_rates(similarity: torch.Tensor, text_ids: torch.Tensor, image_ids: torch.Tensor,
+                    model: float | None) -> list[dict]:
+    """Per rule, the share of captions whose described person (by their best crop) passes the
+    match threshold and the share of other people (by their best crops) it flags: the model's
+    threshold and the gallery's (`threshold.gallery_threshold` on the caption's scores over every
+    crop), which `threshold.for_query` applies to footage."""
+    import numpy as np
+
+    from partsearch.search.threshold import GALLERY_Z, gallery_threshold
+
+    people = torch.unique(image_ids).tolist()
+    rules = {f"gallery's, median + {GALLERY_Z:g} robust sigma (footage default)": gallery_threshold,
+             "gallery's, median + 1.5 robust sigma": lambda row: gallery_threshold(row, z=1.5)}
+    if model is not None:
+        rules = {"model's (val split)": lambda row: model, **rules}
+    out = []
+    for name, rule in rules.items():
+        passed, flagged = [], []
+        for q, row in enumerate(similarity.float().numpy()):
+            cut = rule(row)
+            for pid in people:
+                best = float(np.max(row[(image_ids == pid).numpy()]))
+                (passed if pid == int(text_ids[q]) else flagged).append(best >= cut if pid == int(text_ids[q])
+                                                                       else best < cut)
+        out.append({"rule": name, "described_passes": float(np.mean(passed)),
+                    "others_flagged": float(np.mean(flagged))})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("vtest", "R@1/R@5 of a trained run on captioned real people from vtest.avi")
     parser.add_argument("--run", default="runs/demo/run", help="a trained run (default: the demo's)")
@@ -73,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     results = score_embeddings(image_emb, text_emb, image_ids, text_ids, run.cfg)
     similarity = fold_query(text_emb, level_weights(run.cfg)["all"]) @ fold_gallery(image_emb).T
     ranks = person_ranks(similarity, text_ids, image_ids)
+    flags = threshold_rates(similarity, text_ids, image_ids, model_threshold(run))
     by_person: dict[int, list[int]] = {}
     for pid, rank in zip(text_ids.tolist(), ranks):
         by_person.setdefault(pid, []).append(rank)
@@ -83,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         f"run {Path(args.run).resolve()} ({args.checkpoint}); data {args.data}: {results['queries']} queries, "
         f"{results['gallery']} crops of {people} people; chance R@1 {100 / people:.0f}%, R@5 {min(100, 500 / people):.0f}%",
         "rank of the described person among the people (all levels; each person placed by its best crop), "
-        "per caption: " + "  ".join(f"{pid}: {','.join(map(str, r))}" for pid, r in sorted(by_person.items()))],
+        "per caption: " + "  ".join(f"{pid}: {','.join(map(str, r))}" for pid, r in sorted(by_person.items())),
+        "match threshold, each caption's people by their best crop: " + "; ".join(
+            f"{f['rule']}: described person passes {f['described_passes']:.0%}, others flagged "
+            f"{f['others_flagged']:.0%}" for f in flags)],
         extra={"t2i": results["t2i"], "queries": results["queries"], "gallery": results["gallery"],
                "people": people, "run": str(args.run), "data": str(args.data),
-               "person_ranks": {str(pid): r for pid, r in sorted(by_person.items())}})
+               "person_ranks": {str(pid): r for pid, r in sorted(by_person.items())}, "match_threshold": flags})
     return 0

@@ -8,10 +8,13 @@ from partsearch.video.detect import DetectorError, HogDetector, TorchvisionDetec
 
 # HOG misses a walker in some poses (feet close together, low-contrast legs): docs/VIDEO.md.
 HOG_MIN_RECALL = 0.7
+# The street's drawn figures match HOG's template in a narrower band of sizes than real people do:
+# the default pyramid step (1.1, chosen on vtest.avi) steps over it in some frames, 1.05 does not.
+STREET_SCALE = 1.05
 
 
 def test_hog_finds_the_walkers_of_the_synthetic_street(street):
-    detector = HogDetector()
+    detector = HogDetector(scale=STREET_SCALE)
     detections = {f.index: [(b.xyxy, None) for b in detector(f.image) if b.score >= detector.default_min_score]
                   for f in sample_frames(street.path, fps=2.5)}
     result = match(street, detections)

@@ -13,6 +13,7 @@ from video_fakes import ReplayDetector, dominant_share, match
 
 from partsearch.cli import main
 from partsearch.errors import DataError
+from partsearch.video.detect import HogDetector
 from partsearch.video.ingest import FORMAT, IngestSettings, finished_videos, ingest, read_records
 
 FPS = 5.0
@@ -21,13 +22,16 @@ SAMPLED = list(range(0, 64, 2))  # the frames 5 frames/s keeps of the 10 frames/
 # boxes found at IoU >= 0.4, and share of a figure's crops that carry its main track id.
 MIN_RECALL = 0.7
 MIN_ID_SHARE = 0.9
+# HOG's pyramid step that finds the street's drawn figures (test_video_detect.py).
+STREET_SCALE = 1.05
 
 
 @pytest.fixture(scope="module")
 def gallery(street, tmp_path_factory):
     """The street ingested once with the default detector (HOG) at 5 frames/s."""
     out = tmp_path_factory.mktemp("gallery")
-    report = ingest([street.path], out, IngestSettings(fps=FPS), progress=False)
+    report = ingest([street.path], out, IngestSettings(fps=FPS), detector=HogDetector(scale=STREET_SCALE),
+                    progress=False)
     return out, report
 
 
@@ -55,7 +59,7 @@ def test_every_record_names_its_crop_video_frame_time_box_track_and_score(street
     records = read_records(out)
     assert records and records == [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     for r in records:
-        assert set(r) == {"crop", "video", "frame", "time", "box", "track", "score"}
+        assert set(r) == {"crop", "video", "camera", "frame", "time", "wall_time", "box", "track", "score"}
         assert (out / r["video"]).resolve() == street.path.resolve()
         assert r["time"] == pytest.approx(r["frame"] / street.fps)
         x1, y1, x2, y2 = r["box"]
@@ -70,7 +74,9 @@ def test_the_gallery_holds_only_finished_videos_and_their_marker(street, gallery
     assert finished_videos(out) == [out / "crops" / "street_avi"]
     marker = json.loads((out / "crops" / "street_avi" / "video.json").read_text())
     assert marker["format"] == FORMAT and marker["sampled"] == len(SAMPLED) and marker["frames"] == 64
-    assert marker["settings"] == {"fps": FPS, "detector": "hog", "min_score": 0.5, "min_height": 48, "jpeg_quality": 95}
+    assert marker["settings"] == {"fps": FPS, "detector": "hog", "min_score": 0.5, "min_height": 48, "jpeg_quality": 95,
+                                  "stitch": True, "detector_config": {"win_stride": 8, "scale": STREET_SCALE,
+                                                                      "upscale": 1.5}}
     assert not (out / ".work").exists()
 
 

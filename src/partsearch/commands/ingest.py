@@ -1,5 +1,5 @@
 """`partsearch ingest VIDEO_OR_DIR... --out GALLERY_DIR [--fps F] [--detector hog|NAME|PATH]
-[--min-score S] [--min-height PX]`."""
+[--min-score S] [--min-height PX] [--camera NAME] [--start ISO8601]`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop boxes scoring below this (default: 0.5, the detector's own scale: "
                              "HOG SVM margin, torchvision probability)")
     parser.add_argument("--min-height", type=int, default=DEFAULTS.min_height, help="drop boxes lower than this (pixels)")
+    parser.add_argument("--camera", default=None,
+                        help="the camera's name for every video given (default: the camera in the video's "
+                             "sidecar, cam1.mp4 -> cam1.mp4.json, else the video's file stem)")
+    parser.add_argument("--start", default=None, metavar="ISO8601",
+                        help="wall-clock time of the first frame of the one video given, e.g. "
+                             "2026-01-31T08:00:00+01:00 (no offset: UTC); for several videos write a sidecar "
+                             "cam1.mp4.json {\"camera\": ..., \"start\": ...} beside each (docs/VIDEO.md)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchvision detectors)")
 
 
@@ -44,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     settings = IngestSettings(fps=None if args.all_frames else args.fps, detector=args.detector,
                               min_score=args.min_score, min_height=args.min_height)
     device = "cpu" if args.detector == "hog" else str(resolve_device(args.device))
-    report = ingest(args.videos, args.out, settings, device=device)
+    report = ingest(args.videos, args.out, settings, device=device, camera=args.camera, start=args.start)
     print(report.summary())
     print(f"next: {next_command(invocation(), args.out, report)}")
     return 1 if report.count("failed") else 0

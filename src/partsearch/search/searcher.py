@@ -20,6 +20,7 @@ from partsearch.errors import QueryError, SearchIndexError, UnknownImage, Unsafe
 from partsearch.files import regular_file_within
 from partsearch.model.fine import stripe_regions
 from partsearch.model.similarity import global_cosines, token_cosines
+from partsearch.search import threshold as match_threshold
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.store import Entry, Generation, IndexStore, check_model
 from partsearch.search.tracks import AGGREGATES, DEFAULT_AGGREGATE
@@ -257,7 +258,9 @@ class Searcher:
                 path=str(self.store.image_path(gen.meta, entry)),
             ))
         return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),
-                              gen.meta.get("match_threshold"))
+                              match_threshold.for_query(gen.folded, gen.rows.values(), folded,
+                                                        gen.meta.get("match_threshold"),
+                                                        footage=bool(gen.tracks)))
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
@@ -292,7 +295,9 @@ class Searcher:
         results = [self._track_result(gen, rank, key, score, crop_scores)
                    for rank, (score, key, crop_scores) in enumerate(ranked[:k], start=1)]
         return TrackResponse(text[:MAX_QUERY_CHARS], truncated, results, aggregate,
-                             float(sum(self.encoder.weights)), gen.meta.get("match_threshold"))
+                             float(sum(self.encoder.weights)),
+                             match_threshold.for_query(gen.folded, gen.rows.values(), folded,
+                                                       gen.meta.get("match_threshold"), footage=True))
 
     @staticmethod
     def _rank_tracks(gen: Generation, keys: set, folded: np.ndarray, aggregate: str):
@@ -327,7 +332,7 @@ def format_table(response: SearchResponse) -> str:
     threshold = response.match_threshold
     if threshold is not None and response.results and response.results[0].score < threshold:
         lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, the match "
-                     "threshold measured on the validation split)")
+                     "threshold: the model's, or in footage, standing out from this gallery)")
     lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")
     for r in response.results:
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "
@@ -344,7 +349,7 @@ def format_track_table(response: TrackResponse) -> str:
     threshold = response.match_threshold
     if threshold is not None and response.results and response.results[0].best.score < threshold:
         lines.append(f"note: no track is a good match (its best crop scores below {threshold:.4f}, the match "
-                     "threshold measured on the validation split)")
+                     "threshold: the model's, or in footage, standing out from this gallery)")
     lines.append(f"{'rank':>4}  {'score':>7}  {'track':>5}  {'crops':>5}  {'seen (s)':>15}  video  "
                  f"(track score: {response.aggregate} of its crops' scores)")
     for r in response.results:

@@ -17,8 +17,10 @@ Layout of GALLERY_DIR (format `partsearch-ingest/1`, docs/VIDEO.md):
                                finished video), so ingest never deletes what it did not write
 
 A record: {"crop": path relative to GALLERY_DIR, "video": the video's path relative to
-GALLERY_DIR, "frame": index in the video, "time": seconds, "box": [x1, y1, x2, y2] frame pixels
-(x2, y2 exclusive), "track": track id within the video (1, 2, ...), "score": detector score}.
+GALLERY_DIR, "camera": the camera's name, "frame": index in the video, "time": seconds into it,
+"wall_time": ISO 8601 date-time with its UTC offset, or null when the video's start is unknown,
+"box": [x1, y1, x2, y2] frame pixels (x2, y2 exclusive), "track": track id within the video
+(1, 2, ...), "score": detector score}. Camera and start: `partsearch.video.cameras`.
 
 Crash safety: a video's crops and records are written under .work/ and the folder is renamed into
 crops/ in one step once its records and marker are complete, so crops/ never holds part of a video
@@ -45,9 +47,10 @@ import numpy as np
 
 from partsearch.errors import DataError, StorageError
 from partsearch.files import atomic_path, write_text_atomic
-from partsearch.progress import tqdm
+from partsearch.video.cameras import VideoSource, resolve_sources, with_source_fields
 from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
 from partsearch.video.detect import Detector, PersonBox, build_detector
+from partsearch.video.progress import Progress
 from partsearch.video.settings import IngestSettings
 from partsearch.video.track import PersonTracker
 
@@ -109,6 +112,8 @@ def _settings_dict(settings: IngestSettings, detector: Detector) -> dict:
     d = dataclasses.asdict(settings)
     d["detector"] = detector.name
     d["min_score"] = detector.default_min_score if settings.min_score is None else settings.min_score
+    if getattr(detector, "config", None):
+        d["detector_config"] = detector.config
     return d
 
 
@@ -147,7 +152,7 @@ def read_records(out_dir: str | Path) -> list[dict]:
                 elif record.get("video") != expected:
                     others.add(str(record.get("video")))
                 else:
-                    records.append(record)
+                    records.append(with_source_fields(record))
         if others:
             print(f"warning: {path}: left out the records naming {', '.join(sorted(others))}, not the video "
                   f"{expected!r} that {folder / MARKER} names", file=sys.stderr)
@@ -193,13 +198,17 @@ def ingest(
     progress: bool = True,
     device: str = "cpu",
     on_frame: Callable[[str, int], None] | None = None,
+    camera: str | None = None,
+    start: str | None = None,
 ) -> IngestReport:
     """Ingest `videos` (files or folders of them) into the gallery `out_dir`.
 
     `detector` overrides `settings.detector` (tests inject one). `on_frame(name, n)` is called
     after the n-th sampled frame of a video is processed (the crash tests kill the process there).
     A video that cannot be decoded is reported and skipped; DataError when none of the videos
-    could be ingested or found finished.
+    could be ingested or found finished. `camera` and `start` (ISO 8601) name the camera of every
+    video and the start of the one video given; otherwise each video's sidecar or file stem does
+    (`partsearch.video.cameras`).
     """
     if settings.fps is not None and not settings.fps > 0:
         raise DataError(f"--fps {settings.fps}: must be positive")
@@ -215,6 +224,7 @@ def ingest(
             raise DataError(f"{keys[key]} and {path} would both be stored as crops/{key}; ingest them into "
                             "different --out folders, or give their parent folder so their names differ")
         keys[key] = path
+    sources = dict(zip(keys, resolve_sources(list(keys.values()), camera, start)))
     detector = detector if detector is not None else build_detector(settings.detector, device)
     wanted = _settings_dict(settings, detector)
     out_dir = Path(out_dir)
@@ -222,7 +232,7 @@ def ingest(
     report = IngestReport(str(out_dir))
     try:
         with _lock(out_dir):
-            _ingest_all(keys, out_dir, settings, wanted, detector, progress, on_frame, report)
+            _ingest_all(keys, sources, out_dir, settings, wanted, detector, progress, on_frame, report)
     finally:
         if created and not report.count("ingested") and not report.count("skipped"):
             shutil.rmtree(out_dir, ignore_errors=True)  # made by this run, and nothing came of it
@@ -251,17 +261,20 @@ def _claim(out_dir: Path) -> bool:
     return not existed
 
 
-def _ingest_all(keys: dict[str, Path], out_dir: Path, settings: IngestSettings, wanted: dict, detector: Detector,
-                progress: bool, on_frame: Callable[[str, int], None] | None, report: IngestReport) -> None:
+def _ingest_all(keys: dict[str, Path], sources: dict[str, VideoSource], out_dir: Path, settings: IngestSettings,
+                wanted: dict, detector: Detector, progress: bool, on_frame: Callable[[str, int], None] | None,
+                report: IngestReport) -> None:
     shutil.rmtree(out_dir / ".work", ignore_errors=True)
     for key, path in keys.items():
         final = out_dir / "crops" / key
         marker = read_marker(final)
-        if marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path):
+        if (marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path)
+                and marker.get("source") == sources[key].as_dict()):
             report.videos.append(VideoReport(key, str(path), "skipped"))
             continue
         try:
-            report.videos.append(_ingest_video(path, key, out_dir, settings, wanted, detector, progress, on_frame))
+            report.videos.append(_ingest_video(path, key, sources[key], out_dir, settings, wanted, detector,
+                                               progress, on_frame))
         except VideoError as err:
             shutil.rmtree(out_dir / ".work", ignore_errors=True)
             print(f"warning: skipped {err}", file=sys.stderr)
@@ -273,8 +286,9 @@ def _ingest_all(keys: dict[str, Path], out_dir: Path, settings: IngestSettings, 
     _write_all_records(out_dir)
 
 
-def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings, wanted: dict,
-                  detector: Detector, progress: bool, on_frame: Callable[[str, int], None] | None) -> VideoReport:
+def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, settings: IngestSettings,
+                  wanted: dict, detector: Detector, progress: bool,
+                  on_frame: Callable[[str, int], None] | None) -> VideoReport:
     """Sample, detect, track and crop one video under .work/, then move it into crops/."""
     start = time.perf_counter()
     capture, info = open_video(path)
@@ -287,15 +301,15 @@ def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings,
     min_score = wanted["min_score"]
     pending: list[tuple[int, float, PersonBox, int, str]] = []  # frame, time, box, provisional key, file
     sampled = detections = 0
-    bar = tqdm(total=expected_samples(info, settings.fps), desc=key, unit="frame", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    bar = Progress(key, expected_samples(info, settings.fps), enabled=progress)
     try:
         for frame in sample_frames(path, settings.fps):
             height, width = frame.image.shape[:2]
             boxes = [b for b in (box.clipped(width, height) for box in detector(frame.image))
                      if b is not None and b.score >= min_score and b.height >= settings.min_height]
             detections += len(boxes)
-            for box, provisional in zip(boxes, tracker.update(boxes)):
+            keys = tracker.update(boxes, frame.image if settings.stitch else None, frame.time)
+            for box, provisional in zip(boxes, keys):
                 name = f"k{provisional:06d}_f{frame.index:06d}_{len(pending)}.jpg"
                 _write_jpeg(work / name, frame.image[box.y1:box.y2, box.x1:box.x2], settings.jpeg_quality)
                 pending.append((frame.index, frame.time, box, provisional, name))
@@ -306,7 +320,7 @@ def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings,
     finally:
         bar.close()
 
-    ids = tracker.track_ids()
+    ids = tracker.track_ids(stitch_fragments=settings.stitch)
     rel_video = Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
     records = []
     for frame_index, t, box, provisional, name in pending:
@@ -316,14 +330,15 @@ def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings,
             continue
         crop = f"t{track:04d}_f{frame_index:06d}.jpg"
         (work / name).rename(work / crop)
-        records.append({"crop": f"crops/{key}/{crop}", "video": rel_video, "frame": frame_index,
-                        "time": round(t, 3), "box": list(box.xyxy), "track": track, "score": round(box.score, 4)})
+        records.append({"crop": f"crops/{key}/{crop}", "video": rel_video, "camera": source.camera,
+                        "frame": frame_index, "time": round(t, 3), "wall_time": source.wall_time(t),
+                        "box": list(box.xyxy), "track": track, "score": round(box.score, 4)})
     seconds = time.perf_counter() - start
     marker = {
         "format": FORMAT, "video": rel_video, "video_absolute": str(path.resolve()), "file": _stat(path),
-        "settings": wanted, "fps": info.fps, "frames": info.frame_count, "width": info.width,
+        "source": source.as_dict(), "settings": wanted, "fps": info.fps, "frames": info.frame_count, "width": info.width,
         "height": info.height, "sampled": sampled, "detections": detections, "crops": len(records),
-        "tracks": len(ids), "seconds": round(seconds, 2),
+        "tracks": len(set(ids.values())), "seconds": round(seconds, 2),
     }
     with atomic_path(work / RECORDS) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -336,9 +351,9 @@ def _ingest_video(path: Path, key: str, out_dir: Path, settings: IngestSettings,
         final.rename(stale)
         shutil.rmtree(stale, ignore_errors=True)
     work.rename(final)
-    print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(ids)} tracks in {seconds:.1f} s "
+    print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(set(ids.values()))} tracks in {seconds:.1f} s "
           f"({sampled / max(seconds, 1e-9):.1f} frames/s)", file=sys.stderr)
-    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(ids), seconds)
+    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(set(ids.values())), seconds)
 
 
 def _write_all_records(out_dir: Path) -> None:

@@ -14,10 +14,12 @@ class IngestSettings:
     name, `NAME:PATH` or a weights path (`detect.build_detector`). `min_score`: boxes scoring below
     it are dropped (None: the detector's default, 0.5 for both kinds; HOG scores are SVM margins,
     torchvision's probabilities). `min_height`: boxes lower than this many pixels are dropped
-    (too small to search by description). `jpeg_quality`: of the crops."""
+    (too small to search by description). `jpeg_quality`: of the crops. `stitch`: join the
+    fragments of one person's walk after tracking, by motion and colour (`video.stitch`)."""
 
     fps: float | None = 5.0
     detector: str = "hog"
     min_score: float | None = None
     min_height: int = 48
     jpeg_quality: int = 95
+    stitch: bool = True

@@ -1,0 +1,123 @@
+"""A second pass over a video's tracks: join the fragments of one person's walk [ours].
+
+Motion-only tracking (`partsearch.video.track`) splits a person whenever the detector misses them
+for longer than the tracker keeps a track alive: behind a lamp post, crossing someone, a few frames
+HOG does not fire. Ingest sees the whole video before it numbers tracks, so it can join such
+fragments offline, as the tracklet-association step of offline trackers does (e.g. "GIAOTracker",
+Du et al., ICCV 2021 workshops; "StrongSORT"'s AFLink, Du et al., IEEE TMM 2023, on motion alone).
+
+Fragment `a` may continue as fragment `b` when
+- `b` starts after `a` ends, within `MAX_GAP_S` seconds;
+- `b`'s first box is where a walker could be: its centre within `reach` of `a`'s last box centre,
+  `reach` = (gap + 0.5 s) x `MAX_SPEED` box heights per second, and their heights within a factor
+  `MAX_SCALE`;
+- they look alike: the Bhattacharyya distance between the fragments' mean colour histograms
+  (`appearance`) is below `MAX_APPEARANCE`.
+Among the allowed pairs, each fragment gets at most one successor and one predecessor, by a
+minimum-cost assignment (Hungarian, scipy) on appearance distance plus gap/`MAX_GAP_S`; chains of
+pairs are one track.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAX_GAP_S = 4.0
+MAX_SPEED = 1.5
+MAX_SCALE = 1.5
+MAX_APPEARANCE = 0.45
+HIST_BINS = (8, 4, 4)  # hue, saturation, value
+
+
+def appearance(crop_bgr: np.ndarray) -> np.ndarray:
+    """A crop's colour signature: HSV histograms of its upper and lower halves (clothes), each the
+    middle half of the width (less background), concatenated and L1-normalised per half."""
+    import cv2
+
+    h, w = crop_bgr.shape[:2]
+    core = crop_bgr[:, w // 4: max(w // 4 + 1, w - w // 4)]
+    hsv = cv2.cvtColor(np.ascontiguousarray(core), cv2.COLOR_BGR2HSV)
+    halves = []
+    for part in (hsv[: max(1, h // 2)], hsv[h // 2:] if h > 1 else hsv):
+        hist = cv2.calcHist([part], [0, 1, 2], None, list(HIST_BINS), [0, 180, 0, 256, 0, 256]).ravel()
+        halves.append(hist / max(hist.sum(), 1e-9))
+    return np.concatenate(halves).astype(np.float32)
+
+
+def bhattacharyya(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance in [0, 1] between two signatures of `appearance` (0: the same histograms)."""
+    halves = len(a) // 2
+    coefficient = 0.0
+    for s in (slice(0, halves), slice(halves, None)):
+        coefficient += float(np.sqrt(a[s] * b[s]).sum()) / 2
+    return float(np.sqrt(max(0.0, 1.0 - coefficient)))
+
+
+@dataclass
+class Fragment:
+    """One track before stitching: times (s) and boxes (x1, y1, x2, y2) in order, and the
+    appearance signatures of its boxes."""
+
+    key: int
+    times: list[float] = field(default_factory=list)
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    signatures: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, time: float, box: tuple[int, int, int, int], signature: np.ndarray) -> None:
+        self.times.append(time)
+        self.boxes.append(box)
+        self.signatures.append(signature)
+
+    def signature(self) -> np.ndarray:
+        return np.mean(self.signatures, axis=0)
+
+
+def _centre_height(box) -> tuple[float, float, float]:
+    x1, y1, x2, y2 = box
+    return (x1 + x2) / 2, (y1 + y2) / 2, float(y2 - y1)
+
+
+def link_cost(a: Fragment, b: Fragment) -> float | None:
+    """The cost of `b` continuing `a`, or None when it may not."""
+    gap = b.times[0] - a.times[-1]
+    if not 0 < gap <= MAX_GAP_S:
+        return None
+    ax, ay, ah = _centre_height(a.boxes[-1])
+    bx, by, bh = _centre_height(b.boxes[0])
+    if max(ah, bh) > MAX_SCALE * max(1.0, min(ah, bh)):
+        return None
+    if np.hypot(bx - ax, by - ay) > (gap + 0.5) * MAX_SPEED * (ah + bh) / 2:
+        return None
+    distance = bhattacharyya(a.signature(), b.signature())
+    if distance >= MAX_APPEARANCE:
+        return None
+    return distance + gap / MAX_GAP_S
+
+
+def stitch(fragments: list[Fragment]) -> dict[int, int]:
+    """Fragment key -> the key of the first fragment of its chain (itself when not joined)."""
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(fragments)
+    root = {f.key: f.key for f in fragments}
+    if n < 2:
+        return root
+    big = 1e6
+    cost = np.full((n, n), big)
+    for i, a in enumerate(fragments):
+        for j, b in enumerate(fragments):
+            if i != j and (c := link_cost(a, b)) is not None:
+                cost[i, j] = c
+    rows, cols = linear_sum_assignment(cost)
+    successor = {fragments[i].key: fragments[j].key for i, j in zip(rows, cols) if cost[i, j] < big}
+    predecessor = {b: a for a, b in successor.items()}
+    for f in fragments:
+        if f.key in predecessor:
+            continue
+        key = f.key
+        while key in successor:
+            key = successor[key]
+            root[key] = f.key
+    return root

@@ -1,0 +1,84 @@
+"""Joining the fragments of one person's walk by motion and colour (`partsearch.video.stitch`),
+and the tracker that feeds it (`PersonTracker.track_ids(stitch_fragments=True)`)."""
+
+import numpy as np
+
+from partsearch.video.detect import PersonBox
+from partsearch.video.stitch import MAX_GAP_S, Fragment, appearance, bhattacharyya, link_cost, stitch
+from partsearch.video.track import PersonTracker
+
+RED, BLUE, GREEN = (40, 40, 200), (200, 60, 30), (40, 160, 40)  # BGR
+
+
+def _crop(top, bottom=None, size=(80, 30)):
+    crop = np.zeros((*size, 3), np.uint8)
+    crop[: size[0] // 2] = top
+    crop[size[0] // 2:] = bottom if bottom is not None else top
+    return crop
+
+
+def _fragment(key, start, end, x0, colour, fps=5.0, speed=20.0):
+    """A walker 80 px tall moving right at `speed` px/s from `start` to `end` seconds."""
+    frag = Fragment(key)
+    for t in np.arange(start, end + 1e-9, 1 / fps):
+        x = int(x0 + speed * t)
+        frag.add(float(t), (x, 100, x + 30, 180), appearance(_crop(*colour)))
+    return frag
+
+
+def test_the_same_clothes_are_close_and_other_clothes_far():
+    assert bhattacharyya(appearance(_crop(RED, BLUE)), appearance(_crop(RED, BLUE))) < 0.05
+    assert bhattacharyya(appearance(_crop(RED, BLUE)), appearance(_crop(BLUE, RED))) > 0.9
+
+
+def test_a_walk_split_by_a_short_gap_is_joined():
+    a, b = _fragment(1, 0, 2, 0, (RED, BLUE)), _fragment(2, 3.5, 6, 0, (RED, BLUE))
+    assert stitch([a, b]) == {1: 1, 2: 1}
+
+
+def test_fragments_in_other_clothes_stay_apart():
+    a, b = _fragment(1, 0, 2, 0, (RED, BLUE)), _fragment(2, 3.5, 6, 0, (GREEN, GREEN))
+    assert stitch([a, b]) == {1: 1, 2: 2}
+
+
+def test_fragments_too_far_apart_in_time_or_space_or_overlapping_stay_apart():
+    a = _fragment(1, 0, 2, 0, (RED, BLUE))
+    late = _fragment(2, 2 + MAX_GAP_S + 0.5, 9, 0, (RED, BLUE))
+    far = _fragment(3, 2.5, 4, 600, (RED, BLUE))
+    overlapping = _fragment(4, 1.0, 4, 0, (RED, BLUE))
+    for other in (late, far, overlapping):
+        assert stitch([a, other])[other.key] == other.key
+
+
+def test_each_fragment_continues_into_at_most_one_the_closest_in_look():
+    a = _fragment(1, 0, 2, 0, (RED, BLUE))
+    near_look = _fragment(2, 3.0, 5, 0, (RED, BLUE))
+    other_look = _fragment(3, 3.0, 5, 10, (RED, BLUE))
+    mixed = 0.8 * appearance(_crop(RED, BLUE)) + 0.2 * appearance(_crop(GREEN, GREEN))
+    other_look.signatures = [mixed] * len(other_look.times)
+    assert link_cost(a, other_look) is not None  # allowed on its own, but a worse match
+    roots = stitch([a, near_look, other_look])
+    assert roots[2] == 1 and roots[3] == 3
+
+
+def _frame(boxes_colours, size=(300, 400)):
+    image = np.full((*size, 3), 128, np.uint8)
+    for (x1, y1, x2, y2), (top, bottom) in boxes_colours:
+        image[y1:(y1 + y2) // 2, x1:x2] = top
+        image[(y1 + y2) // 2:y2, x1:x2] = bottom
+    return image
+
+
+def test_the_tracker_gives_a_person_missed_for_two_seconds_one_track_when_stitching():
+    fps, tracker = 5.0, PersonTracker(5.0)
+    keys = []
+    for n in range(40):
+        t = n / fps
+        if 3.0 <= t < 5.0:  # the detector misses the walker for 2 s, longer than a track lives
+            tracker.update([], _frame([]), t)
+            continue
+        x = int(20 + 8 * n)
+        box = PersonBox(x, 100, x + 30, 180, 1.0)
+        keys += tracker.update([box], _frame([(box.xyxy, (RED, BLUE))]), t)
+    assert len(set(tracker.track_ids().values())) == 2
+    assert set(tracker.track_ids(stitch_fragments=True).values()) == {1}
