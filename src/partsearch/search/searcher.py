@@ -19,7 +19,8 @@ from partsearch.errors import QueryError, SearchIndexError, UnknownImage
 from partsearch.eval.parts import stripe_regions
 from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search.encoder import Encoder, GalleryArrays
-from partsearch.search.store import Entry, Generation, IndexStore, check_model
+from partsearch.search.segments import Entry, Generation
+from partsearch.search.store import IndexStore, check_model
 from partsearch.search.tracks import AGGREGATES, DEFAULT_AGGREGATE
 from partsearch.search.tracks import aggregate as aggregate_scores
 from partsearch.search.vectors import VectorIndex

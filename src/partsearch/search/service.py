@@ -49,7 +49,7 @@ from pydantic import BaseModel
 
 from partsearch.errors import StorageError, UserError
 from partsearch.data.images import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge
-from partsearch.search import index as index_ops
+from partsearch.search import writes as index_ops
 from partsearch.search.explain import explain
 from partsearch.search.searcher import QueryError, Searcher
 from partsearch.search.tracks import DEFAULT_AGGREGATE, frame_with_box

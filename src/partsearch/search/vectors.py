@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import Iterable, Protocol
 
 import faiss
 import numpy as np
 
 from partsearch.errors import SearchIndexError
-
-if TYPE_CHECKING:
-    from partsearch.search.store import Generation
 
 AUTO = "auto"
 # Approximate indexes return RERANK_FACTOR * k candidates, re-ranked exactly on the folded vectors
@@ -59,8 +56,9 @@ class VectorIndex(Protocol):
         best first; ids of -1 (score -inf) pad a row with fewer results."""
         ...
 
-    def sync(self, generation: Generation) -> None:
-        """Make the backend hold exactly the images of `generation` (called when it goes live)."""
+    def sync(self, generation) -> None:
+        """Make the backend hold exactly the images of `generation`, a `segments.Generation`
+        (called when it goes live)."""
         ...
 
 
@@ -200,7 +198,7 @@ class FaissIndex:
                 pass
         return cls.build(folded, ids, factory)
 
-    def sync(self, generation: Generation) -> None:
+    def sync(self, generation) -> None:
         """Nothing to do: a FAISS index is built with its generation and never changes."""
 
     def save(self, path: Path) -> None:
