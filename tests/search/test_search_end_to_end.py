@@ -123,6 +123,21 @@ def test_search_command_rejects_an_empty_query(built, capsys):
     assert "empty" in capsys.readouterr().err
 
 
+def test_search_command_finds_more_like_an_image_and_by_a_photo(built, capsys):
+    _, images, index = built
+    assert cli(["search", str(index), "--like", "0", "--top-k", "2", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["image"]["id"] == 0 and 0 not in [r["id"] for r in body["results"]]
+    assert cli(["search", str(index), "--image", str(images / "red_red.png"), "--top-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["relpath"] == "red_red.png"
+
+
+def test_search_command_names_a_filter_that_is_not_one(built, capsys):
+    _, _, index = built
+    assert cli(["search", str(index), QUERY, "--after", "noon"]) == 2
+    assert "after 'noon'" in capsys.readouterr().err
+
+
 def test_long_query_is_truncated_at_the_tokenizer_limit(searcher):
     response = searcher.query("red " * 30, 2)
     assert response.truncated is True and len(response.results) == 2

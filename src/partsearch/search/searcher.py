@@ -4,12 +4,20 @@ A query is embedded once, folded (`fold_query`) and matched against the gallery'
 maximum inner product, which is exactly the model's similarity s(v, t) (METHOD.md, Similarity).
 Each result also carries the three level scores and the per-part cosines, computed on the stored
 part embeddings of the top k only.
+
+A query may be a text, an image (an uploaded photo, or an indexed image by id: "more like this")
+or both. An image query is the image's own embeddings in place of the text's: the same levels,
+the same folded inner product, so s(v, i) = w_g cos(g_v, g_i) + w_c mean_j cos(C_v^j, C_i^j) +
+w_f mean_i cos(f_v^i, f_i^i), with the same part explanations. Text and image together score
+`text_weight * s(v, t) + (1 - text_weight) * s(v, i)` [ours; TEXT_WEIGHT, measured in
+docs/SEARCH.md]: the level embeddings are mixed with those weights before folding, and since the
+similarity is linear in the query's embeddings this is one inner product, searched like a text.
+Filters (`filters.Filters`) narrow the rows the vector index searches.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +25,15 @@ import torch
 
 from partsearch.errors import QueryError, SearchIndexError, UnknownImage
 from partsearch.eval.parts import stripe_regions
+from partsearch.search.filters import Filters
+from partsearch.search.results import SearchResponse, SearchResult, TrackCrop, TrackResponse, TrackResult
 from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.segments import Entry, Generation
 from partsearch.search.store import IndexStore, check_model
 from partsearch.search.tracks import AGGREGATES, DEFAULT_AGGREGATE
 from partsearch.search.tracks import aggregate as aggregate_scores
-from partsearch.search.vectors import VectorIndex
+from partsearch.search.vectors import VectorIndex, exact_search
 
 MAX_TOP_K = 1000
 # A track search first asks the vector index for this many crops per wanted track (more when
@@ -32,6 +42,9 @@ TRACK_CANDIDATES = 10
 # Texts are cut here before tokenizing, far beyond any tokenizer limit, so a huge request body
 # costs no tokenizer time [ours].
 MAX_QUERY_CHARS = 2000
+
+# A text + image query's weight of the text score [ours; docs/SEARCH.md gives the measurement].
+TEXT_WEIGHT = 0.5
 
 # Coarse token scores closer than this are shown as one number: tokens that read alike say
 # nothing apart [ours].
@@ -48,85 +61,15 @@ def coarse_display(scores: list[float], tolerance: float = ALIKE) -> list[tuple[
     return [(f"token {j + 1}", v) for j, v in enumerate(scores)]
 
 
-@dataclass
-class SearchResult:
-    rank: int
-    id: int
-    score: float  # s(v, t) = w_g global + w_c coarse + w_f fine
-    levels: dict[str, float]  # "global", "coarse", "fine": cosine, mean over tokens/parts
-    parts: dict[str, list[float]]  # "coarse": N_c cosines, "fine": P cosines (stripe i <-> text token i)
-    regions: list[str]  # body region of each fine stripe, head to feet (`eval.parts.stripe_regions`)
-    name: str
-    relpath: str  # relative to the images root (or to uploads/)
-    source: str
-    path: str  # absolute path on this machine
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class SearchResponse:
-    query: str  # as searched, cut at MAX_QUERY_CHARS: a huge request is never echoed back
-    truncated: bool  # the query was cut at the tokenizer's limit
-    results: list[SearchResult]
-    score_max: float = 3.0  # the largest possible score, w_g + w_c + w_f (scores lie in [-max, max])
-    match_threshold: float | None = None  # below it a result is a weak match (`threshold.py`)
-
-    def to_dict(self) -> dict:
-        return {"query": self.query, "truncated": self.truncated, "score_max": self.score_max,
-                "match_threshold": self.match_threshold, "results": [r.to_dict() for r in self.results]}
-
-
-@dataclass
-class TrackCrop:
-    """A track's best crop: its image and where it was seen."""
-
-    id: int
-    score: float  # s(v, t) of this crop
-    name: str
-    relpath: str
-    path: str  # absolute path on this machine
-    frame: int
-    time: float  # seconds from the start of the video
-    box: list[int]  # [x1, y1, x2, y2] in frame pixels, x2/y2 exclusive
-
-
-@dataclass
-class TrackResult:
-    rank: int
-    video: str  # the video file, relative to the index's images root; (video, track) is the key
-    track: int
-    score: float  # the crops' scores aggregated (`TrackResponse.aggregate`)
-    crops: int  # crops of this track in the index
-    start: float  # time of its first and last crop, seconds
-    end: float
-    best: TrackCrop
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class TrackResponse:
-    query: str
-    truncated: bool
-    results: list[TrackResult]
-    aggregate: str  # how a track's score is made from its crops' (`tracks.AGGREGATES`)
-    score_max: float = 3.0
-    match_threshold: float | None = None  # for a crop's score: the best crop's (`TrackCrop.score`)
-
-    def to_dict(self) -> dict:
-        return {"query": self.query, "truncated": self.truncated, "aggregate": self.aggregate,
-                "score_max": self.score_max, "match_threshold": self.match_threshold,
-                "results": [r.to_dict() for r in self.results]}
+def validate_top_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
+        raise QueryError(f"top_k={k!r} is out of range; use an integer from 1 to {MAX_TOP_K}")
 
 
 def validate_query(text: str, k: int) -> str:
     if not isinstance(text, str) or not text.strip():
         raise QueryError("the query is empty; describe the person, e.g. 'a woman in a red coat with a black bag'")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
-        raise QueryError(f"top_k={k!r} is out of range; use an integer from 1 to {MAX_TOP_K}")
+    validate_top_k(k)
     return text.strip()
 
 
@@ -215,14 +158,69 @@ class Searcher:
         emb, truncated = self.encoder.encode_texts([text[:MAX_QUERY_CHARS]])
         return emb, bool(truncated[0]) or len(text) > MAX_QUERY_CHARS
 
-    def query(self, text: str, k: int = 10) -> SearchResponse:
-        text = validate_query(text, k)
+    def query_arrays(self, text: str | None = None, image=None, like: int | None = None,
+                     text_weight: float = TEXT_WEIGHT, image_name: str = "upload") -> tuple[GalleryArrays, bool, dict | None]:
+        """The query's level embeddings (one row), whether its text was cut, and the query image
+        ({"id"} or {"upload"}) for a text, an image (PIL image, or bytes of a JPEG/PNG/WebP), an
+        indexed image `like`, or a text with an image (mixed by `text_weight`)."""
+        text = text.strip() if isinstance(text, str) else text
+        if image is not None and like is not None:
+            raise QueryError("give an image or an indexed image id (like), not both")
+        if not text and image is None and like is None:
+            raise QueryError("the query is empty; describe the person, e.g. 'a woman in a red coat with a black "
+                             "bag', or give a photo")
+        if isinstance(text_weight, bool) or not isinstance(text_weight, (int, float)) or not 0 < text_weight < 1:
+            raise QueryError(f"text_weight={text_weight!r}: use a number between 0 and 1 (exclusive)")
+        truncated, described, arrays = False, None, []
+        if text:
+            emb, truncated = self.encode_query(text)
+            arrays.append(emb)
+        if like is not None:
+            entry, row, gen = self.entry(like)
+            a = gen.arrays
+            arrays.append(GalleryArrays(*(np.asarray(x[[row]], np.float32) for x in (a.global_, a.coarse, a.fine,
+                                                                                      a.foreground))))
+            described = {"id": entry.id, "name": entry.name}
+        elif image is not None:
+            from partsearch.data.images import decode_image
+
+            if isinstance(image, (bytes, bytearray)):
+                image, _ = decode_image(bytes(image), image_name)
+            arrays.append(self.encoder.encode_images([image.convert("RGB")]))
+            described = {"upload": image_name}
+        if len(arrays) == 1:
+            return arrays[0], truncated, described
+        t, i = arrays
+        w = float(text_weight)
+        mixed = GalleryArrays(w * t.global_ + (1 - w) * i.global_, w * t.coarse + (1 - w) * i.coarse,
+                              w * t.fine + (1 - w) * i.fine, np.zeros_like(i.foreground))
+        return mixed, truncated, described
+
+    def query(self, text: str | None = None, k: int = 10, *, image=None, like: int | None = None,
+              filters: Filters | None = None, text_weight: float = TEXT_WEIGHT,
+              image_name: str = "upload") -> SearchResponse:
+        """The top `k` images for a text, an image or both (`query_arrays`), among those that pass
+        `filters`; the image `like` itself is left out of its own results."""
+        validate_top_k(k)
+        filters = filters or Filters()
+        text = text.strip() if isinstance(text, str) else ""
         gen = self.current()
-        emb, truncated = self.encode_query(text)
+        emb, truncated, described = self.query_arrays(text, image, like, text_weight, image_name)
         folded = self.encoder.fold_query(emb)
-        vectors = self.vector_index or gen.vectors
-        scores, ids = vectors.search(folded, emb.global_, k)
+        mask = filters.mask(gen) if filters.selects else None
+        if like is not None:
+            mask = np.ones(len(gen.entries), bool) if mask is None else mask
+            mask[gen.rows[like]] = False
+        if mask is None:
+            scores, ids = (self.vector_index or gen.vectors).search(folded, emb.global_, k)
+        elif self.vector_index is None:
+            scores, ids = gen.vectors.search(folded, emb.global_, k, rows=gen.segment_rows(mask))
+        else:  # an external index (Milvus): the allowed rows are scored exactly on the stored vectors
+            scores, rows = exact_search(gen.folded, folded, k, np.flatnonzero(mask))
+            ids = np.where(rows >= 0, gen.ids[np.maximum(rows, 0)], -1)
         keep = ids[0] >= 0
+        if filters.min_score is not None:
+            keep &= scores[0] >= filters.min_score
         ids, scores = ids[0][keep], scores[0][keep]
         ids_known = [(int(i), float(s)) for i, s in zip(ids, scores) if int(i) in gen.rows]
         rows = np.array([gen.rows[i] for i, _ in ids_known], dtype=np.int64)
@@ -238,9 +236,14 @@ class Searcher:
                 parts={"coarse": [float(x) for x in c[r]], "fine": [float(x) for x in f[r]]},
                 regions=list(regions), name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
+                video=entry.video.to_dict() if entry.video is not None else None,
             ))
+        both = bool(text) and described is not None
         return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),
-                              gen.meta.get("match_threshold"))
+                              # the threshold was measured for texts against images, not images against images
+                              gen.meta.get("match_threshold") if described is None else None,
+                              described, float(text_weight) if both else None,
+                              filters.to_dict() if filters else None)
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
@@ -295,8 +298,8 @@ class Searcher:
         entry, first, last = gen.entries[best_row], gen.entries[rows[0]], gen.entries[rows[-1]]
         best = TrackCrop(id=entry.id, score=float(np.max(crop_scores)), name=entry.name, relpath=entry.path,
                          path=str(self.store.image_path(gen.meta, entry)), frame=entry.video.frame,
-                         time=entry.video.time, box=list(entry.video.box))
-        return TrackResult(rank=rank, video=key[0], track=key[1], score=score, crops=len(rows),
+                         time=entry.video.time, box=list(entry.video.box), wall_time=entry.video.wall_time)
+        return TrackResult(rank=rank, video=key[0], track=key[1], camera=entry.video.camera, score=score, crops=len(rows),
                            start=first.video.time, end=last.video.time, best=best)
 
     def __len__(self) -> int:
@@ -311,13 +314,28 @@ def format_table(response: SearchResponse) -> str:
     if threshold is not None and response.results and response.results[0].score < threshold:
         lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, the match "
                      "threshold measured on the validation split)")
+    if response.image is not None:
+        like = response.image.get("name") or response.image.get("upload")
+        lines.append(f"query image: {like}" + (f" with the text (text weight {response.text_weight:g})"
+                                               if response.text_weight is not None else ""))
+    if response.filters:
+        lines.append("filters: " + Filters(**response.filters).describe())
     lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")
     for r in response.results:
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "
                      f"{r.levels['fine']:7.4f}  {r.path}")
+        if r.video is not None:
+            lines.append("      " + where_when(r.video))
         lines.append("      parts: " + "  ".join(f"{name} {x:+.3f}" for name, x in zip(r.regions, r.parts["fine"])))
         lines.append("      coarse: " + "  ".join(f"{k} {v:+.3f}" for k, v in coarse_display(r.parts["coarse"])))
     return "\n".join(lines)
+
+
+def where_when(video: dict) -> str:
+    """'camera cam2, videos/cam2.mp4 at 12.40 s (2026-01-31T08:00:12+00:00), frame 62, track 3, box [..]'."""
+    wall = f" ({video['wall_time']})" if video.get("wall_time") else ""
+    return (f"camera {video['camera']}, {video['video']} at {video['time']:.2f} s{wall}, frame {video['frame']}, "
+            f"track {video['track']}, box {list(video['box'])}")
 
 
 def format_track_table(response: TrackResponse) -> str:
@@ -333,7 +351,9 @@ def format_track_table(response: TrackResponse) -> str:
     for r in response.results:
         b = r.best
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.track:>5}  {r.crops:>5}  {r.start:7.2f}-{r.end:<7.2f}  {r.video}")
-        lines.append(f"      best crop {b.score:.4f} at {b.time:.2f} s (frame {b.frame}, box {b.box}): {b.path}")
+        wall = f", {b.wall_time}" if b.wall_time else ""
+        lines.append(f"      camera {r.camera}; best crop {b.score:.4f} at {b.time:.2f} s{wall} (frame {b.frame}, "
+                     f"box {b.box}): {b.path}")
     return "\n".join(lines)
 
 

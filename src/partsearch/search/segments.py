@@ -141,11 +141,20 @@ class SegmentVectors:
     def __len__(self) -> int:
         return sum(len(index) - len(deleted) for index, deleted in self.parts)
 
-    def search(self, query_folded: np.ndarray, query_global: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self))
+    def search(self, query_folded: np.ndarray, query_global: np.ndarray | None, k: int,
+               rows: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """With `rows` (one sorted array of live segment rows per segment, `Generation.segment_rows`)
+        only those rows are searched: a filter applied inside each segment's index."""
+        k = min(k, len(self) if rows is None else sum(len(r) for r in rows))
         scores = [np.zeros((len(query_folded), 0), np.float32)]
         ids = [np.zeros((len(query_folded), 0), np.int64)]
-        for index, deleted in self.parts if k else []:
+        for j, (index, deleted) in enumerate(self.parts if k else []):
+            if rows is not None:
+                if len(rows[j]):
+                    s, i = index.search(query_folded, query_global, k, rows=rows[j])
+                    scores.append(s)
+                    ids.append(i)
+                continue
             s, i = index.search(query_folded, query_global, k + len(deleted))
             if len(deleted):
                 gone = np.isin(i, deleted)
@@ -185,6 +194,11 @@ class Generation:
     @property
     def ids(self) -> np.ndarray:
         return np.array([e.id for e in self.entries], np.int64)
+
+    def segment_rows(self, mask: np.ndarray) -> list[np.ndarray]:
+        """The generation rows where `mask` `(G,)` is true, as each segment's own row numbers."""
+        offsets = self.folded.offsets
+        return [live[mask[offsets[s]:offsets[s + 1]]] for s, live in enumerate(self.folded.rows[:len(self.segments)])]
 
     def reuse_by_sha(self) -> dict[str, int]:
         return {e.sha256: i for i, e in enumerate(self.entries)}

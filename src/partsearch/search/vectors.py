@@ -81,16 +81,21 @@ def rerank(candidates: Iterable[tuple[np.ndarray, np.ndarray]], query_folded: np
     return scores, chosen
 
 
-def exact_search(folded: np.ndarray, query_folded: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact maximum inner product over all rows of `folded` `(G, D)` (any float dtype, memory-mapped
-    or not), one float32 block of `BLOCK_ROWS` rows at a time: scores and rows `(Q, k)`, best first."""
+def exact_search(folded: np.ndarray, query_folded: np.ndarray, k: int,
+                 rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact maximum inner product over the rows of `folded` `(G, D)` (any float dtype, memory-mapped
+    or not), all of them or only the sorted `rows`, one float32 block of `BLOCK_ROWS` rows at a
+    time: scores and rows `(Q, k)`, best first."""
     query = np.ascontiguousarray(query_folded, dtype=np.float32)
-    k = min(k, len(folded))
+    total = len(folded) if rows is None else len(rows)
+    k = min(k, total)
     heap = faiss.ResultHeap(len(query), k, keep_max=True)
-    for start in range(0, len(folded), BLOCK_ROWS):
-        block = np.ascontiguousarray(folded[start:start + BLOCK_ROWS], dtype=np.float32)
-        scores, rows = faiss.knn(query, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
-        heap.add_result(scores, np.where(rows >= 0, rows + start, -1))
+    for start in range(0, total, BLOCK_ROWS):
+        chosen = np.arange(start, min(total, start + BLOCK_ROWS)) if rows is None else rows[start:start + BLOCK_ROWS]
+        block = np.ascontiguousarray(folded[start:start + BLOCK_ROWS] if rows is None else folded[chosen],
+                                     dtype=np.float32)
+        scores, found = faiss.knn(query, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(scores, np.where(found >= 0, chosen[np.maximum(found, 0)], -1))
     heap.finalize()
     return heap.D, heap.I
 
@@ -219,20 +224,68 @@ class FaissIndex:
     def __len__(self) -> int:
         return int(len(self.folded))
 
-    def search(self, query_folded: np.ndarray, query_global: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """`(Q, D)` queries -> scores `(Q, k')` and ids `(Q, k')`, k' = min(k, G), best first."""
+    def search(self, query_folded: np.ndarray, query_global: np.ndarray | None, k: int,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`(Q, D)` queries -> scores `(Q, k')` and ids `(Q, k')`, k' = min(k, G), best first. With
+        `rows` (sorted row positions) only those rows are searched (`_search_rows`)."""
         query = np.ascontiguousarray(query_folded, dtype=np.float32)
-        k = min(k, len(self))
-        if k == 0:
+        if rows is not None:
+            scores, found = self._search_rows(query, k, np.asarray(rows, np.int64))
+        elif min(k, len(self)) == 0:
             return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
-        if self.exact:
-            scores, rows = exact_search(self._exact32 if self._exact32 is not None else self.folded, query, k)
+        elif self.exact:
+            scores, found = exact_search(self._exact32 if self._exact32 is not None else self.folded, query,
+                                         min(k, len(self)))
         else:
             _, cand = self.index.search(query, min(len(self), k * self.rerank_factor))
             # Sorted rows read a memory-mapped file in order.
-            scores, rows = rerank(((c, self.folded[c]) for c in (np.sort(c[c >= 0]) for c in cand)), query, k)
-        ids = np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1)
+            scores, found = rerank(((c, self.folded[c]) for c in (np.sort(c[c >= 0]) for c in cand)), query,
+                                   min(k, len(self)))
+        ids = np.where(found >= 0, self.ids[np.maximum(found, 0)], -1)
         return scores, ids
+
+    def _search_rows(self, query: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A filtered search inside the index [ours]: up to EXACT_MAX allowed rows (or with an exact
+        index) they are scored exactly, gathered from the folded vectors; beyond, the first stage
+        searches only them (a FAISS `IDSelectorBatch`) and its `RERANK_FACTOR * k` candidates are
+        re-ranked exactly, and a query it finds fewer than min(k, allowed) for is scored exactly
+        over all allowed rows, so a filter never returns fewer than k results while k exist."""
+        k = min(k, len(rows))
+        if k == 0:
+            return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
+        if self.exact or len(rows) <= EXACT_MAX:
+            source = self._exact32 if self._exact32 is not None else self.folded
+            return exact_search(source, query, k, rows)
+        try:
+            _, cand = self.index.search(query, min(len(rows), k * self.rerank_factor),
+                                        params=self._selector_params(rows))
+        except RuntimeError:  # a factory whose search takes no selector: exact over the allowed rows
+            return exact_search(self.folded, query, k, rows)
+        scores, found = rerank(((c, self.folded[c]) for c in (np.sort(c[c >= 0]) for c in cand)), query, k)
+        short = np.flatnonzero((found >= 0).sum(axis=1) < k)
+        if len(short):
+            scores[short], found[short] = exact_search(self.folded, query[short], k, rows)
+        return scores, found
+
+    def _selector_params(self, rows: np.ndarray):
+        """FAISS search parameters that admit only `rows`, keeping the index's own nprobe / efSearch."""
+        selector = faiss.IDSelectorBatch(rows)
+        inner = faiss.downcast_index(self.index)
+        pre = isinstance(inner, faiss.IndexPreTransform)
+        base = faiss.downcast_index(inner.index) if pre else inner
+        ivf = faiss.try_extract_index_ivf(base)
+        if ivf is not None:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+        elif isinstance(base, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=base.hnsw.efSearch)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params.keep = selector  # the selector must outlive the call
+        if pre:
+            outer = faiss.SearchParametersPreTransform()
+            outer.index_params, outer.keep = params, params
+            return outer
+        return params
 
 
 def check_factory(factory: str, dim: int) -> None:
