@@ -86,8 +86,11 @@ class Columns:
         records = [e.video for e in gen.entries]
         n = len(records)
         self.has_video = np.array([r is not None for r in records], bool)
-        self.camera = np.array([r.camera if r else "" for r in records], object)
-        self.video = np.array([r.video if r else "" for r in records], object)
+        # Names as codes into the sorted distinct names, so a filter compares integers.
+        self.cameras, self.camera = np.unique(np.array([r.camera if r else "" for r in records], object),
+                                              return_inverse=True)
+        self.videos, self.video = np.unique(np.array([r.video if r else "" for r in records], object),
+                                            return_inverse=True)
         self.track = np.array([r.track if r else -1 for r in records], np.int64)
         self.time = np.array([r.time if r else np.nan for r in records], np.float64)
         self.wall = np.full(n, np.nan)
@@ -185,11 +188,12 @@ class Filters:
         cols = columns(gen)
         keep = cols.has_video.copy() if self.selects else np.ones(len(gen.entries), bool)
         if self.cameras:
-            names = {c: any(camera_matches(v, c) for v in self.cameras) for c in set(cols.camera[keep])}
-            keep &= np.array([names.get(c, False) for c in cols.camera], bool)
+            codes = [i for i, c in enumerate(cols.cameras) if c and any(camera_matches(v, c) for v in self.cameras)]
+            keep &= np.isin(cols.camera, codes)
         if self.videos:
             wanted = set(self.videos)
-            keep &= np.array([v in wanted or v.rsplit("/", 1)[-1] in wanted for v in cols.video], bool)
+            codes = [i for i, v in enumerate(cols.videos) if v and (v in wanted or v.rsplit("/", 1)[-1] in wanted)]
+            keep &= np.isin(cols.video, codes)
         if self.tracks:
             keep &= np.isin(cols.track, np.array(self.tracks, np.int64))
         with np.errstate(invalid="ignore"):

@@ -28,6 +28,7 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
 - `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
   overlays (foreground map and one per fine stripe) as PNG data URLs. A file replaced since indexing
   by one that is not an image within the pixel limit -> 409.
+- Sightings and cases: `case_routes.py` (a case change or export needs the API key, as an upload).
 - `POST /api/images` (multipart field `file`) and `DELETE /api/images/{id}`: only with the server's
   API key in the `X-API-Key` header; with no key configured they answer 403. An upload must decode
   as JPEG, PNG or WebP, within MAX_UPLOAD_BYTES and the pixel limit; otherwise 4xx and nothing is
@@ -58,6 +59,7 @@ from pydantic import BaseModel
 from partsearch.errors import StorageError, UserError
 from partsearch.data.images import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge
 from partsearch.search import writes as index_ops
+from partsearch.search.case_routes import add_case_routes
 from partsearch.search.explain import explain
 from partsearch.search.filters import Filters
 from partsearch.search.searcher import TEXT_WEIGHT, QueryError, Searcher
@@ -153,10 +155,11 @@ class RequestGuard:
             return 400, (f"Host {host!r} is not a name this server answers to ({', '.join(sorted(self.allowed))}); "
                          "start it with --allowed-host NAME")
         upload = _is_upload(method, path)
-        if upload or (method == "DELETE" and path.startswith("/api/images/")):
+        case_write = method == "POST" and path.startswith("/api/cases/")
+        if upload or case_write or (method == "DELETE" and path.startswith("/api/images/")):
             given = headers.get("x-api-key")
             if self.api_key is None:
-                return 403, "uploads and deletes are off: start the server with --api-key KEY"
+                return 403, "uploads, deletes and case changes are off: start the server with --api-key KEY"
             if given is None or not secrets.compare_digest(given.encode(), self.api_key.encode()):
                 return 401, "missing or wrong X-API-Key header"
         limit = _body_limit(method, path, self.upload_limit)
@@ -206,6 +209,8 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             return searcher.entry(_parse_id(image_id))
         except KeyError:
             raise HTTPException(404, f"no image with id {image_id!r} in this index") from None
+
+    add_case_routes(app, searcher)
 
     @app.get("/", include_in_schema=False)
     def page():

@@ -87,17 +87,32 @@ def exact_search(folded: np.ndarray, query_folded: np.ndarray, k: int,
     or not), all of them or only the sorted `rows`, one float32 block of `BLOCK_ROWS` rows at a
     time: scores and rows `(Q, k)`, best first."""
     query = np.ascontiguousarray(query_folded, dtype=np.float32)
-    total = len(folded) if rows is None else len(rows)
-    k = min(k, total)
+    if rows is not None:
+        return _exact_rows(folded, query, k, rows)
+    k = min(k, len(folded))
     heap = faiss.ResultHeap(len(query), k, keep_max=True)
-    for start in range(0, total, BLOCK_ROWS):
-        chosen = np.arange(start, min(total, start + BLOCK_ROWS)) if rows is None else rows[start:start + BLOCK_ROWS]
-        block = np.ascontiguousarray(folded[start:start + BLOCK_ROWS] if rows is None else folded[chosen],
-                                     dtype=np.float32)
+    for start in range(0, len(folded), BLOCK_ROWS):
+        block = np.ascontiguousarray(folded[start:start + BLOCK_ROWS], dtype=np.float32)
         scores, found = faiss.knn(query, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
-        heap.add_result(scores, np.where(found >= 0, chosen[np.maximum(found, 0)], -1))
+        heap.add_result(scores, np.where(found >= 0, found + start, -1))
     heap.finalize()
     return heap.D, heap.I
+
+
+def _exact_rows(folded: np.ndarray, query: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`exact_search` over the sorted `rows` only: each block gathered, scored with one matrix
+    product and merged into the running top k (ties in row order)."""
+    k = min(k, len(rows))
+    best_scores = np.zeros((len(query), 0), np.float32)
+    best_rows = np.zeros((len(query), 0), np.int64)
+    for start in range(0, len(rows), BLOCK_ROWS):
+        chosen = rows[start:start + BLOCK_ROWS]
+        scores = query @ np.asarray(folded[chosen], np.float32).T  # (Q, n)
+        scores = np.concatenate([best_scores, scores], axis=1)
+        candidates = np.concatenate([best_rows, np.broadcast_to(chosen, (len(query), len(chosen)))], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best_scores, best_rows = np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
+    return best_scores.astype(np.float32), best_rows
 
 
 def choose_factory(count: int, width: int) -> str:
