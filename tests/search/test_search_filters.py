@@ -131,3 +131,42 @@ def test_segments_search_only_their_allowed_rows(tmp_path, encoder, searcher):
     scores, ids = gen.vectors.search(encoder.fold_query(encoder.encode_texts(["red"])[0]), None, 10,
                                      rows=gen.segment_rows(mask))
     assert sorted(ids[0][ids[0] >= 0]) == sorted(gen.entries[i].id for i in (1, 5))
+
+
+def test_query_words_become_filters_and_are_reported():
+    from partsearch.search.querywords import parse_words
+
+    parsed = parse_words("a man in a red coat on camera 2 after 14:00")
+    assert parsed.text == "a man in a red coat"
+    assert (parsed.filters.cameras, parsed.filters.after) == (("2",), "14:00")
+    assert {p["words"] for p in parsed.parts} == {"on camera 2", "after 14:00"}
+
+
+@pytest.mark.parametrize("query, cameras, after, before", [
+    ("a woman between 9am and 10:30 am on cam door", ("door",), "09:00", "10:30"),
+    ("cameras 2, 3 and 4 since 2 pm a woman", ("2", "3", "4"), "14:00", None),
+    ("a person before 2026-01-31 08:00", (), None, "2026-01-31T08:00"),
+])
+def test_the_grammar_reads_times_and_camera_lists(query, cameras, after, before):
+    from partsearch.search.querywords import parse_words
+
+    f = parse_words(query).filters
+    assert (f.cameras, f.after, f.before) == (cameras, after, before)
+
+
+@pytest.mark.parametrize("query", ["a man near the camera in a red coat", "after 3 people in a red coat",
+                                   "a woman with a bag"])
+def test_words_that_are_not_filter_phrases_stay_text(query):
+    from partsearch.search.querywords import parse_words
+
+    parsed = parse_words(query)
+    assert parsed.text == query and parsed.parts == [] and not parsed.filters
+
+
+def test_a_search_takes_filters_from_its_words_unless_literal(searcher):
+    response = searcher.query("red on camera 2", k=10)
+    assert response.query == "red" and {r.video["camera"] for r in response.results} == {"camera-2"}
+    assert "understood: 'on camera 2' as camera 2" in format_table(response)
+    assert searcher.query("red on camera 2", k=10, words=False).parsed == []
+    with pytest.raises(QueryError, match="only filters"):
+        searcher.query("on camera 2", k=3)

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     filters.add_argument("--after", help="H:MM[:SS], seconds, or YYYY-MM-DDTHH:MM[:SS][+HH:MM]")
     filters.add_argument("--before", help="as --after")
     filters.add_argument("--min-score", type=float, help="leave out results scoring below this")
+    filters.add_argument("--literal", action="store_true",
+                         help="search the text as typed: no filter phrases ('on camera 2 after 14:00') taken from it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         response = searcher.query(args.query, args.top_k, image=image, like=args.like, filters=filters,
                                   text_weight=TEXT_WEIGHT if args.text_weight is None else args.text_weight,
-                                  image_name=Path(args.image).name if args.image else "upload")
+                                  image_name=Path(args.image).name if args.image else "upload",
+                                  words=not args.literal)
         table = format_table
     print(json.dumps(response.to_dict(), indent=1) if args.json else table(response))
     return 0

@@ -5,7 +5,7 @@ to the CLI's --json and the HTTP API.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -38,11 +38,12 @@ class SearchResponse:
     image: dict | None = None  # the query image: {"id": indexed image} or {"upload": file name}; None for text
     text_weight: float | None = None  # with text and image: the text score's weight
     filters: dict | None = None  # `Filters.to_dict`, None when unfiltered
+    parsed: list[dict] = field(default_factory=list)  # filter phrases taken from the text: [{"words", "means"}]
 
     def to_dict(self) -> dict:
         return {"query": self.query, "truncated": self.truncated, "score_max": self.score_max,
                 "match_threshold": self.match_threshold, "image": self.image, "text_weight": self.text_weight,
-                "filters": self.filters, "results": [r.to_dict() for r in self.results]}
+                "filters": self.filters, "parsed": self.parsed, "results": [r.to_dict() for r in self.results]}
 
 
 @dataclass

@@ -26,6 +26,7 @@ import torch
 from partsearch.errors import QueryError, SearchIndexError, UnknownImage
 from partsearch.eval.parts import stripe_regions
 from partsearch.search.filters import Filters
+from partsearch.search.querywords import merge, parse_words
 from partsearch.search.results import SearchResponse, SearchResult, TrackCrop, TrackResponse, TrackResult
 from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search.encoder import Encoder, GalleryArrays
@@ -198,12 +199,20 @@ class Searcher:
 
     def query(self, text: str | None = None, k: int = 10, *, image=None, like: int | None = None,
               filters: Filters | None = None, text_weight: float = TEXT_WEIGHT,
-              image_name: str = "upload") -> SearchResponse:
+              image_name: str = "upload", words: bool = True) -> SearchResponse:
         """The top `k` images for a text, an image or both (`query_arrays`), among those that pass
-        `filters`; the image `like` itself is left out of its own results."""
+        `filters`; the image `like` itself is left out of its own results. With `words`, filter
+        phrases in the text ("on camera 2 after 14:00", `querywords`) become filters too (the
+        given `filters` take precedence field by field); the response lists them."""
         validate_top_k(k)
         filters = filters or Filters()
         text = text.strip() if isinstance(text, str) else ""
+        parsed = parse_words(text) if words and text else None
+        if parsed is not None and parsed.parts:
+            text, filters = parsed.text, merge(filters, parsed.filters)
+            if not text and image is None and like is None:
+                raise QueryError(f"the query names only filters ({', '.join(p['words'] for p in parsed.parts)}); "
+                                 "describe the person too, e.g. 'a woman in a red coat on camera 2'")
         gen = self.current()
         emb, truncated, described = self.query_arrays(text, image, like, text_weight, image_name)
         folded = self.encoder.fold_query(emb)
@@ -243,7 +252,7 @@ class Searcher:
                               # the threshold was measured for texts against images, not images against images
                               gen.meta.get("match_threshold") if described is None else None,
                               described, float(text_weight) if both else None,
-                              filters.to_dict() if filters else None)
+                              filters.to_dict() if filters else None, parsed.parts if parsed is not None else [])
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
@@ -318,6 +327,8 @@ def format_table(response: SearchResponse) -> str:
         like = response.image.get("name") or response.image.get("upload")
         lines.append(f"query image: {like}" + (f" with the text (text weight {response.text_weight:g})"
                                                if response.text_weight is not None else ""))
+    for part in response.parsed:
+        lines.append(f"understood: {part['words']!r} as {part['means']}")
     if response.filters:
         lines.append("filters: " + Filters(**response.filters).describe())
     lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")

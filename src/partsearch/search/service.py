@@ -89,6 +89,7 @@ class CropSearchRequest(SearchRequest):
     like: int | None = None  # an indexed image's id: "more like this"
     text_weight: float = TEXT_WEIGHT  # with a text and `like`
     filters: dict | None = None  # `filters.Filters` fields
+    literal: bool = False  # true: no filter phrases are taken from the query ("on camera 2")
 
 
 class TrackSearchRequest(SearchRequest):
@@ -226,7 +227,8 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     def search(request: CropSearchRequest):
         try:
             response = searcher.query(request.query, request.top_k, like=request.like,
-                                      filters=Filters.from_dict(request.filters), text_weight=request.text_weight)
+                                      filters=Filters.from_dict(request.filters), text_weight=request.text_weight,
+                                      words=not request.literal)
         except QueryError as err:
             raise HTTPException(422, str(err)) from None
         except KeyError:
