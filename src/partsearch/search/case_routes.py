@@ -65,7 +65,8 @@ def add_case_routes(app: FastAPI, searcher: Searcher) -> None:
     @app.post("/api/sightings")
     def sightings(request: SightingsRequest):
         try:
-            case = cases.load(request.case) if request.case else None
+            # a case that does not exist yet holds no decisions
+            case = cases.load(request.case, create=True) if request.case else None
             response = find_sightings(searcher, request.id, request.top_k, case, request.max_gap, request.query)
         except QueryError as err:
             raise HTTPException(422, str(err)) from None

@@ -365,6 +365,8 @@ def _public(body: dict) -> dict:
         if result.get("video") is not None:
             result["video"]["frame_url"] = f"/api/images/{result['id']}/frame"
             result["video"]["video_url"] = f"/api/images/{result['id']}/video"
+            result["video"]["video_type"] = VIDEO_MEDIA.get(Path(result["video"]["video"]).suffix.lower(),
+                                                            "application/octet-stream")
     return body
 
 
