@@ -102,7 +102,7 @@ def _vectors(n=3000, d=16, seed=0):
 
 
 def test_an_approximate_index_searches_only_the_allowed_rows_and_matches_exact(monkeypatch):
-    monkeypatch.setattr(vectors, "EXACT_MAX", 100)  # so 1,500 allowed rows take the selector path
+    monkeypatch.setattr(vectors, "FILTER_EXACT_MAX", 100)  # so 1,500 allowed rows take the selector path
     folded, query = _vectors()
     index = FaissIndex.build(folded, np.arange(len(folded)) + 1000, "IVF8,Flat")
     index.index.nprobe = 8  # every list: the first stage is exact, so the result must be
@@ -114,7 +114,7 @@ def test_an_approximate_index_searches_only_the_allowed_rows_and_matches_exact(m
 
 
 def test_a_filter_the_probed_lists_miss_still_returns_k(monkeypatch):
-    monkeypatch.setattr(vectors, "EXACT_MAX", 10)
+    monkeypatch.setattr(vectors, "FILTER_EXACT_MAX", 10)
     folded, query = _vectors()
     index = FaissIndex.build(folded, np.arange(len(folded)), "IVF64,Flat")
     index.index.nprobe = 1

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--image", metavar="PATH", help="a photo of the person (JPEG, PNG or WebP)")
     image.add_argument("--like", type=int, metavar="ID", help="an indexed image's id: more like this")
     image.add_argument("--text-weight", type=float, default=None,
-                       help="with a text and an image: the text score's weight, 0 to 1 (default 0.5)")
+                       help="with a text and an image: the text score's weight, 0 to 1 (default 0.25)")
     filters = parser.add_argument_group("filters (crops of ingested video)")
     filters.add_argument("--camera", action="append", default=[], help="a camera name or number (repeatable)")
     filters.add_argument("--video", action="append", default=[], help="a video path or file name (repeatable)")

@@ -2,7 +2,7 @@
 
 A filter is applied in the index, not by cutting a top k afterwards: `Filters.mask` marks the
 generation's rows that pass, and the vector search looks only at those (`vectors.FaissIndex.
-_search_rows`: exact up to EXACT_MAX of them, else a FAISS ID selector plus the exact re-rank), so
+_search_rows`: exact up to FILTER_EXACT_MAX of them, else a FAISS ID selector plus the exact re-rank), so
 a filtered search returns k results whenever k images pass. `min_score` alone is a cut of the
 ranked list (a score is known only once scored).
 

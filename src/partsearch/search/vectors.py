@@ -39,6 +39,10 @@ EXACT_MAX = 20_000
 # `auto` beyond EXACT_MAX [ours, measured]: projection width, lists probed.
 AUTO_PROJECTION = 256
 AUTO_NPROBE = 32
+# A filtered search scores up to this many allowed rows exactly, gathered from the folded vectors;
+# beyond, an approximate index searches only them [ours: at 1M, gathering 10,000 rows of a
+# memory-mapped gallery took longer than its first stage, docs/BENCHMARKS.md section 6].
+FILTER_EXACT_MAX = 2_000
 # Rows converted to float32 at a time by the exact scan and the build.
 BLOCK_ROWS = 65_536
 # Up to this size a float16 gallery is kept as one float32 copy for the exact scan (speed); above,
@@ -260,15 +264,15 @@ class FaissIndex:
         return scores, ids
 
     def _search_rows(self, query: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A filtered search inside the index [ours]: up to EXACT_MAX allowed rows (or with an exact
-        index) they are scored exactly, gathered from the folded vectors; beyond, the first stage
+        """A filtered search inside the index [ours]: up to FILTER_EXACT_MAX allowed rows (or with an
+        exact index) they are scored exactly, gathered from the folded vectors; beyond, the first stage
         searches only them (a FAISS `IDSelectorBatch`) and its `RERANK_FACTOR * k` candidates are
         re-ranked exactly, and a query it finds fewer than min(k, allowed) for is scored exactly
         over all allowed rows, so a filter never returns fewer than k results while k exist."""
         k = min(k, len(rows))
         if k == 0:
             return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
-        if self.exact or len(rows) <= EXACT_MAX:
+        if self.exact or len(rows) <= FILTER_EXACT_MAX:
             source = self._exact32 if self._exact32 is not None else self.folded
             return exact_search(source, query, k, rows)
         try:
