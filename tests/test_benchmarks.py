@@ -71,6 +71,16 @@ def test_search_tiny_run_exact_rows_agree_with_the_float32_ground_truth(tmp_path
     assert all(r["p50_ms"] <= r["p95_ms"] for r in result["rows"])
 
 
+def test_search_filtered_tiny_run_finds_the_exact_filtered_top_10(tmp_path):
+    out = tmp_path / "filtered.json"
+    code = search.main(["--data", "random", "--sizes", "3000", "--dim", "8", "--queries", "5",
+                        "--filter-keep", "0.01,0.5", "--json", str(out)])
+    assert code == 0
+    rows = read(out)["rows"]
+    assert [(r["keep"], r["allowed"]) for r in rows] == [(0.01, 30), (0.5, 1500)]
+    assert all(r["recall@10"] == 1.0 and r["path"].startswith("Flat: exact") for r in rows)  # auto is exact here
+
+
 def test_calibrated_gallery_keeps_the_measured_images_and_adds_identities_like_them(tmp_path):
     from benchmarks import gallery_vectors
 

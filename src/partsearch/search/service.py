@@ -2,7 +2,7 @@
 
 Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"detail": message}`):
 - `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
-- `POST /api/search` `{"query": str = "", "top_k": int = 10, "like": id | null, "text_weight": float = 0.5,
+- `POST /api/search` `{"query": str = "", "top_k": int = 10, "like": id | null, "text_weight": float = 0.25,
   "filters": {"cameras", "videos", "tracks", "after", "before", "min_score"} | null}` -> `{"query",
   "truncated", "score_max", "match_threshold" (null when unknown or for an image query), "image"
   ({"id", "name"} for `like`), "text_weight", "filters", "results": [{"rank", "id", "score", "levels":
