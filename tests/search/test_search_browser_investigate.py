@@ -120,3 +120,35 @@ def test_text_hit_more_like_this_camera_filter_sightings_case_and_export(case_se
     assert [s.decision for s in CaseStore(index).load("case-1").sightings] == ["confirmed", "confirmed"]
     for shot in shots.iterdir():
         assert shot.stat().st_size > 0
+
+
+def test_a_photo_search_and_query_words_show_what_was_searched(case_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server, index = case_server
+    photo = next((index.parent / "gallery" / "crops" / "cam3_avi").glob("t0001_*.jpg"))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server + "/")
+            page.wait_for_selector("#tracks-toggle:not([hidden])")
+            page.set_input_files("#photo", str(photo))
+            page.fill("#top-k", "3")
+            page.click("#search-button")
+            page.wait_for_function(f"document.getElementById('status').textContent.includes('the photo {photo.name}')")
+            assert page.locator("#results .card").count() == 3
+            page.locator("#results .card").first.click()  # no text: the result's own part scores
+            page.wait_for_selector("#detail:not([hidden]) #maps figure")
+            assert "image against image" in page.inner_text("#detail-score")
+
+            page.set_input_files("#photo", [])
+            page.uncheck("#tracks")
+            page.fill("#query", "red blue on camera gate")
+            page.click("#search-button")
+            page.wait_for_function("document.getElementById('status').textContent.includes('understood')")
+            status = page.inner_text("#status")
+            assert "“red blue”" in status and "understood “on camera gate” as camera gate" in status
+            assert all("gate" in t for t in page.locator("#results .card").all_inner_texts())
+        finally:
+            browser.close()
