@@ -314,7 +314,7 @@ def bench_filtered(size: int, args, workdir: Path) -> list[dict]:
         p50, p95, found = time_queries(lambda i: index.search(queries[i:i + 1], None, K, rows=allowed)[1],
                                        args.queries)
         recall = recall_at(found, exact, K)
-        path = "exact over the allowed rows" if len(allowed) <= _exact_max() else "IDSelectorBatch + exact re-rank"
+        path = "exact over the allowed rows" if len(allowed) <= _exact_max() else "IDSelectorBitmap, nprobe scaled + exact re-rank"
         rows_out.append({"gallery": size, "data": args.data, "keep": keep, "allowed": len(allowed),
                          "path": f"{index.factory}: {path}", "build_s": build_s, "p50_ms": p50, "p95_ms": p95,
                          "recall@10": recall, "mask_ms": mask_ms, "queries": args.queries})

@@ -266,7 +266,7 @@ class FaissIndex:
     def _search_rows(self, query: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A filtered search inside the index [ours]: up to FILTER_EXACT_MAX allowed rows (or with an
         exact index) they are scored exactly, gathered from the folded vectors; beyond, the first stage
-        searches only them (a FAISS `IDSelectorBatch`) and its `RERANK_FACTOR * k` candidates are
+        searches only them (a FAISS `IDSelectorBitmap`) and its `RERANK_FACTOR * k` candidates are
         re-ranked exactly, and a query it finds fewer than min(k, allowed) for is scored exactly
         over all allowed rows, so a filter never returns fewer than k results while k exist."""
         k = min(k, len(rows))
@@ -287,19 +287,27 @@ class FaissIndex:
         return scores, found
 
     def _selector_params(self, rows: np.ndarray):
-        """FAISS search parameters that admit only `rows`, keeping the index's own nprobe / efSearch."""
-        selector = faiss.IDSelectorBatch(rows)
+        """FAISS search parameters that admit only `rows` (a bitmap over the index's rows). An
+        inverted file probes nprobe / (allowed share) lists, all of them at most [ours]: the
+        allowed vectors nearest the query lie further out than the nearest of all, and this
+        probes about as many allowed vectors as an unfiltered search probes vectors."""
+        allowed = np.zeros(len(self), bool)
+        allowed[rows] = True
+        bitmap = np.packbits(allowed, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bitmap))
+        selector.bitmap_array = bitmap  # the bitmap must outlive the call
         inner = faiss.downcast_index(self.index)
         pre = isinstance(inner, faiss.IndexPreTransform)
         base = faiss.downcast_index(inner.index) if pre else inner
         ivf = faiss.try_extract_index_ivf(base)
         if ivf is not None:
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+            nprobe = min(ivf.nlist, math.ceil(ivf.nprobe * len(self) / max(1, len(rows))))
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         elif isinstance(base, faiss.IndexHNSW):
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=base.hnsw.efSearch)
         else:
             params = faiss.SearchParameters(sel=selector)
-        params.keep = selector  # the selector must outlive the call
+        params.keep = selector
         if pre:
             outer = faiss.SearchParametersPreTransform()
             outer.index_params, outer.keep = params, params
