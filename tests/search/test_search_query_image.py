@@ -26,6 +26,8 @@ def test_more_like_this_ranks_by_the_image_to_image_similarity_and_leaves_the_im
     like = _id(searcher, "red_red.png")
     response = searcher.query(k=10, like=like)
     assert like not in [r.id for r in response.results] and len(response.results) == len(CROPS) - 1
+    three = searcher.query(k=3, like=like).results  # k results, the image itself not among them
+    assert [r.id for r in three] == [r.id for r in response.results[:3]]
     gen = searcher.current()
     row = gen.rows[like]
     arrays = gen.arrays

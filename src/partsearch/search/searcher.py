@@ -218,11 +218,13 @@ class Searcher:
         emb, truncated, described = self.query_arrays(text, image, like, text_weight, image_name)
         folded = self.encoder.fold_query(emb)
         mask = filters.mask(gen) if filters.selects else None
-        if like is not None:
-            mask = np.ones(len(gen.entries), bool) if mask is None else mask
+        if like is not None and mask is not None:
             mask[gen.rows[like]] = False
-        if mask is None:
-            scores, ids = (self.vector_index or gen.vectors).search(folded, emb.global_, k)
+        if mask is None:  # `like` itself, when unfiltered, is asked for one more and dropped below
+            scores, ids = (self.vector_index or gen.vectors).search(folded, emb.global_, k + (like is not None))
+            if like is not None:
+                mine = ids[0] == like
+                scores, ids = scores[:, ~mine][:, :k], ids[:, ~mine][:, :k]
         elif self.vector_index is None:
             scores, ids = gen.vectors.search(folded, emb.global_, k, rows=gen.segment_rows(mask))
         else:  # an external index (Milvus): the allowed rows are scored exactly on the stored vectors

@@ -43,6 +43,8 @@ AUTO_NPROBE = 32
 # beyond, an approximate index searches only them [ours: at 1M, gathering 10,000 rows of a
 # memory-mapped gallery took longer than its first stage, docs/BENCHMARKS.md section 6].
 FILTER_EXACT_MAX = 2_000
+# A filtered search of an inverted file probes FILTER_PROBE * nprobe / (allowed share) lists [ours].
+FILTER_PROBE = 1.0
 # Rows converted to float32 at a time by the exact scan and the build.
 BLOCK_ROWS = 65_536
 # Up to this size a float16 gallery is kept as one float32 copy for the exact scan (speed); above,
@@ -168,6 +170,7 @@ class FaissIndex:
         self.factory = factory  # what was built
         self.requested = requested or factory  # what was asked for (`auto` or a factory string)
         self.rerank_factor = RERANK_FACTOR
+        self.filter_probe = FILTER_PROBE
         nbytes = folded.shape[0] * folded.shape[1] * 4
         self._exact32 = (np.ascontiguousarray(folded, dtype=np.float32)
                          if index is None and nbytes <= EXACT_CACHE_BYTES else None)
@@ -301,7 +304,7 @@ class FaissIndex:
         base = faiss.downcast_index(inner.index) if pre else inner
         ivf = faiss.try_extract_index_ivf(base)
         if ivf is not None:
-            nprobe = min(ivf.nlist, math.ceil(ivf.nprobe * len(self) / max(1, len(rows))))
+            nprobe = min(ivf.nlist, math.ceil(self.filter_probe * ivf.nprobe * len(self) / max(1, len(rows))))
             params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         elif isinstance(base, faiss.IndexHNSW):
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=base.hnsw.efSearch)
