@@ -40,10 +40,11 @@ EXACT_MAX = 20_000
 AUTO_PROJECTION = 256
 AUTO_NPROBE = 32
 # A filtered search scores up to this many allowed rows exactly, gathered from the folded vectors;
-# beyond, an approximate index searches only them [ours: at 1M, gathering 10,000 rows of a
-# memory-mapped gallery took longer than its first stage, docs/BENCHMARKS.md section 6].
+# beyond, an approximate index searches only them [ours: at 1M, converting 10,000 float16 rows took
+# longer than the first stage, docs/BENCHMARKS.md section 6.5].
 FILTER_EXACT_MAX = 2_000
-# A filtered search of an inverted file probes FILTER_PROBE * nprobe / (allowed share) lists [ours].
+# A filtered search of an inverted file probes FILTER_PROBE * nprobe / (allowed share) lists [ours;
+# 2 or 4 times more did not raise recall, docs/BENCHMARKS.md section 6.5].
 FILTER_PROBE = 1.0
 # Rows converted to float32 at a time by the exact scan and the build.
 BLOCK_ROWS = 65_536
