@@ -143,6 +143,11 @@ def test_a_photo_search_and_query_words_show_what_was_searched(case_server, tmp_
             assert "image against image" in page.inner_text("#detail-score")
 
             page.set_input_files("#photo", [])
+            page.fill("#query", "red blue on camera gate")  # tracks, with the filter read from the words
+            page.click("#search-button")
+            page.wait_for_function("document.getElementById('status').textContent.includes('tracks for')")
+            assert "understood “on camera gate” as camera gate" in page.inner_text("#status")
+            assert all("cam3.avi" in t for t in page.locator("#results .card").all_inner_texts())
             page.uncheck("#tracks")
             page.fill("#query", "red blue on camera gate")
             page.click("#search-button")

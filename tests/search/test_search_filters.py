@@ -170,3 +170,13 @@ def test_a_search_takes_filters_from_its_words_unless_literal(searcher):
     assert searcher.query("red on camera 2", k=10, words=False).parsed == []
     with pytest.raises(QueryError, match="only filters"):
         searcher.query("on camera 2", k=3)
+
+
+def test_a_track_search_keeps_only_the_crops_that_pass_and_reads_filter_words(searcher):
+    tracks = searcher.query_tracks("red on camera 2", k=10)
+    assert {(r.camera, r.video) for r in tracks.results} == {("camera-2", "videos/cam2.avi")}
+    assert tracks.parsed[0]["means"] == "camera 2"
+    # cam1 starts at 13:59:59: only each track's first crop (at 0.1 s or 0.2 s) is before 13:59:59.4
+    early = searcher.query_tracks("red", k=10, filters=Filters(videos=("cam1.avi",), before="13:59:59.4"))
+    assert {r.crops for r in early.results} == {1} and all(r.end <= 0.4 for r in early.results)
+    assert searcher.query_tracks("red", k=10, filters=Filters(min_score=10.0)).results == []

@@ -58,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
         image = path.read_bytes()
     if args.tracks:
         validate_query(args.query, args.top_k)
-        if filters or image is not None or args.like is not None:
-            raise QueryError("--tracks searches by text alone; leave out --image, --like and the filters")
+        if image is not None or args.like is not None:
+            raise QueryError("--tracks searches by text; leave out --image and --like")
     elif not args.query.strip() and image is None and args.like is None:
         raise QueryError("the query is empty: give a text describing the person, --image PATH or --like ID")
     searcher = open_searcher(args.index_dir, args.run, args.checkpoint)
     if args.tracks:
-        response = searcher.query_tracks(args.query, args.top_k, args.aggregate)
+        response = searcher.query_tracks(args.query, args.top_k, args.aggregate, filters, words=not args.literal)
         table = format_track_table
     else:
         response = searcher.query(args.query, args.top_k, image=image, like=args.like, filters=filters,

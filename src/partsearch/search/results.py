@@ -85,8 +85,10 @@ class TrackResponse:
     aggregate: str  # how a track's score is made from its crops' (`tracks.AGGREGATES`)
     score_max: float = 3.0
     match_threshold: float | None = None  # for a crop's score: the best crop's (`TrackCrop.score`)
+    filters: dict | None = None  # as `SearchResponse`
+    parsed: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"query": self.query, "truncated": self.truncated, "aggregate": self.aggregate,
-                "score_max": self.score_max, "match_threshold": self.match_threshold,
-                "results": [r.to_dict() for r in self.results]}
+                "score_max": self.score_max, "match_threshold": self.match_threshold, "filters": self.filters,
+                "parsed": self.parsed, "results": [r.to_dict() for r in self.results]}

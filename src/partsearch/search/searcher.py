@@ -208,28 +208,18 @@ class Searcher:
         validate_top_k(k)
         filters = filters or Filters()
         text = text.strip() if isinstance(text, str) else ""
-        parsed = parse_words(text) if words and text else None
-        if parsed is not None and parsed.parts:
-            text, filters = parsed.text, merge(filters, parsed.filters)
-            if not text and image is None and like is None:
-                raise QueryError(f"the query names only filters ({', '.join(p['words'] for p in parsed.parts)}); "
-                                 "describe the person too, e.g. 'a woman in a red coat on camera 2'")
+        text, filters, parsed = self._words(text, filters, words, image is not None or like is not None)
         gen = self.current()
         emb, truncated, described = self.query_arrays(text, image, like, text_weight, image_name)
         folded = self.encoder.fold_query(emb)
         mask = filters.mask(gen) if filters.selects else None
         if like is not None and mask is not None:
             mask[gen.rows[like]] = False
-        if mask is None:  # `like` itself, when unfiltered, is asked for one more and dropped below
-            scores, ids = (self.vector_index or gen.vectors).search(folded, emb.global_, k + (like is not None))
-            if like is not None:
-                mine = ids[0] == like
-                scores, ids = scores[:, ~mine][:, :k], ids[:, ~mine][:, :k]
-        elif self.vector_index is None:
-            scores, ids = gen.vectors.search(folded, emb.global_, k, rows=gen.segment_rows(mask))
-        else:  # an external index (Milvus): the allowed rows are scored exactly on the stored vectors
-            scores, rows = exact_search(gen.folded, folded, k, np.flatnonzero(mask))
-            ids = np.where(rows >= 0, gen.ids[np.maximum(rows, 0)], -1)
+        # `like` itself, when unfiltered, is asked for one more and dropped
+        scores, ids = self._search_allowed(gen, folded, emb.global_, k + (like is not None and mask is None), mask)
+        if like is not None and mask is None:
+            mine = ids[0] == like
+            scores, ids = scores[:, ~mine][:, :k], ids[:, ~mine][:, :k]
         keep = ids[0] >= 0
         if filters.min_score is not None:
             keep &= scores[0] >= filters.min_score
@@ -255,18 +245,41 @@ class Searcher:
                               # the threshold was measured for texts against images, not images against images
                               gen.meta.get("match_threshold") if described is None else None,
                               described, float(text_weight) if both else None,
-                              filters.to_dict() if filters else None, parsed.parts if parsed is not None else [])
+                              filters.to_dict() if filters else None, parsed)
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
         return self.query(text, k).results
 
-    def query_tracks(self, text: str, k: int = 10, aggregate: str = DEFAULT_AGGREGATE) -> TrackResponse:
+    def _words(self, text: str, filters: Filters, words: bool, image: bool = False) -> tuple[str, Filters, list]:
+        """The text without its filter phrases, the filters completed by them, and the phrases."""
+        parsed = parse_words(text) if words and text else None
+        if parsed is None or not parsed.parts:
+            return text, filters, []
+        if not parsed.text and not image:
+            raise QueryError(f"the query names only filters ({', '.join(p['words'] for p in parsed.parts)}); "
+                             "describe the person too, e.g. 'a woman in a red coat on camera 2'")
+        return parsed.text, merge(filters, parsed.filters), parsed.parts
+
+    def _search_allowed(self, gen: Generation, folded: np.ndarray, query_global, k: int,
+                        mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The vector search over every row, or only over the rows `mask` allows (`filters`)."""
+        if mask is None:
+            return (self.vector_index or gen.vectors).search(folded, query_global, k)
+        if self.vector_index is None:
+            return gen.vectors.search(folded, query_global, k, rows=gen.segment_rows(mask))
+        # an external index (Milvus): the allowed rows are scored exactly on the stored vectors
+        scores, rows = exact_search(gen.folded, folded, k, np.flatnonzero(mask))
+        return scores, np.where(rows >= 0, gen.ids[np.maximum(rows, 0)], -1)
+
+    def query_tracks(self, text: str, k: int = 10, aggregate: str = DEFAULT_AGGREGATE,
+                     filters: Filters | None = None, words: bool = True) -> TrackResponse:
         """The top `k` tracks of the index's video crops for `text`, each scored from all its
         crops' scores by `aggregate` (`tracks.AGGREGATES`). Crops come from the vector index
         until the k-th track outscores every crop not yet seen (a track's score is at most its
         best crop's), so with an exact index the ranking is exact; crops outside any track
-        (plain images, uploads) are left out."""
+        (plain images, uploads) are left out. With `filters` (and filter phrases in the text, as
+        `query`), a track is made of its crops that pass, and `min_score` cuts tracks."""
         text = validate_query(text, k)
         if aggregate not in AGGREGATES:
             raise QueryError(f"aggregate={aggregate!r} is unknown; use one of {', '.join(AGGREGATES)}")
@@ -274,38 +287,44 @@ class Searcher:
         if not gen.tracks:
             raise QueryError(f"index {self.store.root} holds no tracks: index a gallery written by "
                              "`partsearch ingest` to search tracks, or search images")
+        text, filters, parsed = self._words(text, filters or Filters(), words)
+        mask = filters.mask(gen) if filters.selects else None
+        tracks = gen.tracks if mask is None else {key: rows[mask[rows]] for key, rows in gen.tracks.items()
+                                                  if mask[rows].any()}
+        total = len(gen.entries) if mask is None else int(mask.sum())
         emb, truncated = self.encode_query(text)
         folded = self.encoder.fold_query(emb)
-        vectors = self.vector_index or gen.vectors
-        wanted = min(len(gen.entries), k * TRACK_CANDIDATES)
+        wanted = min(total, k * TRACK_CANDIDATES)
         while True:
-            scores, ids = vectors.search(folded, emb.global_, wanted)
+            scores, ids = self._search_allowed(gen, folded, emb.global_, wanted, mask)
             seen = {gen.entries[gen.rows[int(i)]].video.key for i in ids[0]
                     if int(i) in gen.rows and gen.entries[gen.rows[int(i)]].video is not None}
-            ranked = self._rank_tracks(gen, seen, folded, aggregate)
+            ranked = self._rank_tracks(gen, tracks, seen & set(tracks), folded, aggregate)
+            if filters.min_score is not None:
+                ranked = [item for item in ranked if item[0] >= filters.min_score]
             unseen_bound = float(scores[0][-1]) if len(scores[0]) else float("inf")
-            if wanted >= len(gen.entries) or (len(ranked) >= k and ranked[k - 1][0] >= unseen_bound):
+            if wanted >= total or (len(ranked) >= k and ranked[k - 1][0] >= unseen_bound):
                 break
-            wanted = min(len(gen.entries), wanted * 4)
-        results = [self._track_result(gen, rank, key, score, crop_scores)
+            wanted = min(total, wanted * 4)
+        results = [self._track_result(gen, tracks[key], rank, key, score, crop_scores)
                    for rank, (score, key, crop_scores) in enumerate(ranked[:k], start=1)]
         return TrackResponse(text[:MAX_QUERY_CHARS], truncated, results, aggregate,
-                             float(sum(self.encoder.weights)), gen.meta.get("match_threshold"))
+                             float(sum(self.encoder.weights)), gen.meta.get("match_threshold"),
+                             filters.to_dict() if filters else None, parsed)
 
     @staticmethod
-    def _rank_tracks(gen: Generation, keys: set, folded: np.ndarray, aggregate: str):
+    def _rank_tracks(gen: Generation, tracks: dict, keys: set, folded: np.ndarray, aggregate: str):
         """[(track score, key, crop scores in the track's row order)], best first (ties by key)."""
         ranked = []
         for key in keys:
             # s(v, t) of every crop of the track: the inner product of folded vectors, as the exact re-rank scores
-            exact = np.asarray(gen.folded[gen.tracks[key]], np.float32) @ folded[0]
+            exact = np.asarray(gen.folded[tracks[key]], np.float32) @ folded[0]
             ranked.append((aggregate_scores(exact, aggregate), key, exact))
         ranked.sort(key=lambda item: (-item[0], item[1]))
         return ranked
 
-    def _track_result(self, gen: Generation, rank: int, key: tuple[str, int], score: float,
+    def _track_result(self, gen: Generation, rows: np.ndarray, rank: int, key: tuple[str, int], score: float,
                       crop_scores: np.ndarray) -> TrackResult:
-        rows = gen.tracks[key]
         best_row = int(rows[int(np.argmax(crop_scores))])
         entry, first, last = gen.entries[best_row], gen.entries[rows[0]], gen.entries[rows[-1]]
         best = TrackCrop(id=entry.id, score=float(np.max(crop_scores)), name=entry.name, relpath=entry.path,
@@ -360,6 +379,10 @@ def format_track_table(response: TrackResponse) -> str:
     if threshold is not None and response.results and response.results[0].best.score < threshold:
         lines.append(f"note: no track is a good match (its best crop scores below {threshold:.4f}, the match "
                      "threshold measured on the validation split)")
+    for part in response.parsed:
+        lines.append(f"understood: {part['words']!r} as {part['means']}")
+    if response.filters:
+        lines.append("filters: " + Filters(**response.filters).describe())
     lines.append(f"{'rank':>4}  {'score':>7}  {'track':>5}  {'crops':>5}  {'seen (s)':>15}  video  "
                  f"(track score: {response.aggregate} of its crops' scores)")
     for r in response.results:

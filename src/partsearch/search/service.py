@@ -13,8 +13,9 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
 - `POST /api/search/image` multipart: `file` (a photo), and form fields `query`, `top_k`,
   `text_weight`, `filters` (JSON): a search by photo, alone or with a text; the same answer
   (`"image": {"upload": file name}`). Nothing is stored. Not an image -> 400, too large -> 413.
-- `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max"}`
-  (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold", "results": [{"rank", "video",
+- `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max", "filters",
+  "literal"}` (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold",
+  "filters", "parsed", "results": [{"rank", "video", "camera",
   "track", "score", "crops", "start", "end", "best": {"id", "score", "name", "relpath", "frame",
   "time", "box", "url", "frame_url", "video_url", "video_type"}}]}`: tracks of an index of `partsearch ingest` crops
   (`Searcher.query_tracks`); an index without tracks, or an unknown aggregate -> 422.
@@ -94,6 +95,8 @@ class CropSearchRequest(SearchRequest):
 
 class TrackSearchRequest(SearchRequest):
     aggregate: str = DEFAULT_AGGREGATE
+    filters: dict | None = None  # `filters.Filters` fields
+    literal: bool = False
 
 
 def _parse_id(image_id: str) -> int:
@@ -262,7 +265,8 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     @app.post("/api/search/tracks")
     def search_tracks(request: TrackSearchRequest):
         try:
-            response = searcher.query_tracks(request.query, request.top_k, request.aggregate)
+            response = searcher.query_tracks(request.query, request.top_k, request.aggregate,
+                                             Filters.from_dict(request.filters), words=not request.literal)
         except QueryError as err:
             raise HTTPException(422, str(err)) from None
         body = response.to_dict()

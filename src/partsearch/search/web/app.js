@@ -94,7 +94,7 @@ function renderTracks(body) {
       (node) => showDetail(b.id, node, t)));
   }
   const note = body.truncated ? " (query truncated at the tokenizer limit)" : "";
-  let text = `${body.results.length} tracks for “${body.query}”${note}`;
+  let text = `${body.results.length} tracks for ${describeQuery(body)}${note}`;
   if (threshold !== null && body.results.length && body.results[0].best.score < threshold) {
     text += `. No track is a good match: its best crop scores below ${threshold.toFixed(3)}.`;
   }
@@ -286,9 +286,9 @@ $("search-form").addEventListener("submit", async (event) => {
     const body = tracks ? await fetchJSON("/api/search/tracks", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ query: lastQuery, top_k: topK }),
+      body: JSON.stringify({ query: lastQuery, top_k: topK, filters: searchFilters() }),
     }) : await cropSearch(lastQuery, topK);
-    if (!tracks) lastQuery = body.query;  // the text searched, without the filter words taken from it
+    lastQuery = body.query;  // the text searched, without the filter words taken from it
     (tracks ? renderTracks : renderResults)(body);
   } catch (err) {
     $("results").replaceChildren();
