@@ -27,6 +27,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "step-profile": ("benchmarks.step_profile", "where a CPU step of synth_cpu goes, before and after a change"),
     "encode": ("benchmarks.encode", "gallery images/s and queries/s at inference"),
     "search": ("benchmarks.search", "query latency and recall@10 at 10k / 100k / 1M vectors"),
+    "image-query": ("benchmarks.image_query", "R@1 of image-to-image and text + image queries on SynthPEDES test"),
+    "sightings": ("benchmarks.sightings", "precision / recall of same-person links on synthetic multi-camera video"),
     "gallery-vectors": ("benchmarks.gallery_vectors", "embed SynthPEDES images and captions for the search benchmark"),
     "service-load": ("benchmarks.service_load", "the HTTP service: concurrent searches while uploads and deletes happen"),
     "ingest": ("benchmarks.ingest", "partsearch ingest: video frames/s with the HOG detector"),

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from partsearch.data.synth import SKIN, make_caption, render, visible_parts
-    from partsearch.eval.parts import stripe_regions
+    from partsearch.model.fine import stripe_regions
     from partsearch.search.explain import part_baseline
     from partsearch.search.searcher import Searcher, part_cosines
 

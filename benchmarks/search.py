@@ -26,6 +26,12 @@ Data (`--data`):
 
 The ground truth is computed in float32 while the gallery is generated; the index serves the
 float16 copy (section 6 of docs/BENCHMARKS.md has the effect of float16 on scores).
+
+`--filter-keep 0.01,0.1` times filtered search instead (`FaissIndex.search(..., rows=...)`, what
+`Searcher.query(..., filters=...)` runs after turning a filter into each segment's allowed rows):
+the `auto` index is built as shipped, a random `keep` share of the rows is allowed, and recall@10
+is against the exact float32 ranking of the allowed rows alone; the filter's own mask is timed
+apart (`filters.Filters.mask` over G video records, one camera of 100).
 """
 
 from __future__ import annotations
@@ -276,6 +282,75 @@ def bench_size(size: int, args, workdir: Path) -> list[dict]:
     return rows
 
 
+def bench_filtered(size: int, args, workdir: Path) -> list[dict]:
+    """Filtered search at G = `size` (module docstring): one row per share in `--filter-keep`."""
+    from partsearch.search.vectors import FaissIndex
+
+    folded_path = workdir / f"folded_{args.data}_{size}.npy"
+    if args.data == "random":
+        data = random_gallery(size, args.dim, args.queries, folded_path, seed=args.seed)
+    else:
+        data = calibrated_gallery(Path(args.vectors), size, args.queries, folded_path, seed=args.seed)
+    folded = np.load(folded_path, mmap_mode="r")
+    queries = data["query_folded"]
+    t0 = time.perf_counter()
+    index = FaissIndex.build(folded, np.arange(size, dtype=np.int64), "auto")
+    build_s = time.perf_counter() - t0
+    log(f"G={size:,}: auto ({index.factory}) built in {build_s:.1f}s")
+    mask_ms = filter_mask_ms(size)
+    rows_out = []
+    rng = np.random.default_rng(args.seed)
+    for keep in args.filter_keep:
+        allowed = np.sort(rng.choice(size, max(1, round(keep * size)), replace=False))
+        best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+        best_ids = np.zeros((len(queries), 0), np.int64)
+        for start in range(0, len(allowed), 65_536):  # float32 ground truth over the allowed rows alone
+            block = allowed[start:start + 65_536]
+            scores = np.concatenate([best_scores, queries @ np.asarray(folded[block], np.float32).T], axis=1)
+            ids = np.concatenate([best_ids, np.broadcast_to(block, (len(queries), len(block)))], axis=1)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+            best_scores, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+        exact = best_ids
+        p50, p95, found = time_queries(lambda i: index.search(queries[i:i + 1], None, K, rows=allowed)[1],
+                                       args.queries)
+        recall = recall_at(found, exact, K)
+        path = "exact over the allowed rows" if len(allowed) <= _exact_max() else "IDSelectorBitmap, nprobe scaled + exact re-rank"
+        rows_out.append({"gallery": size, "data": args.data, "keep": keep, "allowed": len(allowed),
+                         "path": f"{index.factory}: {path}", "build_s": build_s, "p50_ms": p50, "p95_ms": p95,
+                         "recall@10": recall, "mask_ms": mask_ms, "queries": args.queries})
+        log(f"G={size:,} keep {keep:g}: p50 {p50:.2f} ms, p95 {p95:.2f} ms, recall@10 {recall:.4f} ({path})")
+    del index, folded
+    folded_path.unlink(missing_ok=True)
+    return rows_out
+
+
+def _exact_max() -> int:
+    from partsearch.search.vectors import FILTER_EXACT_MAX
+
+    return FILTER_EXACT_MAX
+
+
+def filter_mask_ms(size: int, cameras: int = 100) -> float:
+    """Median ms of `Filters(cameras=...).mask` over `size` video records on `cameras` cameras (the
+    columns are built once per generation and not timed)."""
+    from types import SimpleNamespace
+
+    from partsearch.search.filters import Filters, columns
+    from partsearch.search.tracks import VideoRecord
+
+    records = [VideoRecord(f"v{i % cameras}.mp4", i, i / 10, (0, 0, 1, 1), i % 7, f"cam{i % cameras}")
+               for i in range(size)]
+    gen = SimpleNamespace(entries=[SimpleNamespace(video=r) for r in records])
+    columns(gen)
+    wanted = Filters(cameras=("cam7",))
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        wanted.mask(gen)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("search", "query latency p50/p95, recall@10 and RSS per vector backend")
     parser.add_argument("--data", choices=["calibrated", "random"], default="calibrated")
@@ -302,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                              "concurrent queries)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="where the large memmaps go (default: a temp dir)")
+    parser.add_argument("--filter-keep", type=lambda s: [float(x) for x in s.split(",")], default=None,
+                        help="time filtered search instead, allowing these shares of the rows (e.g. 0.01,0.1)")
     args = parser.parse_args(argv)
     if args.data == "calibrated" and not (args.vectors and (Path(args.vectors) / "meta.json").is_file()):
         parser.error("--data calibrated needs --vectors DIR written by `python -m benchmarks gallery-vectors`")
@@ -309,6 +386,19 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="partsearch-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     rows = []
+    if args.filter_keep:
+        try:
+            for size in args.sizes:
+                rows += bench_filtered(size, args, base)
+        finally:
+            if not args.workdir:
+                shutil.rmtree(base, ignore_errors=True)
+        report("search (filtered)", rows, args, [
+            f"data: {args.data}; recall@10 against the exact float32 ranking of the allowed rows; latency per "
+            f"single query; mask_ms: Filters.mask over G video records (one camera of 100)"],
+            columns=["gallery", "data", "keep", "allowed", "path", "build_s", "p50_ms", "p95_ms", "recall@10",
+                     "mask_ms", "queries"])
+        return 0
     try:
         for size in args.sizes:
             rows += bench_size(size, args, base)

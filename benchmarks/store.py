@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from partsearch.eval.metrics import retrieval_metrics
     from partsearch.runs import load_run, run_data_path
     from partsearch.search.encoder import RunEncoder
-    from partsearch.search.index import add_image, build_index, delete_image
+    from partsearch.search.index import build_index
+    from partsearch.search.writes import add_image, delete_image
     from partsearch.search.store import IndexStore
 
     run = load_run(args.run, "best", "cpu")

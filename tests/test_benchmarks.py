@@ -71,6 +71,16 @@ def test_search_tiny_run_exact_rows_agree_with_the_float32_ground_truth(tmp_path
     assert all(r["p50_ms"] <= r["p95_ms"] for r in result["rows"])
 
 
+def test_search_filtered_tiny_run_finds_the_exact_filtered_top_10(tmp_path):
+    out = tmp_path / "filtered.json"
+    code = search.main(["--data", "random", "--sizes", "3000", "--dim", "8", "--queries", "5",
+                        "--filter-keep", "0.01,0.5", "--json", str(out)])
+    assert code == 0
+    rows = read(out)["rows"]
+    assert [(r["keep"], r["allowed"]) for r in rows] == [(0.01, 30), (0.5, 1500)]
+    assert all(r["recall@10"] == 1.0 and r["path"].startswith("Flat: exact") for r in rows)  # auto is exact here
+
+
 def test_calibrated_gallery_keeps_the_measured_images_and_adds_identities_like_them(tmp_path):
     from benchmarks import gallery_vectors
 
@@ -289,3 +299,28 @@ def test_vtest_person_rank_places_each_person_by_its_best_crop():
                                [0.8, 0.1, 0.9, 0.3]])
     image_ids, text_ids = torch.tensor([7, 7, 3, 5]), torch.tensor([7, 5])
     assert vtest.person_ranks(similarity, text_ids, image_ids) == [1, 3]
+
+
+def test_image_query_and_sightings_tiny_runs_report_their_rows(tmp_path, tiny_overrides):
+    import yaml
+
+    from benchmarks import image_query, sightings
+
+    from partsearch.cli import main
+    from partsearch.config import load_config
+    from partsearch.data.synth import generate
+
+    root = generate(tmp_path / "synth", num_ids=8, seed=0, size=(64, 32))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    out = tmp_path / "image_query.json"
+    assert image_query.main(["--run", str(tmp_path / "run"), "--data", str(root), "--json", str(out)]) == 0
+    rows = read(out)["rows"]
+    assert [r["query"] for r in rows][:2] == ["t2i (first caption)", "i2i"] and len(rows) == 5
+    assert all(0 <= r["R1"] <= r["R5"] <= 100 for r in rows)
+    out = tmp_path / "sightings.json"
+    assert sightings.main(["--run", str(tmp_path / "run"), "--frames", "30", "--workdir", str(tmp_path / "s"),
+                           "--json", str(out)]) == 0
+    rows = read(out)["rows"]
+    assert rows and all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in rows)

@@ -27,6 +27,7 @@ COMMANDS = {
     "ingest": ("ingest", "cut the people out of videos: detect, track, write crops and their records"),
     "index": ("index", "embed a folder of pedestrian crops into a search index"),
     "search": ("search", "search an index with a sentence"),
+    "case": ("case", "a person's sightings across cameras, cases of them, and their export"),
     "serve": ("serve", "serve an index over HTTP with a web page"),
     "demo": ("demo", "the whole job on synthetic data: generate, train, evaluate, index, search, report"),
 }

@@ -154,3 +154,18 @@ def manifest_lines(index_dir) -> list[dict]:
     lines = [(ref, json.loads(line)) for ref in catalogue["segments"]
              for line in (store.segments_dir / ref["name"] / "manifest.jsonl").read_text().splitlines()]
     return [line for ref, line in lines if line["id"] not in ref["deleted"]]
+
+
+def camera_gallery(root, tracks, cameras):
+    """`make_ingest_gallery` with each video's camera and start: `cameras` maps the video file name
+    to (camera name, ISO 8601 start or None); each record gets `camera` and `wall_time` (start plus
+    its time in the video) as `partsearch ingest --camera NAME --start TIME` writes them."""
+    import datetime
+
+    records = make_ingest_gallery(root, tracks)
+    for record in records:
+        camera, start = cameras[record["video"].rsplit("/", 1)[-1]]
+        record["camera"] = camera
+        record["wall_time"] = None if start is None else (
+            datetime.datetime.fromisoformat(start) + datetime.timedelta(seconds=record["time"])).isoformat()
+    return records

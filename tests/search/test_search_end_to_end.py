@@ -124,6 +124,37 @@ def test_search_command_rejects_an_empty_query(built, capsys):
     assert "empty" in capsys.readouterr().err
 
 
+def test_search_command_finds_more_like_an_image_and_by_a_photo(built, capsys):
+    _, images, index = built
+    assert cli(["search", str(index), "--like", "0", "--top-k", "2", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["image"]["id"] == 0 and 0 not in [r["id"] for r in body["results"]]
+    assert cli(["search", str(index), "--image", str(images / "red_red.png"), "--top-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["relpath"] == "red_red.png"
+
+
+def test_search_command_names_a_filter_that_is_not_one(built, capsys):
+    _, _, index = built
+    assert cli(["search", str(index), QUERY, "--after", "noon"]) == 2
+    assert "after 'noon'" in capsys.readouterr().err
+
+
+def test_case_commands_find_sightings_keep_decisions_and_export(built, tmp_path, capsys):
+    _, _, index = built
+    assert cli(["case", "sightings", "--index", str(index), "--id", "0", "--top-k", "2", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["results"][0]["role"] == "source" and len(body["results"]) == 3
+    other = body["results"][1]["id"]
+    assert cli(["case", "add", "c1", "--index", str(index), "--id", str(other), "--confirm", "--query", QUERY]) == 0
+    assert "confirmed" in capsys.readouterr().out
+    assert cli(["case", "list", "--index", str(index)]) == 0 and capsys.readouterr().out.strip() == "c1"
+    assert cli(["case", "export", "c1", "--index", str(index), "--out", str(tmp_path / "out")]) == 0
+    exported = json.loads((tmp_path / "out" / "case.json").read_text())
+    assert [s["decision"] for s in exported["sightings"]] == ["confirmed"] and (tmp_path / "out" / "sightings.csv").is_file()
+    assert cli(["case", "show", "nope", "--index", str(index)]) == 2
+    assert "no case 'nope'" in capsys.readouterr().err
+
+
 def test_long_query_is_truncated_at_the_tokenizer_limit(searcher):
     response = searcher.query("red " * 30, 2)
     assert response.truncated is True and len(response.results) == 2

@@ -318,7 +318,7 @@ def test_an_unknown_image_id_is_a_search_index_error_naming_the_id(index_dir, en
 
 def test_deleting_an_unknown_image_id_names_the_id(index_dir):
     from partsearch.errors import UnknownImage
-    from partsearch.search.index import delete_image
+    from partsearch.search.writes import delete_image
 
     with pytest.raises(UnknownImage, match="no image with id 987654"):
         delete_image(IndexStore(index_dir), 987654)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partsearch.search.index import delete_image
+from partsearch.search.writes import delete_image
 from partsearch.search.store import IndexStore
 from partsearch.search.searcher import Searcher
 

@@ -307,7 +307,7 @@ def test_delete_on_a_full_disk_is_a_json_507_and_keeps_the_image(client, index_d
 
 def test_an_unexpected_server_error_is_a_json_500(index_dir, encoder, monkeypatch):
     searcher = Searcher(index_dir, encoder=encoder)
-    monkeypatch.setattr(searcher, "query", lambda *args: 1 / 0)
+    monkeypatch.setattr(searcher, "query", lambda *args, **kwargs: 1 / 0)
     response = TestClient(create_app(searcher), raise_server_exceptions=False, base_url=LOCAL).post(
         "/api/search", json={"query": "red"})
     assert response.status_code == 500 and "ZeroDivisionError" in response.json()["detail"]

@@ -14,10 +14,13 @@ from PIL import Image
 from search_fakes import COLOURS, CROPS, FakeEncoder, make_crop
 
 from partsearch.errors import SearchIndexError
-from partsearch.search import index as index_ops
-from partsearch.search.index import add_image, build_index, compact, delete_image
+from partsearch.search import compaction
+from partsearch.search.compaction import compact
+from partsearch.search.index import build_index
 from partsearch.search.searcher import Searcher
-from partsearch.search.store import IndexStore, RowStack, level_views
+from partsearch.search.segments import RowStack, level_views
+from partsearch.search.store import IndexStore
+from partsearch.search.writes import add_image, delete_image
 
 
 def _png(top="yellow", bottom="black") -> bytes:
@@ -114,7 +117,7 @@ def test_a_deleted_image_is_neither_found_nor_returned_by_compaction(index_dir, 
 
 
 def test_compaction_merges_every_segment_and_keeps_the_ranking(index_dir, encoder, monkeypatch):
-    monkeypatch.setattr(index_ops, "MERGE_FACTOR", 100)
+    monkeypatch.setattr(compaction, "MERGE_FACTOR", 100)
     store = IndexStore(index_dir)
     for top in ("yellow", "red", "blue"):
         add_image(store, encoder, _png(top), f"{top}.png")
@@ -135,7 +138,7 @@ def test_compacting_an_index_of_one_clean_segment_writes_nothing(index_dir):
 
 
 def test_uploads_are_merged_by_tiers_of_similar_size(index_dir, encoder, monkeypatch):
-    monkeypatch.setattr(index_ops, "MERGE_FACTOR", 3)
+    monkeypatch.setattr(compaction, "MERGE_FACTOR", 3)
     store = IndexStore(index_dir)
     add_image(store, encoder, _png("yellow"), "a.png")
     assert [len(s) for s in store.load().segments] == [6, 1]
@@ -154,7 +157,7 @@ def test_a_segment_with_half_its_rows_deleted_is_rewritten(index_dir):
 
 COMPACT_SCRIPT = """
 import sys, time
-from partsearch.search.index import compact
+from partsearch.search.compaction import compact
 
 def pause(segment):
     print("partsearch-compact: paused", file=sys.stderr, flush=True)
@@ -165,7 +168,7 @@ compact(sys.argv[1], on_written=pause)
 
 
 def test_a_compaction_killed_half_way_loses_nothing(index_dir, encoder, kill_at_pause, monkeypatch):
-    monkeypatch.setattr(index_ops, "MERGE_FACTOR", 100)
+    monkeypatch.setattr(compaction, "MERGE_FACTOR", 100)
     store = IndexStore(index_dir)
     add_image(store, encoder, _png("yellow"), "a.png")
     delete_image(store, store.load().entries[0].id)

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partsearch.search.index import compact
+    from partsearch.search.compaction import compact
 
     if args.run_dir or args.images:
         if not (args.run_dir and args.images):

@@ -1,7 +1,7 @@
-"""Building a gallery index on disk: the build pipeline with its resume cache, single-image
-uploads and deletes, and compaction. The index is split in parts: `store` (segments, catalogues,
+"""Building a gallery index on disk: the build pipeline with its resume cache. The index is split
+in parts: `segments` (manifest rows, segments and generations in memory), `store` (catalogues,
 fsync, CURRENT, lock), `vectors` (the `VectorIndex` protocol, the exact re-rank, FAISS), this
-module (what writes them).
+module (the build), `writes` (uploads and deletes) and `compaction` (merging segments).
 
 Layout of INDEX_DIR (format `partsearch-index/2`, a segmented store as Lucene, Milvus and Qdrant
 keep theirs):
@@ -41,7 +41,7 @@ next writer); the embedded batches in work/ let the next run continue where it s
 files (same sha256) are never embedded again. The catalogue a writer started from is kept with its
 segments: when the live generation is unreadable (a damaged disk, a hand edit), the next
 `partsearch index` recovers from it, or, when none is readable, indexes the images again.
-Compaction (`compact`, `partsearch index --compact`; a tiered merge after each upload or delete)
+Compaction (`compaction.compact`, `partsearch index --compact`; a tiered merge after each upload or delete)
 merges segments into one and drops deleted rows the same way: new segment, new catalogue. An index
 of the older whole-generation format (`partsearch-index/1`) is converted by the next writer.
 
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import re
 import shutil
@@ -67,23 +66,19 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 import numpy as np
 
 from partsearch.config import DataConfig
-from partsearch.data.images import ACCEPTED_FORMATS, ImageRejected, decode_image
-from partsearch.errors import DataError, SearchIndexError, UnknownImage
+from partsearch.data.images import ImageRejected, decode_image
+from partsearch.errors import DataError
 from partsearch.files import atomic_path
 from partsearch.progress import tqdm
 from partsearch.search.encoder import Encoder
-from partsearch.search.store import (FORMAT, Entry, Generation, IndexStore, RowStack, check_model, portable_source,
-                                     storage)
+from partsearch.search.segments import Entry
+from partsearch.search.store import FORMAT, IndexStore, check_model, portable_source, storage
 from partsearch.search.tracks import join_records
 from partsearch.search.vectors import check_factory
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 _BATCH_NAME = re.compile(r"batch-[0-9]{6}\.npz")
-# Tiered compaction [ours, after Lucene's merge policy]: segments are grouped by the decimal order
-# of their live rows, and MERGE_FACTOR segments of one group are merged into one, so each row is
-# rewritten about log10(G) times; a segment with half its rows deleted is rewritten too.
-MERGE_FACTOR = 10
 
 if TYPE_CHECKING:
     from partsearch.runs import LoadedRun
@@ -401,106 +396,3 @@ def _embed_pending(encoder: Encoder, pending: dict[str, tuple[str, Path]], work:
             on_batch(done_batches)
     bar.close()
     return skipped
-
-
-def add_image(store: IndexStore, encoder: Encoder, data: bytes, name: str,
-              max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Entry, bool, Generation]:
-    """Validate, store under uploads/ and index one uploaded image in a segment of its own.
-    Returns (entry, added, generation); `added` is False when the same bytes are already indexed.
-    Nothing is written when the image is rejected."""
-    image, fmt = decode_image(data, name, max_pixels)
-    sha = sha256_bytes(data)
-    with store.lock():
-        old = store.load()
-        check_model(old.meta, encoder, store.root)
-        for entry in old.entries:
-            if entry.sha256 == sha:
-                return entry, False, old
-        arrays = encoder.encode_images([image])
-        folded = encoder.fold_gallery(arrays)
-        rel = sha[:32] + ACCEPTED_FORMATS[fmt]
-        with storage(f"upload {store.uploads / rel}"), atomic_path(store.uploads / rel) as tmp:
-            tmp.write_bytes(data)
-        entry = Entry(old.meta["next_id"], "uploads", rel, sha, len(data))
-        try:
-            segment = store.write_segment([entry], folded, arrays.foreground, old.meta["index_factory"])
-            gen = store.commit(dict(old.meta, next_id=entry.id + 1),
-                               old.catalogue_segments() + [{"name": segment.name, "rows": 1, "deleted": []}],
-                               previous=old.name)
-        except BaseException:
-            (store.uploads / rel).unlink(missing_ok=True)
-            raise
-        return entry, True, _merge(store, gen, merge_plan(gen))
-
-
-def delete_image(store: IndexStore, image_id: int) -> tuple[Entry, Generation]:
-    """Remove one image: its id is added to its segment's deleted ids in a new catalogue. Only a
-    file the index owns (an upload, under uploads/) is deleted from disk; a file in the images
-    folder belongs to the user and is never touched (the next `partsearch index` of that folder
-    adds it again)."""
-    with store.lock():
-        old = store.load()
-        if image_id not in old.rows:
-            raise UnknownImage(image_id, store.root)
-        entry = old.entries[old.rows[image_id]]
-        segments = old.catalogue_segments()
-        for ref, segment in zip(segments, old.segments):
-            if image_id in segment.ids and image_id not in ref["deleted"]:
-                ref["deleted"].append(image_id)
-                break
-        gen = store.commit(old.meta, segments, previous=old.name)
-        if entry.source == "uploads":
-            store.image_path(old.meta, entry).unlink(missing_ok=True)
-        return entry, _merge(store, gen, merge_plan(gen))
-
-
-def merge_plan(gen: Generation, full: bool = False) -> list[int]:
-    """Which segments (positions in `gen.segments`) to merge: with `full` all of them when there
-    is more than one or any deleted row; otherwise the tiered policy (MERGE_FACTOR segments of
-    the same decimal order of live rows; else the segments with half their rows deleted)."""
-    refs = gen.catalogue_segments()
-    if full:
-        return list(range(len(refs))) if len(refs) > 1 or any(r["deleted"] for r in refs) else []
-    tiers: dict[int, list[int]] = {}
-    for i, ref in enumerate(refs):
-        tiers.setdefault(int(math.log10(max(1, ref["rows"] - len(ref["deleted"])))), []).append(i)
-    for tier in sorted(tiers):
-        if len(tiers[tier]) >= MERGE_FACTOR:
-            return tiers[tier][:MERGE_FACTOR]
-    return [i for i, ref in enumerate(refs) if 2 * len(ref["deleted"]) >= ref["rows"]]
-
-
-def _merge(store: IndexStore, gen: Generation, chosen: list[int],
-           on_written: Callable[[str], None] | None = None) -> Generation:
-    """Merge segments `chosen` of `gen` into one new segment, in place of the first of them,
-    without their deleted rows (caller holds `lock`)."""
-    if not chosen:
-        return gen
-    live = gen.folded.rows
-    foreground = gen.arrays.foreground
-    rows = [gen.segments[i].entries[r] for i in chosen for r in live[i]]
-    segment = store.write_segment(
-        rows, RowStack([gen.folded.parts[i] for i in chosen], [live[i] for i in chosen]),
-        RowStack([foreground.parts[i] for i in chosen], [live[i] for i in chosen]), gen.meta["index_factory"])
-    if on_written is not None:
-        on_written(segment.name)
-    refs = gen.catalogue_segments()
-    merged = {"name": segment.name, "rows": len(segment), "deleted": []}
-    segments = [merged if i == chosen[0] else ref for i, ref in enumerate(refs) if i == chosen[0] or i not in chosen]
-    return store.commit(gen.meta, segments, previous=gen.name)
-
-
-def compact(index_dir: str | Path, full: bool = True,
-            on_written: Callable[[str], None] | None = None) -> tuple[Generation, Generation]:
-    """Merge the segments of the index at `index_dir` (all into one with `full`, else by the
-    tiered policy) and drop deleted rows; an index of the older format is converted. Returns the
-    generations before and after (the same when there was nothing to merge). Killed half-way,
-    the previous generation stays live and the next writer removes the unnamed segment."""
-    store = IndexStore(index_dir)
-    store.current_name()  # a clear error when there is no index there
-    with store.lock():
-        gen = store.load_for_update()
-        if gen is None:
-            raise SearchIndexError(f"index {store.root} has no readable generation; re-run `partsearch index` "
-                                   f"RUN_DIR --images DIR --out {store.root} to rebuild it")
-        return gen, _merge(store, gen, merge_plan(gen, full), on_written)

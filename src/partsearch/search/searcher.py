@@ -4,13 +4,21 @@ A query is embedded once, folded (`fold_query`) and matched against the gallery'
 maximum inner product, which is exactly the model's similarity s(v, t) (METHOD.md, Similarity).
 Each result also carries the three level scores and the per-part cosines, computed on the stored
 part embeddings of the top k only.
+
+A query may be a text, an image (an uploaded photo, or an indexed image by id: "more like this")
+or both. An image query is the image's own embeddings in place of the text's: the same levels,
+the same folded inner product, so s(v, i) = w_g cos(g_v, g_i) + w_c mean_j cos(C_v^j, C_i^j) +
+w_f mean_i cos(f_v^i, f_i^i), with the same part explanations. Text and image together score
+`text_weight * s(v, t) + (1 - text_weight) * s(v, i)` [ours; TEXT_WEIGHT, measured in
+docs/SEARCH.md]: the level embeddings are mixed with those weights before folding, and since the
+similarity is linear in the query's embeddings this is one inner product, searched like a text.
+Filters (`filters.Filters`) narrow the rows the vector index searches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +27,17 @@ import torch
 from partsearch.errors import QueryError, SearchIndexError, UnknownImage, UnsafeFile
 from partsearch.files import regular_file_within
 from partsearch.model.fine import stripe_regions
+from partsearch.search.filters import Filters
+from partsearch.search.querywords import merge, parse_words
+from partsearch.search.results import SearchResponse, SearchResult, TrackCrop, TrackResponse, TrackResult
 from partsearch.model.similarity import global_cosines, token_cosines
 from partsearch.search import threshold as match_threshold
 from partsearch.search.encoder import Encoder, GalleryArrays
-from partsearch.search.store import Entry, Generation, IndexStore, check_model
+from partsearch.search.segments import Entry, Generation
+from partsearch.search.store import IndexStore, check_model
 from partsearch.search.tracks import AGGREGATES, DEFAULT_AGGREGATE
 from partsearch.search.tracks import aggregate as aggregate_scores
-from partsearch.search.vectors import VectorIndex
+from partsearch.search.vectors import VectorIndex, exact_search
 
 MAX_TOP_K = 1000
 # A track search first asks the vector index for this many crops per wanted track (more when
@@ -34,6 +46,10 @@ TRACK_CANDIDATES = 10
 # Texts are cut here before tokenizing, far beyond any tokenizer limit, so a huge request body
 # costs no tokenizer time [ours].
 MAX_QUERY_CHARS = 2000
+
+# A text + image query's weight of the text score [ours]: of 0.25 / 0.5 / 0.75 it kept R@1 closest
+# to the image alone (`python -m benchmarks image-query`, docs/SEARCH.md).
+TEXT_WEIGHT = 0.25
 
 # Coarse token scores closer than this are shown as one number: tokens that read alike say
 # nothing apart [ours].
@@ -50,90 +66,26 @@ def coarse_display(scores: list[float], tolerance: float = ALIKE) -> list[tuple[
     return [(f"token {j + 1}", v) for j, v in enumerate(scores)]
 
 
-@dataclass
-class SearchResult:
-    rank: int
-    id: int
-    score: float  # s(v, t) = w_g global + w_c coarse + w_f fine
-    levels: dict[str, float]  # "global", "coarse", "fine": cosine, mean over tokens/parts
-    parts: dict[str, list[float]]  # "coarse": N_c cosines, "fine": P cosines (stripe i <-> text token i)
-    regions: list[str]  # body region of each fine stripe, head to feet (`model.fine.stripe_regions`)
-    name: str
-    relpath: str  # relative to the images root (or to uploads/)
-    source: str
-    path: str  # absolute path on this machine
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class SearchResponse:
-    query: str  # as searched, cut at MAX_QUERY_CHARS: a huge request is never echoed back
-    truncated: bool  # the query was cut at the tokenizer's limit
-    results: list[SearchResult]
-    score_max: float = 3.0  # the largest possible score, w_g + w_c + w_f (scores lie in [-max, max])
-    match_threshold: float | None = None  # below it a result is a weak match (`threshold.py`)
-
-    def to_dict(self) -> dict:
-        return {"query": self.query, "truncated": self.truncated, "score_max": self.score_max,
-                "match_threshold": self.match_threshold, "results": [r.to_dict() for r in self.results]}
-
-
-@dataclass
-class TrackCrop:
-    """A track's best crop: its image and where it was seen."""
-
-    id: int
-    score: float  # s(v, t) of this crop
-    name: str
-    relpath: str
-    path: str  # absolute path on this machine
-    frame: int
-    time: float  # seconds from the start of the video
-    box: list[int]  # [x1, y1, x2, y2] in frame pixels, x2/y2 exclusive
-
-
-@dataclass
-class TrackResult:
-    rank: int
-    video: str  # the video file, relative to the index's images root; (video, track) is the key
-    track: int
-    score: float  # the crops' scores aggregated (`TrackResponse.aggregate`)
-    crops: int  # crops of this track in the index
-    start: float  # time of its first and last crop, seconds
-    end: float
-    best: TrackCrop
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class TrackResponse:
-    query: str
-    truncated: bool
-    results: list[TrackResult]
-    aggregate: str  # how a track's score is made from its crops' (`tracks.AGGREGATES`)
-    score_max: float = 3.0
-    match_threshold: float | None = None  # for a crop's score: the best crop's (`TrackCrop.score`)
-
-    def to_dict(self) -> dict:
-        return {"query": self.query, "truncated": self.truncated, "aggregate": self.aggregate,
-                "score_max": self.score_max, "match_threshold": self.match_threshold,
-                "results": [r.to_dict() for r in self.results]}
-
-
-def validate_query(text: str, k: int) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise QueryError("the query is empty; describe the person, e.g. 'a woman in a red coat with a black bag'")
+def validate_top_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
         raise QueryError(f"top_k={k!r} is out of range; use an integer from 1 to {MAX_TOP_K}")
+
+
+def check_encodable(text: str) -> None:
+    """A QueryError for text Python cannot encode (a lone surrogate from a JSON escape or a
+    command line of undecodable bytes), instead of a TypeError deep in the tokenizer."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise QueryError(f"the query is not valid text: character {err.start + 1} is a lone surrogate "
                          f"({text[err.start]!a}); send the sentence as UTF-8") from None
+
+
+def validate_query(text: str, k: int) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("the query is empty; describe the person, e.g. 'a woman in a red coat with a black bag'")
+    validate_top_k(k)
+    check_encodable(text)
     return text.strip()
 
 
@@ -230,17 +182,73 @@ class Searcher:
 
     def encode_query(self, text: str) -> tuple[GalleryArrays, bool]:
         """The query's embeddings and whether it was cut (at MAX_QUERY_CHARS or the tokenizer limit)."""
+        check_encodable(text)
         emb, truncated = self.encoder.encode_texts([text[:MAX_QUERY_CHARS]])
         return emb, bool(truncated[0]) or len(text) > MAX_QUERY_CHARS
 
-    def query(self, text: str, k: int = 10) -> SearchResponse:
-        text = validate_query(text, k)
+    def query_arrays(self, text: str | None = None, image=None, like: int | None = None,
+                     text_weight: float = TEXT_WEIGHT, image_name: str = "upload") -> tuple[GalleryArrays, bool, dict | None]:
+        """The query's level embeddings (one row), whether its text was cut, and the query image
+        ({"id"} or {"upload"}) for a text, an image (PIL image, or bytes of a JPEG/PNG/WebP), an
+        indexed image `like`, or a text with an image (mixed by `text_weight`)."""
+        text = text.strip() if isinstance(text, str) else text
+        if image is not None and like is not None:
+            raise QueryError("give an image or an indexed image id (like), not both")
+        if not text and image is None and like is None:
+            raise QueryError("the query is empty; describe the person, e.g. 'a woman in a red coat with a black "
+                             "bag', or give a photo")
+        if isinstance(text_weight, bool) or not isinstance(text_weight, (int, float)) or not 0 < text_weight < 1:
+            raise QueryError(f"text_weight={text_weight!r}: use a number between 0 and 1 (exclusive)")
+        truncated, described, arrays = False, None, []
+        if text:
+            emb, truncated = self.encode_query(text)
+            arrays.append(emb)
+        if like is not None:
+            entry, row, gen = self.entry(like)
+            a = gen.arrays
+            arrays.append(GalleryArrays(*(np.asarray(x[[row]], np.float32) for x in (a.global_, a.coarse, a.fine,
+                                                                                      a.foreground))))
+            described = {"id": entry.id, "name": entry.name}
+        elif image is not None:
+            from partsearch.data.images import decode_image
+
+            if isinstance(image, (bytes, bytearray)):
+                image, _ = decode_image(bytes(image), image_name)
+            arrays.append(self.encoder.encode_images([image.convert("RGB")]))
+            described = {"upload": image_name}
+        if len(arrays) == 1:
+            return arrays[0], truncated, described
+        t, i = arrays
+        w = float(text_weight)
+        mixed = GalleryArrays(w * t.global_ + (1 - w) * i.global_, w * t.coarse + (1 - w) * i.coarse,
+                              w * t.fine + (1 - w) * i.fine, np.zeros_like(i.foreground))
+        return mixed, truncated, described
+
+    def query(self, text: str | None = None, k: int = 10, *, image=None, like: int | None = None,
+              filters: Filters | None = None, text_weight: float = TEXT_WEIGHT,
+              image_name: str = "upload", words: bool = True) -> SearchResponse:
+        """The top `k` images for a text, an image or both (`query_arrays`), among those that pass
+        `filters`; the image `like` itself is left out of its own results. With `words`, filter
+        phrases in the text ("on camera 2 after 14:00", `querywords`) become filters too (the
+        given `filters` take precedence field by field); the response lists them."""
+        validate_top_k(k)
+        filters = filters or Filters()
+        text = text.strip() if isinstance(text, str) else ""
+        text, filters, parsed = self._words(text, filters, words, image is not None or like is not None)
         gen = self.current()
-        emb, truncated = self.encode_query(text)
+        emb, truncated, described = self.query_arrays(text, image, like, text_weight, image_name)
         folded = self.encoder.fold_query(emb)
-        vectors = self.vector_index or gen.vectors
-        scores, ids = vectors.search(folded, emb.global_, k)
+        mask = filters.mask(gen) if filters.selects else None
+        if like is not None and mask is not None:
+            mask[gen.rows[like]] = False
+        # `like` itself, when unfiltered, is asked for one more and dropped
+        scores, ids = self._search_allowed(gen, folded, emb.global_, k + (like is not None and mask is None), mask)
+        if like is not None and mask is None:
+            mine = ids[0] == like
+            scores, ids = scores[:, ~mine][:, :k], ids[:, ~mine][:, :k]
         keep = ids[0] >= 0
+        if filters.min_score is not None:
+            keep &= scores[0] >= filters.min_score
         ids, scores = ids[0][keep], scores[0][keep]
         ids_known = [(int(i), float(s)) for i, s in zip(ids, scores) if int(i) in gen.rows]
         rows = np.array([gen.rows[i] for i, _ in ids_known], dtype=np.int64)
@@ -256,22 +264,50 @@ class Searcher:
                 parts={"coarse": [float(x) for x in c[r]], "fine": [float(x) for x in f[r]]},
                 regions=list(regions), name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
+                video=entry.video.to_dict() if entry.video is not None else None,
             ))
+        both = bool(text) and described is not None
         return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),
+                              # the threshold was measured for texts against images, not images against images
                               match_threshold.for_query(gen.folded, gen.rows.values(), folded,
-                                                        gen.meta.get("match_threshold"),
-                                                        footage=bool(gen.tracks)))
+                                                        gen.meta.get("match_threshold"), footage=bool(gen.tracks))
+                              if described is None else None,
+                              described, float(text_weight) if both else None,
+                              filters.to_dict() if filters else None, parsed)
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
         return self.query(text, k).results
 
-    def query_tracks(self, text: str, k: int = 10, aggregate: str = DEFAULT_AGGREGATE) -> TrackResponse:
+    def _words(self, text: str, filters: Filters, words: bool, image: bool = False) -> tuple[str, Filters, list]:
+        """The text without its filter phrases, the filters completed by them, and the phrases."""
+        parsed = parse_words(text) if words and text else None
+        if parsed is None or not parsed.parts:
+            return text, filters, []
+        if not parsed.text and not image:
+            raise QueryError(f"the query names only filters ({', '.join(p['words'] for p in parsed.parts)}); "
+                             "describe the person too, e.g. 'a woman in a red coat on camera 2'")
+        return parsed.text, merge(filters, parsed.filters), parsed.parts
+
+    def _search_allowed(self, gen: Generation, folded: np.ndarray, query_global, k: int,
+                        mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The vector search over every row, or only over the rows `mask` allows (`filters`)."""
+        if mask is None:
+            return (self.vector_index or gen.vectors).search(folded, query_global, k)
+        if self.vector_index is None:
+            return gen.vectors.search(folded, query_global, k, rows=gen.segment_rows(mask))
+        # an external index (Milvus): the allowed rows are scored exactly on the stored vectors
+        scores, rows = exact_search(gen.folded, folded, k, np.flatnonzero(mask))
+        return scores, np.where(rows >= 0, gen.ids[np.maximum(rows, 0)], -1)
+
+    def query_tracks(self, text: str, k: int = 10, aggregate: str = DEFAULT_AGGREGATE,
+                     filters: Filters | None = None, words: bool = True) -> TrackResponse:
         """The top `k` tracks of the index's video crops for `text`, each scored from all its
         crops' scores by `aggregate` (`tracks.AGGREGATES`). Crops come from the vector index
         until the k-th track outscores every crop not yet seen (a track's score is at most its
         best crop's), so with an exact index the ranking is exact; crops outside any track
-        (plain images, uploads) are left out."""
+        (plain images, uploads) are left out. With `filters` (and filter phrases in the text, as
+        `query`), a track is made of its crops that pass, and `min_score` cuts tracks."""
         text = validate_query(text, k)
         if aggregate not in AGGREGATES:
             raise QueryError(f"aggregate={aggregate!r} is unknown; use one of {', '.join(AGGREGATES)}")
@@ -279,46 +315,52 @@ class Searcher:
         if not gen.tracks:
             raise QueryError("this index holds no tracks: index a gallery written by "
                              "`partsearch ingest` to search tracks, or search images")
+        text, filters, parsed = self._words(text, filters or Filters(), words)
+        mask = filters.mask(gen) if filters.selects else None
+        tracks = gen.tracks if mask is None else {key: rows[mask[rows]] for key, rows in gen.tracks.items()
+                                                  if mask[rows].any()}
+        total = len(gen.entries) if mask is None else int(mask.sum())
         emb, truncated = self.encode_query(text)
         folded = self.encoder.fold_query(emb)
-        vectors = self.vector_index or gen.vectors
-        wanted = min(len(gen.entries), k * TRACK_CANDIDATES)
+        wanted = min(total, k * TRACK_CANDIDATES)
         while True:
-            scores, ids = vectors.search(folded, emb.global_, wanted)
+            scores, ids = self._search_allowed(gen, folded, emb.global_, wanted, mask)
             seen = {gen.entries[gen.rows[int(i)]].video.key for i in ids[0]
                     if int(i) in gen.rows and gen.entries[gen.rows[int(i)]].video is not None}
-            ranked = self._rank_tracks(gen, seen, folded, aggregate)
+            ranked = self._rank_tracks(gen, tracks, seen & set(tracks), folded, aggregate)
+            if filters.min_score is not None:
+                ranked = [item for item in ranked if item[0] >= filters.min_score]
             unseen_bound = float(scores[0][-1]) if len(scores[0]) else float("inf")
-            if wanted >= len(gen.entries) or (len(ranked) >= k and ranked[k - 1][0] >= unseen_bound):
+            if wanted >= total or (len(ranked) >= k and ranked[k - 1][0] >= unseen_bound):
                 break
-            wanted = min(len(gen.entries), wanted * 4)
-        results = [self._track_result(gen, rank, key, score, crop_scores)
+            wanted = min(total, wanted * 4)
+        results = [self._track_result(gen, tracks[key], rank, key, score, crop_scores)
                    for rank, (score, key, crop_scores) in enumerate(ranked[:k], start=1)]
         return TrackResponse(text[:MAX_QUERY_CHARS], truncated, results, aggregate,
                              float(sum(self.encoder.weights)),
                              match_threshold.for_query(gen.folded, gen.rows.values(), folded,
-                                                       gen.meta.get("match_threshold"), footage=True))
+                                                       gen.meta.get("match_threshold"), footage=True),
+                             filters.to_dict() if filters else None, parsed)
 
     @staticmethod
-    def _rank_tracks(gen: Generation, keys: set, folded: np.ndarray, aggregate: str):
+    def _rank_tracks(gen: Generation, tracks: dict, keys: set, folded: np.ndarray, aggregate: str):
         """[(track score, key, crop scores in the track's row order)], best first (ties by key)."""
         ranked = []
         for key in keys:
             # s(v, t) of every crop of the track: the inner product of folded vectors, as the exact re-rank scores
-            exact = np.asarray(gen.folded[gen.tracks[key]], np.float32) @ folded[0]
+            exact = np.asarray(gen.folded[tracks[key]], np.float32) @ folded[0]
             ranked.append((aggregate_scores(exact, aggregate), key, exact))
         ranked.sort(key=lambda item: (-item[0], item[1]))
         return ranked
 
-    def _track_result(self, gen: Generation, rank: int, key: tuple[str, int], score: float,
+    def _track_result(self, gen: Generation, rows: np.ndarray, rank: int, key: tuple[str, int], score: float,
                       crop_scores: np.ndarray) -> TrackResult:
-        rows = gen.tracks[key]
         best_row = int(rows[int(np.argmax(crop_scores))])
         entry, first, last = gen.entries[best_row], gen.entries[rows[0]], gen.entries[rows[-1]]
         best = TrackCrop(id=entry.id, score=float(np.max(crop_scores)), name=entry.name, relpath=entry.path,
                          path=str(self.store.image_path(gen.meta, entry)), frame=entry.video.frame,
-                         time=entry.video.time, box=list(entry.video.box))
-        return TrackResult(rank=rank, video=key[0], track=key[1], score=score, crops=len(rows),
+                         time=entry.video.time, box=list(entry.video.box), wall_time=entry.video.wall_time)
+        return TrackResult(rank=rank, video=key[0], track=key[1], camera=entry.video.camera, score=score, crops=len(rows),
                            start=first.video.time, end=last.video.time, best=best)
 
     def __len__(self) -> int:
@@ -333,13 +375,30 @@ def format_table(response: SearchResponse) -> str:
     if threshold is not None and response.results and response.results[0].score < threshold:
         lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, the match "
                      "threshold: the model's, or in footage, standing out from this gallery)")
+    if response.image is not None:
+        like = response.image.get("name") or response.image.get("upload")
+        lines.append(f"query image: {like}" + (f" with the text (text weight {response.text_weight:g})"
+                                               if response.text_weight is not None else ""))
+    for part in response.parsed:
+        lines.append(f"understood: {part['words']!r} as {part['means']}")
+    if response.filters:
+        lines.append("filters: " + Filters(**response.filters).describe())
     lines.append(f"{'rank':>4}  {'score':>7}  {'global':>7}  {'coarse':>7}  {'fine':>7}  path")
     for r in response.results:
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.levels['global']:7.4f}  {r.levels['coarse']:7.4f}  "
                      f"{r.levels['fine']:7.4f}  {r.path}")
+        if r.video is not None:
+            lines.append("      " + where_when(r.video))
         lines.append("      parts: " + "  ".join(f"{name} {x:+.3f}" for name, x in zip(r.regions, r.parts["fine"])))
         lines.append("      coarse: " + "  ".join(f"{k} {v:+.3f}" for k, v in coarse_display(r.parts["coarse"])))
     return "\n".join(lines)
+
+
+def where_when(video: dict) -> str:
+    """'camera cam2, videos/cam2.mp4 at 12.40 s (2026-01-31T08:00:12+00:00), frame 62, track 3, box [..]'."""
+    wall = f" ({video['wall_time']})" if video.get("wall_time") else ""
+    return (f"camera {video['camera']}, {video['video']} at {video['time']:.2f} s{wall}, frame {video['frame']}, "
+            f"track {video['track']}, box {list(video['box'])}")
 
 
 def format_track_table(response: TrackResponse) -> str:
@@ -350,12 +409,18 @@ def format_track_table(response: TrackResponse) -> str:
     if threshold is not None and response.results and response.results[0].best.score < threshold:
         lines.append(f"note: no track is a good match (its best crop scores below {threshold:.4f}, the match "
                      "threshold: the model's, or in footage, standing out from this gallery)")
+    for part in response.parsed:
+        lines.append(f"understood: {part['words']!r} as {part['means']}")
+    if response.filters:
+        lines.append("filters: " + Filters(**response.filters).describe())
     lines.append(f"{'rank':>4}  {'score':>7}  {'track':>5}  {'crops':>5}  {'seen (s)':>15}  video  "
                  f"(track score: {response.aggregate} of its crops' scores)")
     for r in response.results:
         b = r.best
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.track:>5}  {r.crops:>5}  {r.start:7.2f}-{r.end:<7.2f}  {r.video}")
-        lines.append(f"      best crop {b.score:.4f} at {b.time:.2f} s (frame {b.frame}, box {b.box}): {b.path}")
+        wall = f", {b.wall_time}" if b.wall_time else ""
+        lines.append(f"      camera {r.camera}; best crop {b.score:.4f} at {b.time:.2f} s{wall} (frame {b.frame}, "
+                     f"box {b.box}): {b.path}")
     return "\n".join(lines)
 
 

@@ -2,13 +2,20 @@
 
 Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"detail": message}`):
 - `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
-- `POST /api/search` `{"query": str, "top_k": int = 10}` -> `{"query", "truncated", "score_max",
-  "match_threshold" (null when unknown), "results": [{"rank",
-  "id", "score", "levels": {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name",
-  "relpath", "source", "url"}]}`. Empty query or top_k outside 1..1000 -> 422.
-- `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max"}`
-  (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold", "results": [{"rank",
-  "video" (the file's name, no server path),
+- `POST /api/search` `{"query": str = "", "top_k": int = 10, "like": id | null, "text_weight": float = 0.25,
+  "filters": {"cameras", "videos", "tracks", "after", "before", "min_score"} | null}` -> `{"query",
+  "truncated", "score_max", "match_threshold" (null when unknown or for an image query), "image"
+  ({"id", "name"} for `like`), "text_weight", "filters", "results": [{"rank", "id", "score", "levels":
+  {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name", "relpath", "source",
+  "url", "video": null | {"video", "camera", "frame", "time", "wall_time", "box", "track", "frame_url",
+  "video_url"}}]}` (`Searcher.query`). No text and no `like`, top_k outside 1..1000 or a bad filter -> 422;
+  an unknown `like` -> 404.
+- `POST /api/search/image` multipart: `file` (a photo), and form fields `query`, `top_k`,
+  `text_weight`, `filters` (JSON): a search by photo, alone or with a text; the same answer
+  (`"image": {"upload": file name}`). Nothing is stored. Not an image -> 400, too large -> 413.
+- `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max", "filters",
+  "literal"}` (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold",
+  "filters", "parsed", "results": [{"rank", "video", "camera",
   "track", "score", "crops", "start", "end", "best": {"id", "score", "name", "relpath", "frame",
   "time", "box", "url", "frame_url", "video_url", "video_type"}}]}`: tracks of an index of `partsearch ingest` crops
   (`Searcher.query_tracks`); an index without tracks, or an unknown aggregate -> 422.
@@ -27,6 +34,7 @@ had then; otherwise 409 (replaced, or a link leading elsewhere) or 404 (gone), a
 - `GET /api/images/{id}/explain?query=...` -> `explain.explain`'s JSON: per-part scores and heatmap
   overlays (foreground map and one per fine stripe) as PNG data URLs. A file replaced since indexing
   by one that is not an image within the pixel limit -> 409.
+- Sightings and cases: `case_routes.py` (a case change or export needs the API key, as an upload).
 - `POST /api/images` (multipart field `file`) and `DELETE /api/images/{id}`: only with the server's
   API key in the `X-API-Key` header; with no key configured they answer 403. An upload must decode
   as JPEG, PNG or WebP, within MAX_UPLOAD_BYTES and the pixel limit; otherwise 4xx and nothing is
@@ -41,13 +49,14 @@ The server binds 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import socket
 import threading
 from pathlib import Path
 
-from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -56,9 +65,11 @@ from pydantic import BaseModel
 
 from partsearch.errors import StorageError, UnsafeFile, UserError
 from partsearch.data.images import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge
-from partsearch.search import index as index_ops
+from partsearch.search import writes as index_ops
+from partsearch.search.case_routes import add_case_routes
 from partsearch.search.explain import explain
-from partsearch.search.searcher import QueryError, Searcher
+from partsearch.search.filters import Filters
+from partsearch.search.searcher import TEXT_WEIGHT, QueryError, Searcher
 from partsearch.search.tracks import DEFAULT_AGGREGATE, frame_with_box, video_file
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -80,8 +91,18 @@ class SearchRequest(BaseModel):
     top_k: int = 10
 
 
+class CropSearchRequest(SearchRequest):
+    query: str = ""
+    like: int | None = None  # an indexed image's id: "more like this"
+    text_weight: float = TEXT_WEIGHT  # with a text and `like`
+    filters: dict | None = None  # `filters.Filters` fields
+    literal: bool = False  # true: no filter phrases are taken from the query ("on camera 2")
+
+
 class TrackSearchRequest(SearchRequest):
     aggregate: str = DEFAULT_AGGREGATE
+    filters: dict | None = None  # `filters.Filters` fields
+    literal: bool = False
 
 
 def _parse_id(image_id: str) -> int:
@@ -144,7 +165,7 @@ class RequestGuard:
         if refusal is not None:
             await JSONResponse({"detail": refusal[1]}, status_code=refusal[0])(scope, receive, send)
             return
-        limit = self.upload_limit if _is_upload(scope["method"], scope["path"]) else MAX_REQUEST_BYTES
+        limit = _body_limit(scope["method"], scope["path"], self.upload_limit)
         received = 0
 
         async def limited_receive():
@@ -164,13 +185,14 @@ class RequestGuard:
             return 400, (f"Host {host!r} is not a name this server answers to ({', '.join(sorted(self.allowed))}); "
                          "start it with --allowed-host NAME")
         upload = _is_upload(method, path)
-        if upload or (method == "DELETE" and path.startswith("/api/images/")):
+        case_write = method == "POST" and path.startswith("/api/cases/")
+        if upload or case_write or (method == "DELETE" and path.startswith("/api/images/")):
             given = headers.get("x-api-key")
             if self.api_key is None:
-                return 403, "uploads and deletes are off: start the server with --api-key KEY"
+                return 403, "uploads, deletes and case changes are off: start the server with --api-key KEY"
             if given is None or not secrets.compare_digest(given.encode(), self.api_key.encode()):
                 return 401, "missing or wrong X-API-Key header"
-        limit = self.upload_limit if upload else MAX_REQUEST_BYTES
+        limit = _body_limit(method, path, self.upload_limit)
         length = headers.get("content-length", "0")
         if not length.isdigit() or int(length) > limit:
             return 413, f"request body of {length} bytes is over the limit of {limit} bytes"
@@ -179,6 +201,11 @@ class RequestGuard:
 
 def _is_upload(method: str, path: str) -> bool:
     return method == "POST" and path == "/api/images"
+
+
+def _body_limit(method: str, path: str, upload_limit: int) -> int:
+    """An upload or a search by photo may be as large as an upload; any other body is small."""
+    return upload_limit if method == "POST" and path in ("/api/images", "/api/search/image") else MAX_REQUEST_BYTES
 
 
 def create_app(index: str | Path | Searcher, api_key: str | None = None,
@@ -228,6 +255,8 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
                                      "file that was indexed (replaced, "
                                      "or a link leading elsewhere); re-run `partsearch index`") from None
 
+    add_case_routes(app, searcher)
+
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
@@ -239,21 +268,46 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
                 "uploads": api_key is not None}
 
     @app.post("/api/search")
-    def search(request: SearchRequest):
+    def search(request: CropSearchRequest):
         try:
-            response = searcher.query(request.query, request.top_k)
+            response = searcher.query(request.query, request.top_k, like=request.like,
+                                      filters=Filters.from_dict(request.filters), text_weight=request.text_weight,
+                                      words=not request.literal)
         except QueryError as err:
             raise HTTPException(422, str(err)) from None
-        body = response.to_dict()
-        for result in body["results"]:
-            del result["path"]  # the server's file system stays private
-            result["url"] = f"/api/images/{result['id']}"
-        return body
+        except KeyError:
+            raise HTTPException(404, f"no image with id {request.like!r} in this index") from None
+        return _public(response.to_dict())
+
+    @app.post("/api/search/image")
+    def search_image(file: UploadFile = File(...), query: str = Form(""), top_k: int = Form(10),
+                     text_weight: float = Form(TEXT_WEIGHT), filters: str = Form("")):
+        # A search by photo: nothing is stored; the photo is decoded within the pixel limit.
+        data = file.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"{file.filename}: over the upload limit of {max_upload_bytes} bytes")
+        try:
+            parsed = Filters.from_dict(json.loads(filters)) if filters.strip() else Filters()
+        except ValueError:
+            raise HTTPException(422, f"filters {filters[:80]!r} is not a JSON object") from None
+        except QueryError as err:
+            raise HTTPException(422, str(err)) from None
+        try:
+            response = searcher.query(query, top_k, image=data, filters=parsed, text_weight=text_weight,
+                                      image_name=Path(file.filename or "upload").name)
+        except ImageTooLarge as err:
+            raise HTTPException(413, str(err)) from None
+        except ImageRejected as err:
+            raise HTTPException(400, str(err)) from None
+        except QueryError as err:
+            raise HTTPException(422, str(err)) from None
+        return _public(response.to_dict())
 
     @app.post("/api/search/tracks")
     def search_tracks(request: TrackSearchRequest):
         try:
-            response = searcher.query_tracks(request.query, request.top_k, request.aggregate)
+            response = searcher.query_tracks(request.query, request.top_k, request.aggregate,
+                                             Filters.from_dict(request.filters), words=not request.literal)
         except QueryError as err:
             raise HTTPException(422, str(err)) from None
         body = response.to_dict()
@@ -349,6 +403,22 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
         return {"deleted": removed.id, "name": removed.name, "images": len(gen.entries)}
 
     return app
+
+
+def _public(body: dict) -> dict:
+    """A crop response for HTTP clients: URLs instead of paths on the server."""
+    for result in body["results"]:
+        del result["path"]  # the server's file system stays private
+        result["url"] = f"/api/images/{result['id']}"
+        video = result.get("video")
+        if video is not None:
+            for private in ("root", "size", "mtime_ns"):  # what the indexer checked, not the client's
+                video.pop(private, None)
+            video["frame_url"] = f"/api/images/{result['id']}/frame"
+            video["video_url"] = f"/api/images/{result['id']}/video"
+            video["video_type"] = VIDEO_MEDIA.get(Path(video["video"]).suffix.lower(), "application/octet-stream")
+            video["video"] = Path(video["video"]).name  # a name to show; the file is reached by video_url
+    return body
 
 
 def allowed_hosts(bind: str, extra: list[str] | None) -> tuple[str, ...] | None:

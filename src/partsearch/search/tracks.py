@@ -16,6 +16,7 @@ a track's crops show someone else.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import shlex
@@ -40,8 +41,10 @@ _CHECK_FIELDS = {"root": str, "size": int, "mtime_ns": int}
 @dataclass(frozen=True)
 class VideoRecord:
     """Where a crop was seen: `video` (the file, relative to the index's images root), `frame`
-    (index from 0), `time` (seconds), `box` (x1, y1, x2, y2 frame pixels, x2/y2 exclusive) and
-    `track` (id within the video).
+    (index from 0), `time` (seconds), `box` (x1, y1, x2, y2 frame pixels, x2/y2 exclusive),
+    `track` (id within the video), `camera` (the ingest's `--camera` name; the video's file stem
+    when none was given or the record predates it) and `wall_time` (ISO 8601 with its UTC offset
+    when the camera's start is known, else None).
 
     What the indexer checked, so the service serves that file and no other [ours]: `root`, the
     folder (relative to the images root) the video was found inside, the gallery or a
@@ -54,17 +57,23 @@ class VideoRecord:
     time: float
     box: tuple[int, int, int, int]
     track: int
+    camera: str = ""
+    wall_time: str | None = None
     root: str | None = None
     size: int | None = None
     mtime_ns: int | None = None
+
+    def __post_init__(self):
+        if not self.camera:
+            object.__setattr__(self, "camera", Path(self.video).stem)
 
     @property
     def key(self) -> tuple[str, int]:
         return self.video, self.track
 
     def to_dict(self) -> dict:
-        values = {"video": self.video, "frame": self.frame, "time": self.time, "box": list(self.box),
-                  "track": self.track}
+        values = {"video": self.video, "camera": self.camera, "frame": self.frame, "time": self.time,
+                  "wall_time": self.wall_time, "box": list(self.box), "track": self.track}
         for key in _CHECK_FIELDS:
             if getattr(self, key) is not None:
                 values[key] = getattr(self, key)
@@ -73,7 +82,7 @@ class VideoRecord:
     @classmethod
     def from_dict(cls, values, where: str) -> VideoRecord:
         """A record checked field by field (a manifest line or an ingest record); ValueError naming
-        `where` otherwise."""
+        `where` otherwise. `camera` and `wall_time` may be absent (older records)."""
         if not isinstance(values, dict):
             raise ValueError(f"{where}: the video record is {values!r}, not an object")
         for key, kind in _RECORD_FIELDS.items():
@@ -85,13 +94,31 @@ class VideoRecord:
             raise ValueError(f"{where}: video field 'box' is {box!r}, not four integers")
         if not math.isfinite(values["time"]):
             raise ValueError(f"{where}: video field 'time' is {values['time']!r}")
+        camera, wall_time = values.get("camera") or "", values.get("wall_time")
+        if not isinstance(camera, str):
+            raise ValueError(f"{where}: video field 'camera' is {camera!r}, not a string")
+        if wall_time is not None and wall_seconds(wall_time) is None:
+            raise ValueError(f"{where}: video field 'wall_time' is {wall_time!r}, not an ISO 8601 time with "
+                             "its UTC offset (e.g. 2026-01-31T08:00:00+00:00) or null")
         checks = {}
         for key, kind in _CHECK_FIELDS.items():
             value = values.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise ValueError(f"{where}: video field {key!r} is {value!r}")
             checks[key] = value
-        return cls(values["video"], values["frame"], float(values["time"]), tuple(box), values["track"], **checks)
+        return cls(values["video"], values["frame"], float(values["time"]), tuple(box), values["track"],
+                   camera, wall_time, **checks)
+
+
+def wall_seconds(value) -> float | None:
+    """POSIX seconds of an ISO 8601 time that carries its UTC offset, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def join_records(records: Iterable[dict], gallery_dir: Path, images_root: Path,

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import Iterable, Protocol
 
 import faiss
 import numpy as np
 
 from partsearch.errors import SearchIndexError
-
-if TYPE_CHECKING:
-    from partsearch.search.store import Generation
 
 AUTO = "auto"
 # Approximate indexes return RERANK_FACTOR * k candidates, re-ranked exactly on the folded vectors
@@ -42,6 +39,17 @@ EXACT_MAX = 20_000
 # `auto` beyond EXACT_MAX [ours, measured]: projection width, lists probed.
 AUTO_PROJECTION = 256
 AUTO_NPROBE = 32
+# A filtered search scores up to this many allowed rows exactly, gathered from the folded vectors;
+# beyond, an approximate index searches only them [ours: at 1M, converting 10,000 float16 rows took
+# longer than the first stage, docs/BENCHMARKS.md section 6.5].
+FILTER_EXACT_MAX = 2_000
+# A filtered search re-ranks this many candidates per result [ours]: at 1M with PCA256,IVF1024,SQ8,
+# recall@10 against exact filtered search was 0.988 / 0.997 / 1.000 at 20 / 50 / 100 with 1% of the
+# rows allowed, 0.943 / 0.983 / 0.995 with 10% (docs/BENCHMARKS.md section 6.5).
+FILTER_RERANK_FACTOR = 100
+# A filtered search of an inverted file probes FILTER_PROBE * nprobe / (allowed share) lists [ours;
+# 2 or 4 times more did not raise recall, docs/BENCHMARKS.md section 6.5].
+FILTER_PROBE = 1.0
 # Rows converted to float32 at a time by the exact scan and the build.
 BLOCK_ROWS = 65_536
 # Up to this size a float16 gallery is kept as one float32 copy for the exact scan (speed); above,
@@ -59,8 +67,9 @@ class VectorIndex(Protocol):
         best first; ids of -1 (score -inf) pad a row with fewer results."""
         ...
 
-    def sync(self, generation: Generation) -> None:
-        """Make the backend hold exactly the images of `generation` (called when it goes live)."""
+    def sync(self, generation) -> None:
+        """Make the backend hold exactly the images of `generation`, a `segments.Generation`
+        (called when it goes live)."""
         ...
 
 
@@ -83,18 +92,38 @@ def rerank(candidates: Iterable[tuple[np.ndarray, np.ndarray]], query_folded: np
     return scores, chosen
 
 
-def exact_search(folded: np.ndarray, query_folded: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact maximum inner product over all rows of `folded` `(G, D)` (any float dtype, memory-mapped
-    or not), one float32 block of `BLOCK_ROWS` rows at a time: scores and rows `(Q, k)`, best first."""
+def exact_search(folded: np.ndarray, query_folded: np.ndarray, k: int,
+                 rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact maximum inner product over the rows of `folded` `(G, D)` (any float dtype, memory-mapped
+    or not), all of them or only the sorted `rows`, one float32 block of `BLOCK_ROWS` rows at a
+    time: scores and rows `(Q, k)`, best first."""
     query = np.ascontiguousarray(query_folded, dtype=np.float32)
+    if rows is not None:
+        return _exact_rows(folded, query, k, rows)
     k = min(k, len(folded))
     heap = faiss.ResultHeap(len(query), k, keep_max=True)
     for start in range(0, len(folded), BLOCK_ROWS):
         block = np.ascontiguousarray(folded[start:start + BLOCK_ROWS], dtype=np.float32)
-        scores, rows = faiss.knn(query, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
-        heap.add_result(scores, np.where(rows >= 0, rows + start, -1))
+        scores, found = faiss.knn(query, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(scores, np.where(found >= 0, found + start, -1))
     heap.finalize()
     return heap.D, heap.I
+
+
+def _exact_rows(folded: np.ndarray, query: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`exact_search` over the sorted `rows` only: each block gathered, scored with one matrix
+    product and merged into the running top k (ties in row order)."""
+    k = min(k, len(rows))
+    best_scores = np.zeros((len(query), 0), np.float32)
+    best_rows = np.zeros((len(query), 0), np.int64)
+    for start in range(0, len(rows), BLOCK_ROWS):
+        chosen = rows[start:start + BLOCK_ROWS]
+        scores = query @ np.asarray(folded[chosen], np.float32).T  # (Q, n)
+        scores = np.concatenate([best_scores, scores], axis=1)
+        candidates = np.concatenate([best_rows, np.broadcast_to(chosen, (len(query), len(chosen)))], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best_scores, best_rows = np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
+    return best_scores.astype(np.float32), best_rows
 
 
 def choose_factory(count: int, width: int) -> str:
@@ -146,6 +175,8 @@ class FaissIndex:
         self.factory = factory  # what was built
         self.requested = requested or factory  # what was asked for (`auto` or a factory string)
         self.rerank_factor = RERANK_FACTOR
+        self.filter_probe = FILTER_PROBE
+        self.filter_rerank_factor = FILTER_RERANK_FACTOR
         nbytes = folded.shape[0] * folded.shape[1] * 4
         self._exact32 = (np.ascontiguousarray(folded, dtype=np.float32)
                          if index is None and nbytes <= EXACT_CACHE_BYTES else None)
@@ -200,7 +231,7 @@ class FaissIndex:
                 pass
         return cls.build(folded, ids, factory)
 
-    def sync(self, generation: Generation) -> None:
+    def sync(self, generation) -> None:
         """Nothing to do: a FAISS index is built with its generation and never changes."""
 
     def save(self, path: Path) -> None:
@@ -221,20 +252,76 @@ class FaissIndex:
     def __len__(self) -> int:
         return int(len(self.folded))
 
-    def search(self, query_folded: np.ndarray, query_global: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """`(Q, D)` queries -> scores `(Q, k')` and ids `(Q, k')`, k' = min(k, G), best first."""
+    def search(self, query_folded: np.ndarray, query_global: np.ndarray | None, k: int,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`(Q, D)` queries -> scores `(Q, k')` and ids `(Q, k')`, k' = min(k, G), best first. With
+        `rows` (sorted row positions) only those rows are searched (`_search_rows`)."""
         query = np.ascontiguousarray(query_folded, dtype=np.float32)
-        k = min(k, len(self))
-        if k == 0:
+        if rows is not None:
+            scores, found = self._search_rows(query, k, np.asarray(rows, np.int64))
+        elif min(k, len(self)) == 0:
             return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
-        if self.exact:
-            scores, rows = exact_search(self._exact32 if self._exact32 is not None else self.folded, query, k)
+        elif self.exact:
+            scores, found = exact_search(self._exact32 if self._exact32 is not None else self.folded, query,
+                                         min(k, len(self)))
         else:
             _, cand = self.index.search(query, min(len(self), k * self.rerank_factor))
             # Sorted rows read a memory-mapped file in order.
-            scores, rows = rerank(((c, self.folded[c]) for c in (np.sort(c[c >= 0]) for c in cand)), query, k)
-        ids = np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1)
+            scores, found = rerank(((c, self.folded[c]) for c in (np.sort(c[c >= 0]) for c in cand)), query,
+                                   min(k, len(self)))
+        ids = np.where(found >= 0, self.ids[np.maximum(found, 0)], -1)
         return scores, ids
+
+    def _search_rows(self, query: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A filtered search inside the index [ours]: up to FILTER_EXACT_MAX allowed rows (or with an
+        exact index) they are scored exactly, gathered from the folded vectors; beyond, the first stage
+        searches only them (a FAISS `IDSelectorBitmap`) and its `FILTER_RERANK_FACTOR * k` candidates are
+        re-ranked exactly, and a query it finds fewer than min(k, allowed) for is scored exactly
+        over all allowed rows, so a filter never returns fewer than k results while k exist."""
+        k = min(k, len(rows))
+        if k == 0:
+            return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
+        if self.exact or len(rows) <= FILTER_EXACT_MAX:
+            source = self._exact32 if self._exact32 is not None else self.folded
+            return exact_search(source, query, k, rows)
+        try:
+            _, cand = self.index.search(query, min(len(rows), k * self.filter_rerank_factor),
+                                        params=self._selector_params(rows))
+        except RuntimeError:  # a factory whose search takes no selector: exact over the allowed rows
+            return exact_search(self.folded, query, k, rows)
+        scores, found = rerank(((c, self.folded[c]) for c in (np.sort(c[c >= 0]) for c in cand)), query, k)
+        short = np.flatnonzero((found >= 0).sum(axis=1) < k)
+        if len(short):
+            scores[short], found[short] = exact_search(self.folded, query[short], k, rows)
+        return scores, found
+
+    def _selector_params(self, rows: np.ndarray):
+        """FAISS search parameters that admit only `rows` (a bitmap over the index's rows). An
+        inverted file probes nprobe / (allowed share) lists, all of them at most [ours]: the
+        allowed vectors nearest the query lie further out than the nearest of all, and this
+        probes about as many allowed vectors as an unfiltered search probes vectors."""
+        allowed = np.zeros(len(self), bool)
+        allowed[rows] = True
+        bitmap = np.packbits(allowed, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bitmap))
+        selector.bitmap_array = bitmap  # the bitmap must outlive the call
+        inner = faiss.downcast_index(self.index)
+        pre = isinstance(inner, faiss.IndexPreTransform)
+        base = faiss.downcast_index(inner.index) if pre else inner
+        ivf = faiss.try_extract_index_ivf(base)
+        if ivf is not None:
+            nprobe = min(ivf.nlist, math.ceil(self.filter_probe * ivf.nprobe * len(self) / max(1, len(rows))))
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        elif isinstance(base, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=base.hnsw.efSearch)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params.keep = selector
+        if pre:
+            outer = faiss.SearchParametersPreTransform()
+            outer.index_params, outer.keep = params, params
+            return outer
+        return params
 
 
 def check_factory(factory: str, dim: int) -> None:

@@ -94,7 +94,7 @@ function renderTracks(body) {
       (node) => showDetail(b.id, node, t)));
   }
   const note = body.truncated ? " (query truncated at the tokenizer limit)" : "";
-  let text = `${body.results.length} tracks for “${body.query}”${note}`;
+  let text = `${body.results.length} tracks for ${describeQuery(body)}${note}`;
   if (threshold !== null && body.results.length && body.results[0].best.score < threshold) {
     text += `. No track is a good match: its best crop scores below ${threshold.toFixed(3)}.`;
   }
@@ -112,14 +112,15 @@ function renderResults(body) {
   const threshold = clearResults(body);
   for (const r of body.results) {
     const weak = threshold !== null && r.score < threshold;
+    const lines = [["rank", `#${r.rank}  ${r.score.toFixed(3)}`], ["bar", r.score], ["name", r.name, r.relpath]];
+    if (r.video) lines.push(["when", whereLine(r.video)]);
     const node = card(`rank ${r.rank}, ${r.name}, score ${r.score.toFixed(3)}${weak ? ", weak match" : ""}; show why`,
-      r.url, r.name, weak, [["rank", `#${r.rank}  ${r.score.toFixed(3)}`], ["bar", r.score], ["name", r.name, r.relpath]],
-      (n) => showDetail(r.id, n));
+      r.url, r.name, weak, lines, (n) => showDetail(r.id, n, null, r));
     node.dataset.id = r.id;
     grid.appendChild(node);
   }
   const note = body.truncated ? " (query truncated at the tokenizer limit)" : "";
-  let text = `${body.results.length} results for “${body.query}”${note}`;
+  let text = `${body.results.length} results for ${describeQuery(body)}${note}`;
   if (threshold !== null && body.results.length && body.results[0].score < threshold) {
     text += `. No result is a good match: the best score, ${body.results[0].score.toFixed(3)}, is below ` +
       `${threshold.toFixed(3)}, where matching and non-matching pairs part on the validation split.`;
@@ -233,16 +234,21 @@ function showVideo(track) {
   };
 }
 
-async function showDetail(id, card, track) {
+async function showDetail(id, card, track, result) {
   document.querySelectorAll(".card.selected").forEach((c) => c.classList.remove("selected"));
   card.classList.add("selected");
   openedFrom = card;
+  opened(id, track, result);
+  if (!lastQuery.trim() && result) {
+    showImageQueryDetail(result, track);  // no text to explain: the result's own part scores
+    return;
+  }
   try {
     const e = await fetchJSON(`/api/images/${id}/explain?query=${encodeURIComponent(lastQuery)}`);
     $("detail-title").textContent = track ? `${track.video.split("/").pop()}, track ${track.track}` : e.name;
     $("detail-score").textContent = (track ? `best crop ${e.name}: ` : "") +
       `score ${e.score.toFixed(3)} of at most ${scoreMax} for “${e.query}”`;
-    showFrame(track);
+    showFrame(track || trackOf(result));
     $("levels").replaceChildren(
       scoreRow("global", e.levels.global), scoreRow("coarse (mean)", e.levels.coarse),
       scoreRow("fine (mean)", e.levels.fine));
@@ -269,6 +275,7 @@ function closeDetail() {
 $("search-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   lastQuery = $("query").value;
+  showGrid();
   const topKText = $("top-k").value.trim();
   const topK = Number(topKText);
   if (!/^[0-9]+$/.test(topKText) || topK < 1 || topK > 1000) {
@@ -279,13 +286,14 @@ $("search-form").addEventListener("submit", async (event) => {
   setStatus("searching…", false);
   $("detail").hidden = true;
   $("frame-video").pause();
-  const tracks = $("tracks").checked;
+  const tracks = $("tracks").checked && !imageQuery();
   try {
-    const body = await fetchJSON(tracks ? "/api/search/tracks" : "/api/search", {
+    const body = tracks ? await fetchJSON("/api/search/tracks", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ query: lastQuery, top_k: topK }),
-    });
+      body: JSON.stringify({ query: lastQuery, top_k: topK, filters: searchFilters() }),
+    }) : await cropSearch(lastQuery, topK);
+    lastQuery = body.query;  // the text searched, without the filter words taken from it
     (tracks ? renderTracks : renderResults)(body);
   } catch (err) {
     $("results").replaceChildren();
