@@ -39,7 +39,7 @@ def _help(command, capsys):
 
 def test_help_shows_the_defaults(capsys):
     assert "--port PORT TCP port (default: 8000)" in _help("serve", capsys)
-    assert "(default: 6.0)" in _help("demo", capsys)
+    assert "(default 30)" in _help("demo", capsys)
     assert "split to evaluate (default: test)" in _help("eval", capsys)
     assert "random seed (the same seed writes the same dataset) (default: 0)" in _help("synth", capsys)
 

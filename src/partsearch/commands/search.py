@@ -44,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.errors import QueryError
     from partsearch.search.filters import Filters
     from partsearch.search.searcher import (TEXT_WEIGHT, format_table, format_track_table, open_searcher,
-                                            validate_query, validate_top_k)
+                                            validate_query, validate_top_k, check_encodable)
 
     # Checked before the model is loaded, so a typo costs nothing.
     filters = Filters(tuple(args.camera), tuple(args.video), tuple(args.track), args.after, args.before,
                       args.min_score)
     validate_top_k(args.top_k)
+    check_encodable(args.query)  # before the model is loaded: a lone surrogate is one line, not a traceback
     image = None
     if args.image is not None:
         path = Path(args.image)

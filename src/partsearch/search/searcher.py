@@ -264,7 +264,7 @@ class Searcher:
                 parts={"coarse": [float(x) for x in c[r]], "fine": [float(x) for x in f[r]]},
                 regions=list(regions), name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
-                video=entry.video.to_dict() if entry.video is not None else None,
+                video=entry.video.where() if entry.video is not None else None,
             ))
         both = bool(text) and described is not None
         return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),

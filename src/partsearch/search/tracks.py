@@ -79,6 +79,14 @@ class VideoRecord:
                 values[key] = getattr(self, key)
         return values
 
+    def where(self) -> dict:
+        """Where and when the crop was seen, as results give it: `to_dict` without what the
+        indexer checked (root, size, mtime)."""
+        values = self.to_dict()
+        for key in _CHECK_FIELDS:
+            values.pop(key, None)
+        return values
+
     @classmethod
     def from_dict(cls, values, where: str) -> VideoRecord:
         """A record checked field by field (a manifest line or an ingest record); ValueError naming
