@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             print(red(cut))
 
     step(3, "evaluate on the test split (text-to-image, identity level)")
-    results = evaluator(run.model, "test")
+    results = Evaluator(run.cfg, splits, run.tokenizer)(run.model, "test")  # with the level weights the run chose
     parts = diagnose(run.model, run.cfg, splits.test, splits.image_root, run.tokenizer, "cpu")
     results["parts"] = summary(parts)
     write_text_atomic(out / "test_metrics.json", json.dumps(results, indent=2) + "\n")
