@@ -12,7 +12,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 ORDER = ("data", "model", "losses", "train", "eval", "search")
 SHARED = {"config", "errors", "hub", "files", "device", "runs", "progress"}
 # Benchmarks that time or drive training itself; every other benchmark reads runs through `partsearch.runs`.
-TRAINING_BENCHMARKS = {"train_step.py", "ablation.py"}
+TRAINING_BENCHMARKS = {"train_step.py", "ablation.py", "step_profile.py"}  # they time or run the trainer
 
 
 def imported(path: Path, package: str | None = None) -> set[str]:

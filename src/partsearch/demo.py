@@ -38,9 +38,12 @@ def config_path(name: str = "synth_cpu.yaml") -> Path:
 def cut_short(run_dir: Path) -> str | None:
     """The sentence to show when training stopped before its planned steps (the `--minutes`
     safety net), None when it ran them all."""
-    from partsearch.train.engine import read_schedule
-
-    schedule = read_schedule(run_dir)
+    try:  # schedule.json, written by the trainer at the end of each `train` call
+        schedule = json.loads((Path(run_dir) / "schedule.json").read_text())
+    except (OSError, ValueError):
+        schedule = None
+    if not isinstance(schedule, dict) or not {"step", "planned_steps"} <= set(schedule):
+        return None
     if schedule is None or schedule["step"] >= schedule["planned_steps"]:
         return None
     return (f"training stopped at step {schedule['step']} of {schedule['planned_steps']} on the --minutes "
