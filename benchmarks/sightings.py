@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(records)} crops in {len(identity)} tracks with a ground-truth identity "
         f"({len(set(identity.values()))} identities)")
     encoder = RunEncoder(args.run, "best", device="cpu")
-    build_index(encoder, work / "gallery", work / "index", progress=False, video_records=records)
+    build_index(encoder, work / "gallery", work / "index", progress=False, video_records=records,
+                video_roots=[work / "videos"])
     searcher = Searcher(work / "index", encoder=encoder)
     gen = searcher.current()
     pairs = []  # (score, same identity)
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             other = (Path(found.sighting.video).name, found.sighting.track)
             if found.role == "found" and other in identity:
                 pairs.append((found.sighting.score, identity[source] == identity[other]))
+    if not pairs:
+        raise SystemExit("sightings: no pair of tracks with a ground-truth identity was linked; "
+                         "nothing to measure (try more --frames)")
     scores = np.array([s for s, _ in pairs])
     same = np.array([t for _, t in pairs])
     positives = int(same.sum())

@@ -9,7 +9,7 @@ Its score aggregates the model's similarity s(v, t) of its crops [ours]:
   one crop that happens to match (a neighbour cut into the box, a tracker switching people for
   a frame) counts less than a person seen matching several times.
 
-`DEFAULT_AGGREGATE` is `mean-top3`, measured to rank better (`python -m benchmarks tracks`,
+`DEFAULT_AGGREGATE` is `mean-top3`, measured to rank better (`python -m benchmarks track-search`,
 docs/BENCHMARKS.md section 9): track R@1 73.1 vs 71.8 with clean tracks, 73.5 vs 47.8 when 30% of
 a track's crops show someone else.
 """
