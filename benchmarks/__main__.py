@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "tracks": ("benchmarks.tracks", "ingest's tracks and detections against ground truth (IDF1, MOTA, ...)"),
     "track-search": ("benchmarks.track_search", "track-level search: R@1 of max vs mean-top3 on synthetic tracks"),
     "store": ("benchmarks.store", "index storage: score error of float16 / int8 vectors, bytes written per change"),
+    "fusion": ("benchmarks.fusion", "R@1 per level-weight rule on synthetic val / test and on real people"),
     "vtest": ("benchmarks.vtest", "R@1/R@5 of a run on captioned real people from vtest.avi"),
     "gpu": ("benchmarks.gpu_bench", "the GPU suite gpu.sh runs (ceilings, train, encode, metrics)"),
 }

@@ -31,7 +31,7 @@ def test_entry_point_lists_every_benchmark_including_the_other_owners(capsys):
     assert entry.main(["--help"]) == 0
     out = capsys.readouterr().out
     for name in ("synth", "metrics", "heads", "ablation", "train-step", "encode", "search", "ingest", "tracks", "vtest",
-                 "gpu", "all"):
+                 "fusion", "gpu", "all"):
         assert f"  {name} " in out
 
 
@@ -289,6 +289,31 @@ def test_vtest_tiny_run_reports_recall_on_20_queries_and_40_crops(tmp_path, tiny
     ranks = [rank for pair in result["person_ranks"].values() for rank in pair]
     assert set(result["person_ranks"]) == {str(pid) for pid in range(1, 11)} and len(ranks) == 20
     assert 100 * sum(rank == 1 for rank in ranks) / 20 == pytest.approx(result["t2i"]["R1"])
+
+
+def test_fusion_gives_each_grid_rule_r1_on_val_test_and_real_people_and_marks_the_chosen(tmp_path, tiny_overrides):
+    import yaml
+
+    from benchmarks import fusion, vtest
+
+    from partsearch.cli import main
+    from partsearch.config import load_config
+    from partsearch.data.synth import generate
+    from partsearch.eval.fusion import GRID, read_level_weights
+
+    root = generate(tmp_path / "synth", num_ids=8, seed=0, size=(64, 32))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    assert fusion.main(["--run", str(tmp_path / "run"), "--json", str(tmp_path / "fusion.json")]) == 0
+    rows = read(tmp_path / "fusion.json")["rows"]
+    assert len(rows) == len(GRID) ** 2
+    chosen = [r for r in rows if "chosen" in r["rule"]]
+    assert [(1.0, r["w_c"], r["w_f"]) for r in chosen] == [read_level_weights(tmp_path / "run")]
+    assert vtest.main(["--run", str(tmp_path / "run"), "--json", str(tmp_path / "vtest.json")]) == 0
+    by_level = {r["similarity"]: r["R1"] for r in read(tmp_path / "vtest.json")["rows"]}
+    [global_only] = [r for r in rows if r["rule"].startswith("global")]
+    assert global_only["real people R1"] == pytest.approx(by_level["global"])
 
 
 def test_vtest_person_rank_places_each_person_by_its_best_crop():
