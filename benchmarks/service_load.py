@@ -156,7 +156,8 @@ class ServerThread:
     def __init__(self, searcher, api_key: str = KEY):
         import uvicorn
 
-        from partsearch.search.service import create_app, listen
+        from partsearch.search.service import create_app
+        from partsearch.search.service_access import listen
 
         self.socket = listen("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"

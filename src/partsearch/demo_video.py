@@ -30,7 +30,8 @@ def search_video(encoder, videos: list[str], out: Path, queries: list[str],
     `out/video-index`, and answer each of `queries` with its top tracks (printed as they come)."""
     from partsearch.errors import DataError
     from partsearch.search.index import build_index
-    from partsearch.search.searcher import Searcher, format_track_table
+    from partsearch.search.display import format_track_table
+    from partsearch.search.searcher import Searcher
     from partsearch.search.tracks import VideoRecord, frame_with_box
     from partsearch.video.ingest import ingest, read_records
 

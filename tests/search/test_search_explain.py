@@ -1,8 +1,8 @@
 import numpy as np
 from PIL import Image
 
+from partsearch.search.display import coarse_display
 from partsearch.search.explain import display_map, overlay
-from partsearch.search.searcher import coarse_display
 
 
 def test_display_map_stretches_a_flat_looking_map_to_the_full_range():

@@ -8,9 +8,10 @@ from search_fakes import camera_gallery
 
 from partsearch.errors import QueryError
 from partsearch.search import vectors
+from partsearch.search.display import format_table
 from partsearch.search.filters import Filters, camera_matches, parse_bound
 from partsearch.search.index import build_index
-from partsearch.search.searcher import Searcher, format_table
+from partsearch.search.searcher import Searcher
 from partsearch.search.service import create_app
 from partsearch.search.vectors import FaissIndex, exact_search
 

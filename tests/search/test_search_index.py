@@ -299,7 +299,7 @@ def test_search_answers_carry_the_score_range_and_the_indexs_match_threshold(tmp
 
 
 def test_the_search_table_says_when_no_result_is_a_good_match(index_dir, encoder):
-    from partsearch.search.searcher import format_table
+    from partsearch.search.display import format_table
 
     response = Searcher(index_dir, encoder=encoder).query("a person in a purple coat", 2)
     response.match_threshold = response.results[0].score + 0.1

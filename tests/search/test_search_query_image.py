@@ -11,7 +11,8 @@ from PIL import Image
 from search_fakes import CROPS, similarity
 
 from partsearch.errors import QueryError
-from partsearch.search.searcher import Searcher, format_table
+from partsearch.search.display import format_table
+from partsearch.search.searcher import Searcher
 from partsearch.search.service import create_app
 
 LOCAL = "http://127.0.0.1"

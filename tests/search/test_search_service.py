@@ -16,7 +16,8 @@ from search_fakes import COLOURS
 from partsearch.search.store import IndexStore
 from partsearch.search.searcher import Searcher
 from partsearch.search.searcher import MAX_QUERY_CHARS
-from partsearch.search.service import MAX_REQUEST_BYTES, allowed_hosts, create_app
+from partsearch.search.service import create_app
+from partsearch.search.service_access import MAX_REQUEST_BYTES, allowed_hosts
 
 KEY = "s3cret"
 LOCAL = "http://127.0.0.1:8000"

@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 from search_fakes import make_crop, make_ingest_gallery, manifest_lines, write_video_for
 
 from partsearch.errors import DataError, QueryError
+from partsearch.search.display import format_track_table
 from partsearch.search.index import build_index
-from partsearch.search.searcher import Searcher, format_track_table
+from partsearch.search.searcher import Searcher
 from partsearch.search.service import create_app
 from partsearch.search.store import IndexStore
 from partsearch.search.tracks import aggregate

@@ -7,8 +7,9 @@ import json
 from fastapi.testclient import TestClient
 from search_fakes import camera_gallery, make_ingest_gallery
 
+from partsearch.search.display import format_table
 from partsearch.search.index import build_index
-from partsearch.search.searcher import Searcher, format_table
+from partsearch.search.searcher import Searcher
 from partsearch.search.service import create_app
 from partsearch.search.store import IndexStore
 

@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     from partsearch.errors import QueryError
     from partsearch.search.filters import Filters
-    from partsearch.search.searcher import (TEXT_WEIGHT, format_table, format_track_table, open_searcher,
-                                            validate_query, validate_top_k, check_encodable)
+    from partsearch.search.display import format_table, format_track_table
+    from partsearch.search.searcher import (TEXT_WEIGHT, open_searcher, validate_query, validate_top_k,
+                                            check_encodable)
 
     # Checked before the model is loaded, so a typo costs nothing.
     filters = Filters(tuple(args.camera), tuple(args.video), tuple(args.track), args.after, args.before,

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from partsearch.search.searcher import open_searcher
-    from partsearch.search.service import allowed_hosts, create_app, listen
+    from partsearch.search.service import create_app
+    from partsearch.search.service_access import allowed_hosts, listen
 
     sock = listen(args.host, args.port)
     try:

@@ -27,7 +27,8 @@ from PIL import Image
 
 from partsearch.model.fine import stripe_regions
 from partsearch.data.images import MAX_IMAGE_PIXELS, decode_image
-from partsearch.search.searcher import MAX_QUERY_CHARS, Searcher, coarse_display, part_cosines, validate_query
+from partsearch.search.display import coarse_display
+from partsearch.search.searcher import MAX_QUERY_CHARS, Searcher, part_cosines, validate_query
 
 
 MAX_OVERLAY_HEIGHT = 256  # pixels; keeps the JSON small for large crops [ours]

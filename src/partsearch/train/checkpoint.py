@@ -1,5 +1,6 @@
 """Checkpoints and run directories: the write side (saving, linking, RNG state, the portable
-config); reading a run back is `partsearch.runs`.
+config, the position a checkpoint records (`RunState`), which run directories a run may start in
+and the files it leaves there); reading a run back is `partsearch.runs`.
 
 A checkpoint is one `torch.save`d dict (INTERNALS.md, train): `{"format": "partsearch/1",
 "config", "num_classes", "vocab_size", "model", "criterion", "optimizer", "scheduler", "rng",
@@ -13,9 +14,11 @@ scaling); loading and resuming ignore it.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from partsearch.config import Config, from_dict
+from partsearch.errors import CheckpointError
 from partsearch.files import atomic_path
 
 
@@ -86,6 +90,56 @@ def portable_config(cfg: Config, run_dir: str | Path) -> Config:
     return out
 
 
+@dataclass
+class RunState:
+    """Where a run stands; checkpointed, and restored by `--resume`. `batch`: micro-batches already
+    done in `epoch`; `best`: the best t2i R1 so far (None before any evaluation), `metrics` its
+    evaluation; `selection`: how best.pt was chosen."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best: float | None = None
+    metrics: dict = field(default_factory=dict)
+    selection: str = ""
 
 
+# What a run writes into its directory; a fresh run (not --resume) removes the previous run's copies.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "tb")
 
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over a directory that holds a trained one, so its checkpoints
+    and log are never replaced or mixed by accident."""
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise CheckpointError(f"cannot resume: {run_dir / 'last.pt'} does not exist; train without --resume first")
+        return
+    held = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
+    if held and not overwrite:
+        raise CheckpointError(
+            f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume, "
+            "replace it with --overwrite, or choose another --out"
+        )
+
+
+def remove_previous_run(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+SCHEDULE = "schedule.json"  # {"step", "planned_steps"} at the end of each `train` call
+
+
+def read_schedule(run_dir: str | Path) -> dict | None:
+    """`{"step", "planned_steps"}` of a finished `train` call (`SCHEDULE`), None when absent: a run
+    whose step is below its plan was cut by `train.time_limit_min`."""
+    try:
+        values = json.loads(Path(run_dir, SCHEDULE).read_text())
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) and {"step", "planned_steps"} <= set(values) else None

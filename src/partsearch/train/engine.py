@@ -28,8 +28,6 @@ import json
 import math
 import random
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,11 +43,12 @@ from partsearch.hub import quiet_weight_loading
 from partsearch.losses.criterion import check_loss_config
 from partsearch.train import distributed
 from partsearch.runs import FORMAT, config_differences, load_checkpoint, load_state_checked
-from partsearch.train.checkpoint import link_checkpoint, portable_config, rng_state, save_checkpoint, set_rng_state
+from partsearch.train.checkpoint import (SCHEDULE, RunState, check_run_dir, link_checkpoint, portable_config,
+                                         remove_previous_run, rng_state, save_checkpoint, set_rng_state)
 from partsearch.train.optim import build_scheduler, check_train_config
+from partsearch.train.run_log import LogWindow, RunLog, bar_extent, progress, summary
 from partsearch.train.step import Stepper, build_parts
 
-SCHEDULE = "schedule.json"  # {"step", "planned_steps"} at the end of each `train` call
 
 EvaluateFn = Callable[[nn.Module, str], dict]  # evaluate(model, split) -> the eval JSON dict
 
@@ -69,32 +68,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class RunLog:
-    """metrics.jsonl (one JSON object per line) and TensorBoard events; a no-op off rank 0."""
-
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tb"))
-
-    def write(self, record: dict[str, Any], scalars: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        for name, value in scalars.items():
-            self.writer.add_scalar(name, value, record["step"])
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def _epoch_loader(loader: DataLoader, epoch: int, skip: int, seed: int) -> DataLoader:
     """The loader of one epoch, starting after `skip` batches, with per-epoch seeded worker
     seeds (see the module docstring)."""
@@ -110,42 +83,6 @@ def _epoch_loader(loader: DataLoader, epoch: int, skip: int, seed: int) -> DataL
         pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
         generator=torch.Generator().manual_seed(seed * 100_003 + epoch), **kwargs,
     )
-
-
-def _format_duration(seconds: float) -> str:
-    minutes, sec = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
-
-
-# What a run writes into its directory; a fresh run (not --resume) removes the previous run's copies.
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "tb")
-
-
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a fresh run over a directory that holds a trained one, so its checkpoints
-    and log are never replaced or mixed by accident."""
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise CheckpointError(f"cannot resume: {run_dir / 'last.pt'} does not exist; train without --resume first")
-        return
-    held = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
-    if held and not overwrite:
-        raise CheckpointError(
-            f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume, "
-            "replace it with --overwrite, or choose another --out"
-        )
-
-
-def _remove_previous_run(run_dir: Path) -> None:
-    import shutil
-
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def train(
@@ -172,38 +109,6 @@ def train(
         ctx.close()
 
 
-@dataclass
-class RunState:
-    """Where a run stands; checkpointed, and restored by `--resume`. `batch`: micro-batches already
-    done in `epoch`; `best`: the best t2i R1 so far (None before any evaluation), `metrics` its
-    evaluation; `selection`: how best.pt was chosen."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    best: float | None = None
-    metrics: dict = field(default_factory=dict)
-    selection: str = ""
-
-
-class LogWindow:
-    """The summed loss terms, micro-batches and images since the last log line."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums: dict[str, Any] = defaultdict(float)  # tensors on the device until a log line reads them
-        self.count, self.images, self.start = 0, 0, time.perf_counter()
-
-    def add(self, losses: dict[str, Any], loss: Any, images: int) -> None:
-        for name, value in losses.items():
-            self.sums[name] += value
-        self.sums["loss"] += loss
-        self.count += 1
-        self.images += images
-
-
 class Trainer:
     """One training run, as the module docstring describes it. `__init__` writes `config.yaml`,
     builds data, model, criterion, optimizer and schedule and restores `last.pt` when resuming
@@ -222,7 +127,7 @@ class Trainer:
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
-                _remove_previous_run(run_dir)
+                remove_previous_run(run_dir)
             portable_config(cfg, run_dir).dump(run_dir / "config.yaml")
         seed_everything(tc.seed)
         if splits is None:
@@ -299,7 +204,7 @@ class Trainer:
             epoch = self._end_epoch(epoch, done, stopped)
         self.log.close()
         if self.ctx.is_main:
-            _summary(self.run_dir, state, start_step, time.perf_counter() - self.start_time)
+            summary(self.run_dir, state, start_step, time.perf_counter() - self.start_time)
             planned = self.steps_per_epoch * tc.epochs
             planned = min(planned, tc.max_steps) if tc.max_steps else planned
             write_text_atomic(self.run_dir / SCHEDULE, json.dumps({"step": state.step, "planned_steps": planned}) + "\n")
@@ -309,8 +214,8 @@ class Trainer:
         """One epoch from where the run stands; returns (micro-batches done in it, stopped early)."""
         tc, state, ctx, loader = self.cfg.train, self.state, self.ctx, self.loader
         skip = state.batch if epoch == state.epoch else 0
-        total, desc = _bar_extent(len(loader), skip, epoch, state.step, self.steps_per_epoch, tc)
-        bar = _progress(total, skip, desc, ctx.is_main)
+        total, desc = bar_extent(len(loader), skip, epoch, state.step, self.steps_per_epoch, tc)
+        bar = progress(total, skip, desc, ctx.is_main)
         done, stopped = skip, False
         for i, batch in enumerate(_epoch_loader(loader, epoch, skip, tc.seed), start=skip):
             images, ids, mask, labels = self.stepper.to_device(batch)
@@ -448,42 +353,3 @@ def _out_of_time(start: float, limit_min: float, ctx: distributed.DistContext) -
         flag = flag.to(ctx.device)
         torch.distributed.broadcast(flag, src=0)
     return bool(flag.item())
-
-
-def _bar_extent(batches: int, skip: int, epoch: int, step: int, steps_per_epoch: int, tc) -> tuple[int, str]:
-    """(total, label) of one epoch's progress bar: with `max_steps` the bar ends where the run
-    will stop and counts only the epochs it will reach, so `--max-steps 12` never shows "epoch 1/10"."""
-    if not tc.max_steps:
-        return batches, f"epoch {epoch + 1}/{tc.epochs}"
-    epochs = min(tc.epochs, max(epoch + 1, math.ceil(tc.max_steps / steps_per_epoch)))
-    total = min(batches, skip + max(0, tc.max_steps - step) * tc.accumulate)
-    return total, f"epoch {epoch + 1}/{epochs} (stops at step {tc.max_steps})"
-
-
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from partsearch.progress import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
-
-
-def read_schedule(run_dir: str | Path) -> dict | None:
-    """`{"step", "planned_steps"}` of a finished `train` call (`SCHEDULE`), None when absent: a run
-    whose step is below its plan was cut by `train.time_limit_min`."""
-    try:
-        values = json.loads(Path(run_dir, SCHEDULE).read_text())
-    except (OSError, ValueError):
-        return None
-    return values if isinstance(values, dict) and {"step", "planned_steps"} <= set(values) else None
-
-
-def _summary(run_dir: Path, state: RunState, start_step: int, seconds: float) -> None:
-    best = (
-        f"best t2i R1 {state.best:.2f} ({state.selection})" if state.best is not None
-        else f"best.pt = {state.selection or 'last checkpoint'}"
-    )
-    print(
-        f"done: {run_dir}: {state.step - start_step} steps this session ({state.step} in all, "
-        f"epoch {state.epoch}) in {_format_duration(seconds)}; {best}; checkpoints last.pt, best.pt"
-    )
