@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from partsearch.data.formats import load_dataset
     from partsearch.eval.evaluate import embed_split
-    from partsearch.eval.fusion import GRID, read_level_weights
+    from partsearch.eval.fusion import GRID, embed_shifted_gallery, read_level_weights
     from partsearch.runs import load_run, run_data_path
 
     run_dir = Path(args.run)
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         image_ids = torch.tensor([r.pid for r in records])
         text_ids = torch.tensor([r.pid for r in records for _ in r.captions])
         columns[name] = r1_per_weights(image_emb, text_emb, image_ids, text_ids, grid, by_person)
+        if name == "val":
+            columns["val shifted"] = r1_per_weights(embed_shifted_gallery(run, records, root), text_emb, image_ids,
+                                                    text_ids, grid, by_person)
         log(f"{name}: {len(text_ids)} queries, {len(records)} images")
     chosen = read_level_weights(run_dir)
     rows = []

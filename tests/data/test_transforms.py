@@ -71,3 +71,22 @@ def test_hue_above_half_is_refused_with_the_key():
     from partsearch.errors import ConfigError
     with pytest.raises(ConfigError, match=r"data.color_jitter: hue \(the 4th value\) must be at most 0.5, got 0.7"):
         build_transforms(DataConfig(image_size=(32, 16), color_jitter=(0, 0, 0, 0.7)), True, HALF, HALF)
+
+
+def test_real_crop_shift_is_deterministic_darker_greyer_and_softer_than_the_test_transform():
+    from partsearch.data.transforms import RealCropShift
+
+    pixels = torch.zeros(64, 32, 3, dtype=torch.uint8)
+    pixels[:, :16, 0] = 220  # a red left half on black: colour, and an edge to soften
+    image = Image.fromarray(pixels.numpy())
+    cfg = DataConfig(image_size=(64, 32))
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    plain = build_transforms(cfg, train=False, mean=mean, std=std)(image)
+    shift = RealCropShift(cfg, mean, std)
+    shifted = shift(image)
+    assert torch.equal(shifted, shift(image))
+    assert shifted.mean() < plain.mean()
+    saturation = lambda x: (x.max(dim=0).values - x.min(dim=0).values).mean()  # noqa: E731
+    assert saturation(shifted) < saturation(plain)
+    edge = lambda x: (x[0, :, 15] - x[0, :, 16]).abs().mean()  # noqa: E731
+    assert edge(shifted) < 0.8 * edge(plain)

@@ -34,3 +34,24 @@ def test_misleading_parts_get_little_weight_and_the_rule_ranks_like_the_global_l
 def test_when_every_weighting_ranks_alike_the_plain_sum_is_kept():
     weights, _ = choose_level_weights(*_pair(misleading_parts=False))
     assert weights == (1.0, 1.0, 1.0)
+
+
+def test_parts_that_help_on_val_but_mislead_on_the_shifted_gallery_get_no_say():
+    """Global alone swaps people 2 and 3; the parts fix it on the plain gallery but point at the
+    next person on the shifted one. Val alone buys the parts; with the shift they lose their say."""
+    ids = torch.arange(4)
+    eye = torch.eye(4)
+    swapped = eye[[0, 1, 3, 2]]
+
+    def gallery(parts):
+        return _emb(swapped, parts[:, None, :].repeat(1, 2, 1), parts[:, None, :].repeat(1, 3, 1))
+
+    text = _emb(eye, eye[:, None, :].repeat(1, 2, 1), eye[:, None, :].repeat(1, 3, 1))
+    val_only, _ = choose_level_weights(gallery(eye), text, ids, ids)
+    weights, rows = choose_level_weights(gallery(eye), text, ids, ids, shifted_image_emb=gallery(eye.roll(1, dims=0)))
+    by = {tuple(r["weights"]): r for r in rows}
+    assert by[val_only]["R1"] > by[(1.0, 0.0, 0.0)]["R1"]
+    assert by[val_only]["shifted_R1"] < by[(1.0, 0.0, 0.0)]["shifted_R1"]
+    assert by[weights]["R1"] >= by[(1.0, 0.0, 0.0)]["R1"]
+    assert by[weights]["shifted_R1"] >= by[(1.0, 0.0, 0.0)]["shifted_R1"]
+    assert weights[1] + weights[2] < val_only[1] + val_only[2]
