@@ -29,10 +29,12 @@ REGION_STRIPES = {"upper_color": ("shoulders", "torso"), "lower_color": ("hips",
 NAMED = {"upper_color": "upper", "lower_color": "lower", "shoe_color": "shoes"}
 
 
-def _other_colour(part: str, value: str, rng: np.random.Generator) -> str:
-    from partsearch.data.synth import PARTS
+def _other_colour(person: dict, part: str, rng: np.random.Generator) -> str:
+    """Another colour the generator can draw for `part` of `person` (jeans come only in denim)."""
+    from partsearch.data.synth import DENIM, PARTS
 
-    choices = [c for c in PARTS[part] if c != value]
+    palette = DENIM if part == "lower_color" and person.get("lower_type") == "jeans" else PARTS[part]
+    choices = [c for c in palette if c != person[part]]
     return choices[int(rng.integers(len(choices)))]
 
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.cases):
             pid = sorted(people)[n % len(people)]
             person = dict(people[pid])
-            changed = dict(person, **{part: _other_colour(part, person[part], rng)})
+            changed = dict(person, **{part: _other_colour(person, part, rng)})
             seed = int(rng.integers(1 << 30))
             skin = SKIN[seed % len(SKIN)]
             images = [render(p, skin, "front", False, size, np.random.default_rng(seed))[0] for p in (person, changed)]

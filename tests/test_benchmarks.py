@@ -349,3 +349,15 @@ def test_image_query_and_sightings_tiny_runs_report_their_rows(tmp_path, tiny_ov
                            "--json", str(out)]) == 0
     rows = read(out)["rows"]
     assert rows and all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in rows)
+
+
+def test_explain_check_changes_a_jeans_wearers_lower_colour_only_to_another_denim():
+    import numpy as np
+
+    from benchmarks.explain_check import _other_colour
+    from partsearch.data.synth import DENIM
+
+    person = {"lower_type": "jeans", "lower_color": "blue"}
+    rng = np.random.default_rng(0)
+    colours = {_other_colour(person, "lower_color", rng) for _ in range(50)}
+    assert colours <= set(DENIM) - {"blue"} and len(colours) > 1
