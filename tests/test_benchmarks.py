@@ -23,6 +23,21 @@ TINY = ["--override", "model.text_weights=random", "--override", "model.text_wid
         "--override", "data.image_size=[64,32]", "--override", "data.max_tokens=8"]
 
 
+def _tiny_run(tmp_path, tiny_overrides) -> Path:
+    """A SynthPEDES of 8 people in tmp_path/synth (returned) and a 1-step run on it in tmp_path/run."""
+    import yaml
+
+    from partsearch.cli import main
+    from partsearch.config import load_config
+    from partsearch.data.synth import generate
+
+    root = generate(tmp_path / "synth", num_ids=8, seed=0, size=(64, 32))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    return root
+
+
 def read(path):
     return json.loads(Path(path).read_text())
 
@@ -268,18 +283,9 @@ def test_vtest_asks_each_caption_once_and_keeps_every_crop_in_the_gallery():
 
 
 def test_vtest_tiny_run_reports_recall_on_20_queries_and_40_crops(tmp_path, tiny_overrides):
-    import yaml
-
     from benchmarks import vtest
 
-    from partsearch.cli import main
-    from partsearch.config import load_config
-    from partsearch.data.synth import generate
-
-    root = generate(tmp_path / "synth", num_ids=8, seed=0, size=(64, 32))
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
-    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    _tiny_run(tmp_path, tiny_overrides)
     out = tmp_path / "vtest.json"
     assert vtest.main(["--run", str(tmp_path / "run"), "--json", str(out)]) == 0
     result = read(out)
@@ -292,19 +298,10 @@ def test_vtest_tiny_run_reports_recall_on_20_queries_and_40_crops(tmp_path, tiny
 
 
 def test_fusion_gives_each_grid_rule_r1_on_val_test_and_real_people_and_marks_the_chosen(tmp_path, tiny_overrides):
-    import yaml
-
     from benchmarks import fusion, vtest
-
-    from partsearch.cli import main
-    from partsearch.config import load_config
-    from partsearch.data.synth import generate
     from partsearch.eval.fusion import GRID, read_level_weights
 
-    root = generate(tmp_path / "synth", num_ids=8, seed=0, size=(64, 32))
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
-    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    _tiny_run(tmp_path, tiny_overrides)
     assert fusion.main(["--run", str(tmp_path / "run"), "--json", str(tmp_path / "fusion.json")]) == 0
     rows = read(tmp_path / "fusion.json")["rows"]
     assert len(rows) == len(GRID) ** 2
@@ -327,18 +324,9 @@ def test_vtest_person_rank_places_each_person_by_its_best_crop():
 
 
 def test_image_query_and_sightings_tiny_runs_report_their_rows(tmp_path, tiny_overrides):
-    import yaml
-
     from benchmarks import image_query, sightings
 
-    from partsearch.cli import main
-    from partsearch.config import load_config
-    from partsearch.data.synth import generate
-
-    root = generate(tmp_path / "synth", num_ids=8, seed=0, size=(64, 32))
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(load_config(None, [*tiny_overrides, f"data.root={root}"]).to_dict()))
-    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    root = _tiny_run(tmp_path, tiny_overrides)
     out = tmp_path / "image_query.json"
     assert image_query.main(["--run", str(tmp_path / "run"), "--data", str(root), "--json", str(out)]) == 0
     rows = read(out)["rows"]
