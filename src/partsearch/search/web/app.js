@@ -127,8 +127,8 @@ function renderResults(body) {
   }
   setStatus(text, false);
   $("weak-note").hidden = false;
-  $("weak-note").textContent = `Scores run from −${scoreMax} to +${scoreMax} (a sum of three cosines: ` +
-    "global, coarse, fine); a bar is the score's share of the top. " + (threshold === null
+  $("weak-note").textContent = `Scores run from −${scoreMax} to +${scoreMax} (the global, coarse and fine cosines, ` +
+    "each weighted by the level weights the model chose); a bar is the score's share of the top. " + (threshold === null
       ? "No match threshold is known for this model."
       : `Dimmed cards score below ${threshold.toFixed(3)}, the validation split's match threshold.`);
 }
