@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from partsearch.data.formats import load_dataset
     from partsearch.eval.evaluate import embed_split
-    from partsearch.eval.fusion import GRID, embed_shifted_gallery, read_level_weights
+    from partsearch.eval.fusion import GRID, embed_shifted_gallery
+    from partsearch.runs import read_level_weights
     from partsearch.runs import load_run, run_data_path
 
     run_dir = Path(args.run)

@@ -299,7 +299,8 @@ def test_vtest_tiny_run_reports_recall_on_20_queries_and_40_crops(tmp_path, tiny
 
 def test_fusion_gives_each_grid_rule_r1_on_val_test_and_real_people_and_marks_the_chosen(tmp_path, tiny_overrides):
     from benchmarks import fusion, vtest
-    from partsearch.eval.fusion import GRID, read_level_weights
+    from partsearch.eval.fusion import GRID
+    from partsearch.runs import read_level_weights
 
     _tiny_run(tmp_path, tiny_overrides)
     assert fusion.main(["--run", str(tmp_path / "run"), "--json", str(tmp_path / "fusion.json")]) == 0

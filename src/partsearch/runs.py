@@ -20,6 +20,8 @@ from partsearch.config import Config, ConfigError, from_dict, load_config
 from partsearch.errors import CheckpointError
 from partsearch.hub import WeightsError, quiet_weight_loading, resolve_weights
 
+LEVEL_WEIGHTS = "level_weights.json"  # the level weights a run chose on val (`eval/fusion.py`)
+
 FORMAT = "partsearch/1"
 
 
@@ -147,7 +149,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     the run chose on its val split (`eval/fusion.py`, `level_weights.json`) replace the config's
     `model.similarity_weights`, so everything that scores with the run uses them.
     """
-    from partsearch.eval.fusion import read_level_weights
     from partsearch.model.backbones import build_image_transform, build_tokenizer
     from partsearch.model.model import build_model
 
@@ -190,3 +191,14 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.devi
     from partsearch.device import resolve_device
 
     return load_run(run_dir, checkpoint, resolve_device(str(device)))
+
+
+def read_level_weights(run_dir: str | Path) -> tuple[float, float, float] | None:
+    """The weights a run chose on val, None when it has none (or the file is unreadable)."""
+    try:
+        weights = json.loads((Path(run_dir) / LEVEL_WEIGHTS).read_text())["weights"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(weights, list) and len(weights) == 3 and all(isinstance(w, (int, float)) for w in weights)):
+        return None
+    return tuple(float(w) for w in weights)

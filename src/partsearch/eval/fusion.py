@@ -26,8 +26,8 @@ import torch
 from partsearch.eval.metrics import retrieval_metrics
 from partsearch.files import write_text_atomic
 from partsearch.model.similarity import fold_gallery, fold_query
+from partsearch.runs import LEVEL_WEIGHTS
 
-LEVEL_WEIGHTS = "level_weights.json"
 GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -103,14 +103,3 @@ def fit_level_weights(run_dir: str | Path, splits, checkpoint: str = "best", dev
               "plain_sum_val_R1": plain["R1"], "grid": rows}
     write_text_atomic(Path(run_dir) / LEVEL_WEIGHTS, json.dumps(result, indent=1) + "\n")
     return result
-
-
-def read_level_weights(run_dir: str | Path) -> tuple[float, float, float] | None:
-    """The weights a run chose on val, None when it has none (or the file is unreadable)."""
-    try:
-        weights = json.loads((Path(run_dir) / LEVEL_WEIGHTS).read_text())["weights"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not (isinstance(weights, list) and len(weights) == 3 and all(isinstance(w, (int, float)) for w in weights)):
-        return None
-    return tuple(float(w) for w in weights)
