@@ -29,6 +29,7 @@ def test_demo_runs_every_step_and_ends_with_search_commands(demo_run):
     assert code == 0
     assert [int(n) for n in re.findall(r"== \[(\d)/7\]", printed)] == [1, 2, 3, 4, 5, 6, 7]
     assert "== [2/7] train synth_cpu.yaml (" in printed  # names the config it trains
+    assert "image backbone, 2 torch threads)" in printed
     assert "t2i global+coarse" in printed
     assert f"partsearch search {out / 'index'}" in printed
 
@@ -135,6 +136,7 @@ def test_demo_video_answers_come_from_the_ingested_gallerys_tracks(video_demo):
     (["--config", "no/such.yaml"], "--config no/such.yaml: no such file"),
     (["--run", "RUN", "--config", "configs/synth_cpu_footage.yaml"],
      "--config configs/synth_cpu_footage.yaml applies only"),
+    (["--threads", "0"], "--threads 0: must be 1 or more"),
 ])
 def test_demo_refuses_video_and_run_options_that_cannot_work(tmp_path, capsys, argv, message):
     argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
@@ -154,6 +156,24 @@ def test_demo_trains_the_config_it_is_given(tmp_path, capsys):
     config.write_text("train:\n  LR: 0.1\n")  # a key the loader refuses, naming the file it read
     assert main(["demo", "--out", str(tmp_path / "demo"), "--ids", "6", "--config", str(config)]) == 2
     assert f"{config}: unknown config key 'train.LR'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, threads", [([], 2), (["--threads", "3"], 3)])
+def test_the_demo_trains_with_a_fixed_thread_count_not_the_machines_cores(tmp_path, monkeypatch, argv, threads):
+    """Another thread count rounds differently and trains another model, so an 8-core machine
+    must train with the same 2 threads as a 2-core one (a config error stops it after that)."""
+    import os
+
+    import torch
+
+    calls = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    config = tmp_path / "mine.yaml"
+    config.write_text("train:\n  LR: 0.1\n")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--ids", "6", "--config", str(config), *argv]) == 2
+    assert calls == [threads]
 
 
 def test_a_run_cut_by_the_time_limit_is_named_and_a_full_one_is_not(tmp_path):
