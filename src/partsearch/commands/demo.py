@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         config = Path(args.config) if args.config else config_path()
         overrides = [f"data.root={data_dir}", f"train.time_limit_min={args.minutes}", *args.overrides]
         cfg = load_config(config, overrides)
-        step(2, f"train {config.name} ({cfg.model.text_weights} text, {cfg.model.image_backbone} image backbone, {args.threads} torch threads)")
+        step(2, f"train {config.name} ({cfg.model.text_weights} text, {cfg.model.image_backbone} image backbone, "
+                f"{args.threads} torch threads)")
         splits = load_dataset(cfg.data.dataset, cfg.data.root)
         tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
         run_dir = out / "run"
