@@ -82,6 +82,45 @@ class ReplayBoxes:
         return boxes
 
 
+class RecordedBoxes:
+    """Another detector's boxes, passed through and kept per call (`boxes[n]`: the n-th sampled
+    frame's), so that the same boxes can be replayed with some dropped (`DroppedBoxes`)."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.name, self.default_min_score = detector.name, detector.default_min_score
+        self.config = getattr(detector, "config", None)
+        self.calls, self.boxes = 0, []
+
+    def __call__(self, image):
+        found = self.detector(image)
+        if self.calls < len(self.boxes):
+            self.boxes[self.calls] = found
+        else:
+            self.boxes.append(found)
+        self.calls += 1
+        return found
+
+
+class DroppedBoxes:
+    """Recorded boxes (`RecordedBoxes.boxes`) replayed with each box dropped with probability
+    `drop` (seeded): how far the tracker's scores move when the detector misses a few more people,
+    as a slightly different detector or setting would."""
+
+    def __init__(self, recorded: RecordedBoxes, drop: float, seed: int):
+        import numpy as np
+
+        self.boxes, self.drop, self.calls = recorded.boxes, drop, 0
+        self.name, self.default_min_score, self.config = recorded.name, recorded.default_min_score, recorded.config
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image):
+        found = self.boxes[self.calls]
+        self.calls += 1
+        keep = self.rng.random(len(found)) >= self.drop
+        return [box for box, kept in zip(found, keep) if kept]
+
+
 def make_detector(spec: str):
     """`hog` (ingest's default), `hog-1x` (HOG at the frame's size, pyramid step 1.05), `haar`, or
     anything `partsearch ingest --detector` takes."""
@@ -142,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gt", default=str(DATA / "gt" / "gt.txt"), help="its MOTChallenge ground truth")
     parser.add_argument("--detectors", nargs="+", default=["hog", "hog-1x", "haar"], help="detectors to score on the labelled frames")
     parser.add_argument("--skip-vtest", action="store_true")
+    parser.add_argument("--drop-seeds", type=int, default=5,
+                        help="vtest: replay HOG's boxes with a share dropped, this many seeds (0: not)")
+    parser.add_argument("--drop", type=float, default=0.05, help="the share of boxes those replays drop")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     import cv2
@@ -173,7 +215,18 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"vtest: {vtest} not found (apt-get install opencv-doc); not measured")
         else:
             gt = read_mot(args.gt)
-            rows += score_tracking("vtest", vtest, gt, 10.0, settings, work)
+            hog = RecordedBoxes(make_detector("hog"))
+            rows += score_tracking("vtest", vtest, gt, 10.0, settings, work, detector=hog)
+            dropped = []
+            for seed in range(args.drop_seeds):
+                dropped += score_tracking(f"vtest, {args.drop:.0%} of HOG's boxes dropped, seed {seed}", vtest, gt,
+                                          10.0, {"stitched (default)": IngestSettings()}, work,
+                                          detector=DroppedBoxes(hog, args.drop, seed))
+            rows += dropped
+            if dropped:
+                idf1 = [r["idf1"] for r in dropped]
+                notes.append(f"vtest with {args.drop:.0%} of HOG's boxes dropped, {len(idf1)} seeds: IDF1 mean "
+                             f"{sum(idf1) / len(idf1):.3f}, min {min(idf1):.3f}, max {max(idf1):.3f}")
             detection_rows = score_detectors(vtest, gt, args.detectors, IngestSettings().min_height)
             people = len({i for boxes in gt.values() for i, _ in boxes})
             notes.append(f"vtest: {sum(len(v) for v in gt.values())} boxes of {people} ids on {len(gt)} labelled "

@@ -350,3 +350,45 @@ def test_explain_check_changes_a_jeans_wearers_lower_colour_only_to_another_deni
     rng = np.random.default_rng(0)
     colours = {_other_colour(person, "lower_color", rng) for _ in range(50)}
     assert colours <= set(DENIM) - {"blue"} and len(colours) > 1
+
+
+class _Counting:
+    """A detector that finds `n` boxes in the n-th frame it is given."""
+
+    name, default_min_score, config = "counting", 0.5, {"k": 1}
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, image):
+        from partsearch.video.detect import PersonBox
+
+        self.calls += 1
+        return [PersonBox(i, 0, i + 10, 40, 1.0) for i in range(self.calls * 10)]
+
+
+def test_recorded_boxes_keep_one_list_per_frame_when_a_setting_starts_again_from_frame_0():
+    from benchmarks.tracks import RecordedBoxes
+
+    recorded = RecordedBoxes(_Counting())
+    recorded(None), recorded(None)
+    recorded.calls = 0  # the next setting replays the video
+    recorded(None)
+    assert [len(b) for b in recorded.boxes] == [30, 20]
+    assert (recorded.name, recorded.default_min_score, recorded.config) == ("counting", 0.5, {"k": 1})
+
+
+def test_dropped_boxes_drop_about_the_share_asked_and_the_same_ones_for_a_seed():
+    from benchmarks.tracks import DroppedBoxes, RecordedBoxes
+
+    recorded = RecordedBoxes(_Counting())
+    for _ in range(20):
+        recorded(None)
+    total = sum(len(b) for b in recorded.boxes)
+    replays = [DroppedBoxes(recorded, 0.1, seed) for seed in (0, 0, 1)]
+    runs = [[replay(None) for _ in range(20)] for replay in replays]
+    kept = [sum(len(b) for b in run) for run in runs]
+    assert 0.85 * total < kept[0] < 0.95 * total
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    whole = DroppedBoxes(recorded, 0.0, 0)
+    assert sum(len(whole(None)) for _ in range(20)) == total
