@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", default=None, help="a video file (default: a synthetic street)")
     parser.add_argument("--fps", type=float, default=5.0, help="sampled frames per second of video")
     parser.add_argument("--detector", default="hog", help="as `partsearch ingest --detector`")
+    parser.add_argument("--motion-gate", action="store_true", help="as `partsearch ingest --motion-gate`")
     parser.add_argument("--size", type=parse_size, default=(480, 640), help="synthetic street HxW")
     parser.add_argument("--frames", type=positive, default=100, help="synthetic street length (10 frames/s)")
     args = parser.parse_args(argv)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                                 height=int(args.size[0] * 0.55)).path
             label = f"synthetic street, {people} people"
         _, info = open_video(video)
-        settings = IngestSettings(fps=args.fps, detector=args.detector)
+        settings = IngestSettings(fps=args.fps, detector=args.detector, motion_gate=args.motion_gate)
         runs: list[dict] = []
 
         def once():
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         video_seconds = info.frame_count / info.fps
         rows = [{
             "video": label, "size": f"{info.width}x{info.height}", "video_s": video_seconds,
-            "sample_fps": args.fps, "detector": args.detector, "sampled": sampled,
+            "sample_fps": args.fps, "detector": args.detector + (" + motion gate" if args.motion_gate else ""),
+            "sampled": sampled,
             "crops": runs[-1]["crops"], "tracks": runs[-1]["tracks"], "seconds": seconds,
             "frames_s": sampled / seconds, "video_s_per_s": video_seconds / seconds,
             "decode_only_frames_s": sampled / statistics.median(decode_times),

@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             gt = read_mot(args.gt)
             hog = RecordedBoxes(make_detector("hog"))
             rows += score_tracking("vtest", vtest, gt, 10.0, settings, work, detector=hog)
+            rows += score_tracking("vtest", vtest, gt, 10.0,
+                                   {"motion gate, stitched": IngestSettings(motion_gate=True)}, work)
             dropped = []
             for seed in range(args.drop_seeds):
                 dropped += score_tracking(f"vtest, {args.drop:.0%} of HOG's boxes dropped, seed {seed}", vtest, gt,

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop boxes scoring below this (default: 0.5, the detector's own scale: "
                              "HOG SVM margin, torchvision probability)")
     parser.add_argument("--min-height", type=int, default=DEFAULTS.min_height, help="drop boxes lower than this (pixels)")
+    parser.add_argument("--motion-gate", action="store_true",
+                        help="fixed cameras: run the detector only where the frame moves (about 3x faster with HOG; "
+                             "docs/VIDEO.md says what it costs)")
     parser.add_argument("--camera", default=None,
                         help="the camera's name for every video given (default: the camera in the video's "
                              "sidecar, cam1.mp4 -> cam1.mp4.json, else the video's file stem)")
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.video.ingest import ingest
 
     settings = IngestSettings(fps=None if args.all_frames else args.fps, detector=args.detector,
-                              min_score=args.min_score, min_height=args.min_height)
+                              min_score=args.min_score, min_height=args.min_height,
+                              motion_gate=args.motion_gate)
     device = "cpu" if args.detector == "hog" else str(resolve_device(args.device))
     report = ingest(args.videos, args.out, settings, device=device, camera=args.camera, start=args.start)
     print(report.summary())

@@ -47,6 +47,7 @@ import numpy as np
 
 from partsearch.errors import DataError, StorageError
 from partsearch.files import atomic_path, write_text_atomic
+from partsearch.video import gate
 from partsearch.video.cameras import VideoSource, resolve_sources, with_source_fields
 from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
 from partsearch.video.detect import Detector, PersonBox, build_detector
@@ -110,6 +111,8 @@ def _stat(path: Path) -> dict:
 
 def _settings_dict(settings: IngestSettings, detector: Detector) -> dict:
     d = dataclasses.asdict(settings)
+    if d.pop("motion_gate"):  # absent when off: galleries written before the gate existed stay valid
+        d["motion_gate"] = gate.config()
     d["detector"] = detector.name
     d["min_score"] = detector.default_min_score if settings.min_score is None else settings.min_score
     if getattr(detector, "config", None):
@@ -298,6 +301,8 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
     work.mkdir(parents=True)
     sample_fps = min(settings.fps, info.fps) if settings.fps is not None else info.fps
     tracker = PersonTracker(sample_fps)
+    if settings.motion_gate:
+        detector = gate.MotionGate(detector)  # one background model per video
     min_score = wanted["min_score"]
     pending: list[tuple[int, float, PersonBox, int, str]] = []  # frame, time, box, provisional key, file
     sampled = detections = 0

@@ -15,7 +15,8 @@ class IngestSettings:
     it are dropped (None: the detector's default, 0.5 for both kinds; HOG scores are SVM margins,
     torchvision's probabilities). `min_height`: boxes lower than this many pixels are dropped
     (too small to search by description). `jpeg_quality`: of the crops. `stitch`: join the
-    fragments of one person's walk after tracking, by motion and colour (`video.stitch`)."""
+    fragments of one person's walk after tracking, by motion and colour (`video.stitch`).
+    `motion_gate`: a fixed camera; run the detector only where the frame moves (`video.gate`)."""
 
     fps: float | None = 5.0
     detector: str = "hog"
@@ -23,3 +24,4 @@ class IngestSettings:
     min_height: int = 48
     jpeg_quality: int = 95
     stitch: bool = True
+    motion_gate: bool = False
