@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from video_fakes import ReplayDetector, dominant_share, match
 
+from partsearch.errors import DataError
 from partsearch.video import gate
 from partsearch.video.detect import HogDetector, PersonBox
 from partsearch.video.ingest import IngestSettings, ingest, read_records
@@ -99,3 +100,10 @@ def test_turning_the_gate_on_ingests_a_finished_video_again(street, tmp_path):
     report = ingest([street.path], tmp_path / "g", IngestSettings(fps=5.0, motion_gate=True),
                     detector=ReplayDetector(street, SAMPLED, jitter=0, drop=0.0), progress=False)
     assert report.videos[0].status == "ingested"
+
+
+def test_the_gate_with_a_torchvision_detector_is_refused_before_anything_is_written(street, tmp_path):
+    with pytest.raises(DataError, match="--motion-gate.*--detector hog"):
+        ingest([street.path], tmp_path / "g", IngestSettings(detector="fasterrcnn_resnet50_fpn", motion_gate=True),
+               progress=False)
+    assert not (tmp_path / "g").exists()

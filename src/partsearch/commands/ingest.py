@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "HOG SVM margin, torchvision probability)")
     parser.add_argument("--min-height", type=int, default=DEFAULTS.min_height, help="drop boxes lower than this (pixels)")
     parser.add_argument("--motion-gate", action="store_true",
-                        help="fixed cameras: run the detector only where the frame moves (about 3x faster with HOG; "
+                        help="fixed cameras, HOG only: run the detector only where the frame moves (about 3x faster; "
                              "docs/VIDEO.md says what it costs)")
     parser.add_argument("--camera", default=None,
                         help="the camera's name for every video given (default: the camera in the video's "

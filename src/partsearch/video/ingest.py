@@ -50,7 +50,7 @@ from partsearch.files import atomic_path, write_text_atomic
 from partsearch.video import gate
 from partsearch.video.cameras import VideoSource, resolve_sources, with_source_fields
 from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
-from partsearch.video.detect import Detector, PersonBox, build_detector
+from partsearch.video.detect import HOG, Detector, PersonBox, build_detector
 from partsearch.video.progress import Progress
 from partsearch.video.settings import IngestSettings
 from partsearch.video.track import PersonTracker
@@ -217,6 +217,10 @@ def ingest(
         raise DataError(f"--fps {settings.fps}: must be positive")
     if settings.min_height < 0:
         raise DataError(f"--min-height {settings.min_height}: must be 0 or more")
+    if settings.motion_gate and settings.detector != HOG:
+        raise DataError(f"--motion-gate with --detector {settings.detector}: the gate is measured with --detector hog "
+                        "only (a torchvision detector rescales each small region it is given, and on a GPU it needs "
+                        "no gate); drop --motion-gate or use --detector hog")
     found = find_videos(videos)
     if not found:
         raise DataError("no videos given")
