@@ -35,7 +35,7 @@ def config() -> dict:
     """The gate's settings, stored in each video's `video.json`."""
     return {"warm_frames": WARM_FRAMES, "full_every": FULL_EVERY, "shrink": SHRINK, "history": HISTORY,
             "var_threshold": VAR_THRESHOLD, "min_blob_height": MIN_BLOB_HEIGHT, "pad": PAD,
-            "pad_y": PAD_Y, "pad_x": PAD_X}
+            "pad_y": PAD_Y, "pad_x": PAD_X, "min_w": MIN_W, "min_h": MIN_H}
 
 
 class MotionGate:
