@@ -36,3 +36,30 @@ def autocast(device: torch.device, precision: str = "auto"):
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as the OS reports it (`/proc/cpuinfo` on Linux), else the platform's."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def numerics(device: torch.device) -> dict:
+    """What decides the rounding of a run beside its config and seed, for the run's record: torch's
+    version, the CPU and the kernels torch dispatches to on it (`AVX2`, `AVX512`, ...: the vector
+    width changes the order of a sum), the thread count, and the GPU when the run uses one. Two
+    runs agree bit for bit only where these agree (docs/BENCHMARKS.md, section 3)."""
+    record = {"torch": torch.__version__, "device": str(device), "cpu": cpu_name(),
+              "cpu_kernels": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record

@@ -280,3 +280,31 @@ def test_rewriting_last_never_changes_a_linked_best(tiny_cfg, tmp_path):
     evaluator = scripted_evaluator([50.0, 10.0])
     run = train(tiny_cfg("train.epochs=2"), tmp_path / "run", evaluator=evaluator)
     assert load_checkpoint(run / "best.pt")["epoch"] == 1 and load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_a_run_records_the_kernels_threads_and_torch_it_trained_with(tiny_cfg, tmp_path):
+    run = train(tiny_cfg("train.max_steps=2"), tmp_path / "run")
+    sessions = json.loads((run / "environment.json").read_text())["sessions"]
+    assert len(sessions) == 1
+    assert sessions[0]["from_step"] == 0
+    assert sessions[0]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert sessions[0]["threads"] == torch.get_num_threads()
+    assert sessions[0]["torch"] == torch.__version__
+
+
+def test_a_resume_on_other_kernels_is_recorded_and_named(tiny_cfg, tmp_path, monkeypatch, capsys):
+    run = train(tiny_cfg("train.max_steps=2"), tmp_path / "run")
+    capsys.readouterr()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "OTHER")
+    train(tiny_cfg("train.max_steps=4"), run, resume=True)
+    printed = capsys.readouterr().out
+    sessions = json.loads((run / "environment.json").read_text())["sessions"]
+    assert [s["from_step"] for s in sessions] == [0, 2]
+    assert sessions[1]["cpu_kernels"] == "OTHER"
+    assert "resumes at step 2 with cpu_kernels OTHER where it ran with cpu_kernels" in printed
+
+
+def test_a_resume_on_the_same_numerics_prints_no_note(tiny_cfg, tmp_path, capsys):
+    run = train(tiny_cfg("train.max_steps=2"), tmp_path / "run")
+    train(tiny_cfg("train.max_steps=4"), run, resume=True)
+    assert "resumes at step" not in capsys.readouterr().out

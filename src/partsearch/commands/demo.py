@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = [f"data.root={data_dir}", f"train.time_limit_min={args.minutes}", *args.overrides]
         cfg = load_config(config, overrides)
         step(2, f"train {config.name} ({cfg.model.text_weights} text, {cfg.model.image_backbone} image backbone, "
-                f"{args.threads} torch threads)")
+                f"{args.threads} torch threads, {torch.backends.cpu.get_cpu_capability()} kernels)")
         splits = load_dataset(cfg.data.dataset, cfg.data.root)
         tokenizer = build_tokenizer(cfg.model, cfg.data.max_tokens)
         run_dir = out / "run"

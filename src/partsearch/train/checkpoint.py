@@ -105,7 +105,7 @@ class RunState:
 
 
 # What a run writes into its directory; a fresh run (not --resume) removes the previous run's copies.
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "tb")
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "tb", "environment.json")
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from partsearch.config import Config
+from partsearch.device import numerics
 from partsearch.errors import CheckpointError, TrainingError
 from partsearch.files import write_text_atomic
 from partsearch.hub import quiet_weight_loading
@@ -46,7 +47,7 @@ from partsearch.runs import FORMAT, config_differences, load_checkpoint, load_st
 from partsearch.train.checkpoint import (SCHEDULE, RunState, check_run_dir, link_checkpoint, portable_config,
                                          remove_previous_run, rng_state, save_checkpoint, set_rng_state)
 from partsearch.train.optim import build_scheduler, check_train_config
-from partsearch.train.run_log import LogWindow, RunLog, bar_extent, progress, summary
+from partsearch.train.run_log import LogWindow, RunLog, bar_extent, progress, record_environment, summary
 from partsearch.train.step import Stepper, build_parts
 
 
@@ -153,6 +154,10 @@ class Trainer:
             seed_everything(tc.seed + ctx.rank + self.state.step)
 
         self.log = RunLog(run_dir, ctx.is_main)
+        if ctx.is_main:
+            note = record_environment(run_dir, numerics(ctx.device), self.state.step)
+            if note:
+                print(note)
         self.selection_split = tc.eval_split
         if evaluator is None:
             self.no_selection = "no evaluator was given"

@@ -12,7 +12,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from partsearch.files import write_text_atomic
 from partsearch.train.checkpoint import RunState
+
+ENVIRONMENT = "environment.json"  # {"sessions": [{"from_step", **partsearch.device.numerics}]}
+# What must match between two sessions of a run for it to round as one uninterrupted run would.
+SAME_ROUNDING = ("torch", "cpu_kernels", "threads", "device", "gpu")
 
 
 class RunLog:
@@ -92,3 +97,29 @@ def _format_duration(seconds: float) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+def record_environment(run_dir: Path, numerics: dict[str, Any], from_step: int) -> str | None:
+    """Append this training session's `numerics` (`partsearch.device.numerics`) to the run's
+    `environment.json`. Returns a note when the session before it rounded differently (other
+    kernels, threads, torch or device): the resumed run will not equal an uninterrupted one."""
+    path = run_dir / ENVIRONMENT
+    sessions: list[dict[str, Any]] = []
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict) and isinstance(loaded.get("sessions"), list):
+            sessions = [s for s in loaded["sessions"] if isinstance(s, dict)]
+    except (OSError, ValueError):
+        pass
+    note = None
+    if sessions and from_step > 0:
+        before = sessions[-1]
+        changed = [k for k in SAME_ROUNDING if before.get(k) != numerics.get(k)]
+        if changed:
+            was = ", ".join(f"{k} {before.get(k)}" for k in changed)
+            now = ", ".join(f"{k} {numerics.get(k)}" for k in changed)
+            note = (f"note: this run resumes at step {from_step} with {now} where it ran with {was}: the steps from "
+                    "here round differently, so its numbers will not equal those of an uninterrupted run")
+    sessions.append({"from_step": from_step, **numerics})
+    write_text_atomic(path, json.dumps({"sessions": sessions}, indent=1) + "\n")
+    return note
