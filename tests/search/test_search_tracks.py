@@ -155,6 +155,13 @@ def test_the_track_table_names_video_span_and_best_crop(tmp_path, encoder):
     assert "videos/cam1.avi" in table and "0.10-1.10" in table and "frame 1" in table and "mean-top3" in table
 
 
+def test_a_track_result_names_its_video_by_its_path_on_this_machine(tmp_path, encoder):
+    gallery, out = _index(tmp_path, encoder, TRACKS)
+    first = Searcher(out, encoder=encoder).query_tracks("red blue", k=1).results[0]
+    assert first.video_path == str(gallery / "videos" / "cam1.avi")
+    assert f"  {first.video_path}" in format_track_table(Searcher(out, encoder=encoder).query_tracks("red blue", k=1))
+
+
 def test_the_service_returns_tracks_with_their_best_crop_and_frame(tmp_path, encoder):
     gallery, out = _index(tmp_path, encoder, TRACKS)
     write_video_for(gallery, "cam1.avi")
@@ -163,7 +170,8 @@ def test_the_service_returns_tracks_with_their_best_crop_and_frame(tmp_path, enc
     body = client.post("/api/search/tracks", json={"query": "red blue", "top_k": 2}).json()
     first = body["results"][0]
     assert body["aggregate"] == "mean-top3" and (first["video"], first["track"]) == ("cam1.avi", 1)
-    assert "path" not in first["best"] and client.get(first["best"]["url"]).status_code == 200
+    assert "path" not in first["best"] and "video_path" not in first
+    assert client.get(first["best"]["url"]).status_code == 200
     frame = client.get(first["best"]["frame_url"])
     assert frame.status_code == 200 and frame.headers["content-type"] == "image/jpeg"
     import cv2

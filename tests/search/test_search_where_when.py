@@ -30,7 +30,7 @@ def _index(tmp_path, encoder, records=None):
 def test_a_crop_result_carries_its_video_camera_time_frame_box_and_track(tmp_path, encoder):
     out = _index(tmp_path, encoder)
     first = Searcher(out, encoder=encoder).search("red top blue trousers", k=1)[0]
-    assert set(first.video) == FIELDS
+    assert set(first.video) == FIELDS | {"path"}
     assert first.video["camera"] == "door" and first.video["video"] == "videos/cam1.avi"
     assert first.video["track"] == 1 and first.video["time"] == first.video["frame"] / 10
     assert first.video["wall_time"].startswith("2026-01-31T08:00:00.") and first.video["wall_time"].endswith("+01:00")
@@ -67,9 +67,22 @@ def test_json_and_text_of_a_crop_result_say_where_and_when(tmp_path, encoder):
     out = _index(tmp_path, encoder)
     response = Searcher(out, encoder=encoder).query("red top", k=2)
     as_json = json.loads(json.dumps(response.to_dict()))
-    assert set(as_json["results"][0]["video"]) == FIELDS
+    assert set(as_json["results"][0]["video"]) == FIELDS | {"path"}
     text = format_table(response)
-    assert "camera door, videos/cam1.avi at 0.10 s (2026-01-31T08:00:00.100000+01:00), frame 1, track 1" in text
+    video = tmp_path / "gallery" / "videos" / "cam1.avi"
+    assert f"camera door, {video} at 0.10 s (2026-01-31T08:00:00.100000+01:00), frame 1, track 1" in text
+
+
+def test_a_crop_result_names_its_video_by_a_path_that_opens_from_anywhere(tmp_path, encoder, monkeypatch):
+    """The record keeps the video relative to the images root; the result also gives the path a
+    user can open, whatever folder they search from (it read `../../..` from elsewhere)."""
+    out = _index(tmp_path, encoder)
+    elsewhere = tmp_path / "a" / "b"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    first = Searcher(out, encoder=encoder).search("red top blue trousers", k=1)[0]
+    assert first.video["path"] == str(tmp_path / "gallery" / "videos" / "cam1.avi")
+    assert first.video["video"] == "videos/cam1.avi"
 
 
 def test_http_results_carry_the_video_record_with_urls_not_paths(tmp_path, encoder):
@@ -78,7 +91,7 @@ def test_http_results_carry_the_video_record_with_urls_not_paths(tmp_path, encod
     result = client.post("/api/search", json={"query": "red top", "top_k": 1}).json()["results"][0]
     assert "path" not in result
     video = result["video"]
-    assert FIELDS <= set(video) and video["camera"] == "door"
+    assert FIELDS <= set(video) and video["camera"] == "door" and "path" not in video
     assert video["video_url"] == f"/api/images/{result['id']}/video"
     assert video["frame_url"] == f"/api/images/{result['id']}/frame"
     assert str(tmp_path) not in json.dumps(result)

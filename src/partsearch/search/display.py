@@ -54,7 +54,7 @@ def format_table(response: SearchResponse) -> str:
 def where_when(video: dict) -> str:
     """'camera cam2, videos/cam2.mp4 at 12.40 s (2026-01-31T08:00:12+00:00), frame 62, track 3, box [..]'."""
     wall = f" ({video['wall_time']})" if video.get("wall_time") else ""
-    return (f"camera {video['camera']}, {video['video']} at {video['time']:.2f} s{wall}, frame {video['frame']}, "
+    return (f"camera {video['camera']}, {video.get('path') or video['video']} at {video['time']:.2f} s{wall}, frame {video['frame']}, "
             f"track {video['track']}, box {list(video['box'])}")
 
 
@@ -74,7 +74,7 @@ def format_track_table(response: TrackResponse) -> str:
                  f"(track score: {response.aggregate} of its crops' scores)")
     for r in response.results:
         b = r.best
-        lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.track:>5}  {r.crops:>5}  {r.start:7.2f}-{r.end:<7.2f}  {r.video}")
+        lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.track:>5}  {r.crops:>5}  {r.start:7.2f}-{r.end:<7.2f}  {r.video_path or r.video}")
         wall = f", {b.wall_time}" if b.wall_time else ""
         lines.append(f"      camera {r.camera}; best crop {b.score:.4f} at {b.time:.2f} s{wall} (frame {b.frame}, "
                      f"box {b.box}): {b.path}")

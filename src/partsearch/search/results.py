@@ -20,8 +20,9 @@ class SearchResult:
     relpath: str  # relative to the images root (or to uploads/)
     source: str
     path: str  # absolute path on this machine
-    # Where and when a crop of `partsearch ingest` was seen (`tracks.VideoRecord.to_dict`: video,
-    # camera, frame, time, wall_time, box, track); None for plain images and uploads.
+    # Where and when a crop of `partsearch ingest` was seen (`tracks.VideoRecord.where`: video,
+    # camera, frame, time, wall_time, box, track; plus "path", the video's absolute path on this
+    # machine, as `path` is the crop's); None for plain images and uploads.
     video: dict | None = None
 
     def to_dict(self) -> dict:
@@ -72,6 +73,7 @@ class TrackResult:
     start: float  # time of its first and last crop, seconds
     end: float
     best: TrackCrop
+    video_path: str = ""  # the video's absolute path on this machine (HTTP leaves it out, as it does `path`)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,6 +18,7 @@ Filters (`filters.Filters`) narrow the rows the vector index searches.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from pathlib import Path
 
@@ -250,7 +251,7 @@ class Searcher:
                 parts={"coarse": [float(x) for x in c[r]], "fine": [float(x) for x in f[r]]},
                 regions=list(regions), name=entry.name, relpath=entry.path, source=entry.source,
                 path=str(self.store.image_path(gen.meta, entry)),
-                video=entry.video.where() if entry.video is not None else None,
+                video=self._where(gen, entry) if entry.video is not None else None,
             ))
         both = bool(text) and described is not None
         return SearchResponse(text[:MAX_QUERY_CHARS], truncated, results, float(sum(self.encoder.weights)),
@@ -339,6 +340,15 @@ class Searcher:
         ranked.sort(key=lambda item: (-item[0], item[1]))
         return ranked
 
+    def _video_path(self, gen: Generation, entry: Entry) -> str:
+        """The absolute path of `entry`'s video on this machine, as a user would open it (the record
+        holds it relative to the images root, which reads as `../../..` from anywhere else)."""
+        return os.path.abspath(self.store.images_root(gen.meta) / entry.video.video)
+
+    def _where(self, gen: Generation, entry: Entry) -> dict:
+        """A crop result's `video`: where and when it was seen, and the video's path here."""
+        return {**entry.video.where(), "path": self._video_path(gen, entry)}
+
     def _track_result(self, gen: Generation, rows: np.ndarray, rank: int, key: tuple[str, int], score: float,
                       crop_scores: np.ndarray) -> TrackResult:
         best_row = int(rows[int(np.argmax(crop_scores))])
@@ -347,7 +357,8 @@ class Searcher:
                          path=str(self.store.image_path(gen.meta, entry)), frame=entry.video.frame,
                          time=entry.video.time, box=list(entry.video.box), wall_time=entry.video.wall_time)
         return TrackResult(rank=rank, video=key[0], track=key[1], camera=entry.video.camera, score=score, crops=len(rows),
-                           start=first.video.time, end=last.video.time, best=best)
+                           start=first.video.time, end=last.video.time, best=best,
+                           video_path=self._video_path(gen, entry))
 
     def __len__(self) -> int:
         return len(self.current().entries)

@@ -232,7 +232,7 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             raise HTTPException(422, str(err)) from None
         body = response.to_dict()
         for result in body["results"]:
-            del result["best"]["path"]
+            del result["best"]["path"], result["video_path"]
             result["best"]["url"] = f"/api/images/{result['best']['id']}"
             result["best"]["frame_url"] = f"/api/images/{result['best']['id']}/frame"
             result["best"]["video_url"] = f"/api/images/{result['best']['id']}/video"
@@ -332,7 +332,7 @@ def _public(body: dict) -> dict:
         result["url"] = f"/api/images/{result['id']}"
         video = result.get("video")
         if video is not None:
-            for private in ("root", "size", "mtime_ns"):  # what the indexer checked, not the client's
+            for private in ("path", "root", "size", "mtime_ns"):  # the server's path; what the indexer checked
                 video.pop(private, None)
             video["frame_url"] = f"/api/images/{result['id']}/frame"
             video["video_url"] = f"/api/images/{result['id']}/video"
