@@ -157,3 +157,24 @@ def test_a_photo_search_and_query_words_show_what_was_searched(case_server, tmp_
             assert all("gate" in t for t in page.locator("#results .card").all_inner_texts())
         finally:
             browser.close()
+
+
+def test_a_track_card_shows_its_camera_and_wall_clock_span(case_server, monkeypatch):
+    monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server, _ = case_server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server + "/")
+            page.wait_for_selector("#tracks-toggle:not([hidden])")
+            assert page.is_checked("#tracks")
+            page.fill("#query", "red blue")
+            page.click("#search-button")
+            page.wait_for_selector("#results .card")
+            texts = page.locator("#results .card").all_inner_texts()
+        finally:
+            browser.close()
+    assert all(re.search(r"(door|yard|gate) · cam\d\.avi", t) for t in texts), texts
+    assert all(re.search(r"08:[0-2]\d:\d\d–08:[0-2]\d:\d\d", t) for t in texts), texts

@@ -99,3 +99,13 @@ def test_http_results_carry_the_video_record_with_urls_not_paths(tmp_path, encod
 
 def test_a_plain_image_result_has_no_video_record(index_dir, encoder):
     assert Searcher(index_dir, encoder=encoder).search("red", k=1)[0].video is None
+
+
+def test_a_track_result_gives_the_wall_clock_span_when_the_camera_start_is_known(tmp_path, encoder):
+    out = _index(tmp_path, encoder)
+    results = Searcher(out, encoder=encoder).query_tracks("red top blue trousers", k=2).results
+    door = next(r for r in results if r.camera == "door")
+    assert door.start_wall_time.startswith("2026-01-31T08:00:00.100") and door.start_wall_time.endswith("+01:00")
+    assert door.end_wall_time > door.start_wall_time
+    yard = next(r for r in results if r.camera == "yard")
+    assert (yard.start_wall_time, yard.end_wall_time) == (None, None)

@@ -74,6 +74,9 @@ class TrackResult:
     end: float
     best: TrackCrop
     video_path: str = ""  # the video's absolute path on this machine (HTTP leaves it out, as it does `path`)
+    # ISO 8601 wall-clock times of its first and last crop when the camera's start is known, else None
+    start_wall_time: str | None = None
+    end_wall_time: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

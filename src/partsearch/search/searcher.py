@@ -358,7 +358,8 @@ class Searcher:
                          time=entry.video.time, box=list(entry.video.box), wall_time=entry.video.wall_time)
         return TrackResult(rank=rank, video=key[0], track=key[1], camera=entry.video.camera, score=score, crops=len(rows),
                            start=first.video.time, end=last.video.time, best=best,
-                           video_path=self._video_path(gen, entry))
+                           video_path=self._video_path(gen, entry), start_wall_time=first.video.wall_time,
+                           end_wall_time=last.video.wall_time)
 
     def __len__(self) -> int:
         return len(self.current().entries)

@@ -89,7 +89,11 @@ function renderTracks(body) {
         `${t.score.toFixed(3)}${weak ? ", weak match" : ""}; show why`,
       b.url, `${video} track ${t.track}, best crop`, weak,
       [["rank", `#${t.rank}  ${t.score.toFixed(3)}`], ["bar", t.score],
-       ["name", video, t.video], ["when", `${clock(t.start)}–${clock(t.end)} · ${t.crops} crops`],
+       ["name", `${t.camera} · ${video}`, t.video], ["when", `${clock(t.start)}–${clock(t.end)} · ${t.crops} crops`],
+       // the wall-clock span when the camera's start is known: "08:00:42–08:01:19"
+       ...(t.start_wall_time && t.end_wall_time
+         ? [["when", `${t.start_wall_time.slice(11, 19)}–${t.end_wall_time.slice(11, 19)}`,
+             `${t.start_wall_time} to ${t.end_wall_time}`]] : []),
        ["name", `track ${t.track} · best ${clock(b.time)}`]],
       (node) => showDetail(b.id, node, t)));
   }
@@ -174,7 +178,8 @@ function showFrame(track) {
     return;
   }
   const b = track.best;
-  $("frame-caption").textContent = `${track.video}, frame ${b.frame} at ${clock(b.time)}; ` +
+  $("frame-caption").textContent = `camera ${track.camera}, ${track.video}, frame ${b.frame} at ${clock(b.time)}` +
+    (b.wall_time ? ` (${b.wall_time})` : "") + "; " +
     `track ${track.track} seen ${clock(track.start)}–${clock(track.end)}`;
   $("frame-image").hidden = false;
   $("frame-image").onerror = () => {
