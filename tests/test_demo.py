@@ -53,6 +53,14 @@ def test_demo_report_embeds_results_heatmaps_and_curves(demo_run):
     assert page.count("<svg") == 2 and "no data" not in page
 
 
+@pytest.mark.slow
+def test_demo_report_says_which_kernels_and_threads_trained_the_model(demo_run):
+    _, out, _, _ = demo_run
+    page = (out / "report.html").read_text()
+    assert "trained with" in page
+    assert f"torch {torch.__version__}, 2 threads, {torch.backends.cpu.get_cpu_capability()} kernels" in page
+
+
 def test_demo_report_shows_whether_the_parts_form(demo_run):
     _, out, _, _ = demo_run
     page = (out / "report.html").read_text()

@@ -31,3 +31,36 @@ def test_a_changed_value_or_weight_changes_the_fingerprint():
     with torch.no_grad():
         model.bias.add_(1.0)
     assert fingerprint(model, Config()) != base
+
+
+def _environment(tmp_path, sessions):
+    import json
+
+    (tmp_path / "environment.json").write_text(json.dumps({"sessions": sessions}))
+    return tmp_path
+
+
+SESSION = {"from_step": 0, "torch": "2.14.1", "threads": 2, "cpu_kernels": "AVX2", "cpu": "AMD EPYC", "device": "cpu"}
+
+
+def test_a_run_describes_what_trained_it(tmp_path):
+    from partsearch.runs import describe_environment
+
+    run = _environment(tmp_path, [SESSION, {**SESSION, "from_step": 300}])  # a resume on the same machine
+    assert describe_environment(run) == "torch 2.14.1, 2 threads, AVX2 kernels (AMD EPYC)"
+
+
+def test_a_run_resumed_on_other_kernels_says_from_which_step(tmp_path):
+    from partsearch.runs import describe_environment
+
+    run = _environment(tmp_path, [SESSION, {**SESSION, "from_step": 300, "cpu_kernels": "AVX512", "cpu": "Xeon"}])
+    assert describe_environment(run) == ("torch 2.14.1, 2 threads, AVX2 kernels (AMD EPYC); "
+                                         "from step 300: torch 2.14.1, 2 threads, AVX512 kernels (Xeon)")
+
+
+def test_a_run_without_a_record_describes_nothing(tmp_path):
+    from partsearch.runs import describe_environment
+
+    assert describe_environment(tmp_path) is None
+    (tmp_path / "environment.json").write_text("{not json")
+    assert describe_environment(tmp_path) is None

@@ -202,3 +202,26 @@ def read_level_weights(run_dir: str | Path) -> tuple[float, float, float] | None
     if not (isinstance(weights, list) and len(weights) == 3 and all(isinstance(w, (int, float)) for w in weights)):
         return None
     return tuple(float(w) for w in weights)
+
+
+ENVIRONMENT = "environment.json"  # {"sessions": [{"from_step", **partsearch.device.numerics}]}, by the trainer
+
+
+def describe_environment(run_dir: str | Path) -> str | None:
+    """How a run was trained, for a reader comparing its numbers with others': "torch 2.14.1, 2
+    threads, AVX2 kernels (AMD EPYC ...)", one part per training session that differed from the
+    one before. None when the run records nothing (trained before runs recorded it)."""
+    try:
+        sessions = json.loads((Path(run_dir) / ENVIRONMENT).read_text(encoding="utf-8"))["sessions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    parts, last = [], None
+    for session in sessions if isinstance(sessions, list) else []:
+        if not isinstance(session, dict):
+            continue
+        text = (f"torch {session.get('torch')}, {session.get('threads')} threads, {session.get('cpu_kernels')} kernels "
+                f"({session.get('gpu') or session.get('cpu')})")
+        if text != last:
+            parts.append(text if not parts else f"from step {session.get('from_step')}: {text}")
+        last = text
+    return "; ".join(parts) or None

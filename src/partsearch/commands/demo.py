@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.search.encoder import RunEncoder
     from partsearch.search.index import build_index
     from partsearch.search.searcher import Searcher
-    from partsearch.runs import load_run
+    from partsearch.runs import describe_environment, load_run
     from partsearch.train.engine import train
 
     started = time.perf_counter()
@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             ("level weights", f"(global, coarse, fine) = {tuple(run.cfg.model.similarity_weights)}"
                               + (", chosen on the val split" if (run_dir / "level_weights.json").is_file()
                                  else ", as configured")),
+            *([("trained with", trained_with)] if (trained_with := describe_environment(run_dir)) else []),
             ("wall time", f"{(time.perf_counter() - started) / 60:.1f} min (this invocation)"),
         ],
         warning=cut,

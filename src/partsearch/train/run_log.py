@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from partsearch.files import write_text_atomic
+from partsearch.runs import ENVIRONMENT
 from partsearch.train.checkpoint import RunState
 
-ENVIRONMENT = "environment.json"  # {"sessions": [{"from_step", **partsearch.device.numerics}]}
 # What must match between two sessions of a run for it to round as one uninterrupted run would.
 SAME_ROUNDING = ("torch", "cpu_kernels", "threads", "device", "gpu")
 
