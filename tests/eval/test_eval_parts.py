@@ -164,3 +164,24 @@ def test_hair_colour_is_compared_only_between_equally_long_uncovered_hair():
             tokens[k, 0] = F.one_hot(torch.tensor(colour[p["person"]["hair_color"]] + long), 8).float()
     aucs = parts.attribute_localisation(tokens, people, np.arange(40), attributes=("hair_color",))
     assert aucs["image_image"]["hair_color"][0] == 1.0
+
+
+@pytest.mark.slow
+def test_parts_reads_a_relative_data_root_from_the_run_directory(tmp_path, tiny_overrides, monkeypatch, capsys):
+    """A run trained with `--data-root data` stores the root relative to the run (`../data`); the
+    parts command must read it from there, as eval does, wherever it is run from."""
+    import yaml
+
+    from partsearch.config import load_config
+    from partsearch.data.synth import generate
+
+    generate(tmp_path / "data", num_ids=12, seed=0, size=(64, 32))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, list(tiny_overrides)).to_dict()))
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["train", "--config", str(config), "--data-root", "data", "--out", "runs/a",
+                     "--max-steps", "1"]) == 0
+    assert load_config(tmp_path / "runs" / "a" / "config.yaml").data.root == "../../data"
+    capsys.readouterr()
+    assert cli_main(["parts", "runs/a"]) == 0
+    assert "token diversity" in capsys.readouterr().out

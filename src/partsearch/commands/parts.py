@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     run_ = load_run(args.run_dir, args.checkpoint, device)
-    splits, records = load_split(run_.cfg, args.split, args.data_root)
+    splits, records = load_split(run_.cfg, args.split, args.data_root, run_dir=args.run_dir)
     diag = diagnose(run_.model, run_.cfg, records, splits.image_root, run_.tokenizer, device)
     print(f"{run_.path} on {splits.name} {args.split}")
     print(format_report(diag))
