@@ -213,3 +213,24 @@ def test_the_demo_config_comes_from_the_package_so_it_runs_outside_a_checkout():
 
     path = config_path()
     assert path.is_file() and Path(partsearch.__file__).parent in path.resolve().parents
+
+
+@pytest.mark.slow
+def test_demo_reuses_a_run_whose_data_root_is_relative_to_it(tmp_path, tiny_overrides, monkeypatch, capsys):
+    """`make demo`'s own run stores its data as `../data`: `partsearch demo --run runs/demo/run`
+    must find it from the run directory, not from the folder it is typed in."""
+    import yaml
+
+    from partsearch.config import load_config
+    from partsearch.data.synth import generate
+
+    generate(tmp_path / "data", num_ids=12, seed=0, size=(64, 32))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, list(tiny_overrides)).to_dict()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(config), "--data-root", "data", "--out", "runs/a", "--max-steps", "1"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--run", "runs/a", "--out", "again"]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing data, the data of runs/a" in printed
+    assert (tmp_path / "again" / "report.html").is_file()

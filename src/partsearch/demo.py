@@ -71,18 +71,20 @@ def step(number: int, text: str, total: int = 7) -> None:
 
 
 def reused_run(run_dir: Path):
-    """`--run RUN_DIR`: its best checkpoint loaded on the CPU, after checking that the run and the
-    data its config names are there (UserError naming what is missing otherwise)."""
-    from partsearch.runs import load_run
+    """`--run RUN_DIR`: (its best checkpoint loaded on the CPU, the data root its config names, a
+    relative one read from the run directory), after checking that both are there (UserError
+    naming what is missing otherwise)."""
+    from partsearch.runs import load_run, run_data_path
 
     if not (run_dir / "best.pt").is_file():
         raise UserError(f"--run {run_dir}: no best.pt there; give a run directory that `partsearch demo` or "
                         "`partsearch train` finished, or drop --run to train one")
     run = load_run(run_dir, "best", device="cpu")
-    if not Path(run.cfg.data.root).is_dir():
+    data_root = run_data_path(run_dir, run.cfg.data.root)
+    if not Path(data_root).is_dir():
         raise UserError(f"--run {run_dir}: its data, {run.cfg.data.root} (data.root in {run_dir / 'config.yaml'}), "
                         "is not there; the demo evaluates and indexes that data's test split")
-    return run
+    return run, data_root
 
 
 def prepare_out(out: Path, fresh: bool) -> None:

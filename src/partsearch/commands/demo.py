@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
     import time
     from pathlib import Path
 
@@ -96,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
     cut = None
     if args.run:
         run_dir = Path(args.run)
-        run = reused_run(run_dir)
+        run, data_root = reused_run(run_dir)
         cfg = run.cfg
         step(1, "SynthPEDES: procedural pedestrians whose identity is decided by part attributes")
-        print(f"reusing {cfg.data.root}, the data of {run_dir}")
-        splits = load_dataset(cfg.data.dataset, cfg.data.root)
+        print(f"reusing {os.path.normpath(data_root)}, the data of {run_dir}")
+        splits = load_dataset(cfg.data.dataset, data_root)
         step(2, f"train: skipped, --run {run_dir} is used as it is")
         evaluator = Evaluator(cfg, splits, run.tokenizer)
     else:
