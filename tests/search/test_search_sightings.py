@@ -166,3 +166,14 @@ def test_http_sightings_cases_and_export(searcher):
     assert {"c/case.json", "c/sightings.csv", "c/crops/0001.jpg", "c/frames/0001.jpg", "c/clips/0001.mp4"} <= set(names)
     assert client.post("/api/sightings", json={"id": 10**6}).status_code == 404
     assert client.get("/api/cases/nope").status_code == 404
+
+
+def test_the_case_table_names_a_video_kept_outside_the_gallery_by_its_file_name():
+    from partsearch.commands.case import format_case
+    from partsearch.search.cases import Case, Sighting
+
+    sighting = Sighting(id=3, video="../../../../srv/cams/gate.avi", camera="gate", track=2, frame=40, time=4.0,
+                        wall_time="2026-01-31T08:00:04.000+00:00", decision="confirmed")
+    line = format_case(Case("c", sightings=[sighting])).splitlines()[1]
+    assert "camera gate, gate.avi track 2 at 4.00 s (2026-01-31T08:00:04.000+00:00)" in line
+    assert ".." not in line

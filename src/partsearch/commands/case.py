@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +84,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def video_name(video: str | None) -> str:
+    """A video as the case tables name it: its file name, as the page does (the record keeps it
+    relative to the index's images root, which reads as `../../..` for a video kept elsewhere; the
+    camera beside it says where, and `--json` and the export keep the full record)."""
+    return Path(video).name if video else ""
+
+
 def format_case(case) -> str:
     lines = [f"case {case.name}: {len(case.sightings)} sightings" + (f"; notes: {case.notes}" if case.notes else "")]
     for n, s in enumerate(case.sightings, start=1):
-        where = f"camera {s.camera}, {s.video} track {s.track} at {s.time:.2f} s" if s.video else f"image {s.relpath}"
+        wall = f" ({s.wall_time})" if s.wall_time else ""
+        where = (f"camera {s.camera}, {video_name(s.video)} track {s.track} at {s.time:.2f} s{wall}" if s.video
+                 else f"image {s.relpath}")
         lines.append(f"{n:>4}  {s.decision or 'undecided':<10} id {s.id}: {where}" + (f"  ({s.note})" if s.note else ""))
     return "\n".join(lines)
 
@@ -102,6 +112,6 @@ def format_sightings(response) -> str:
             s = r.sighting
             when = f"{s.start:.2f}-{s.end:.2f} s" if s.start is not None else ""
             wall = f" ({s.wall_time})" if s.wall_time else ""
-            lines.append(f"  #{rank:<3} {s.score:7.4f}  {r.role:<9} {s.video or s.relpath} track {s.track} {when}{wall}"
+            lines.append(f"  #{rank:<3} {s.score:7.4f}  {r.role:<9} {video_name(s.video) or s.relpath} track {s.track} {when}{wall}"
                          f"  best crop id {s.id}" + (f", {s.decision}" if s.decision else ""))
     return "\n".join(lines)
