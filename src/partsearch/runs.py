@@ -207,18 +207,23 @@ def read_level_weights(run_dir: str | Path) -> tuple[float, float, float] | None
 ENVIRONMENT = "environment.json"  # {"sessions": [{"from_step", **partsearch.device.numerics}]}, by the trainer
 
 
+def read_environment(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The training sessions a run recorded in `ENVIRONMENT`, oldest first; [] when it records none
+    (trained before runs recorded it) or the file is unreadable."""
+    try:
+        loaded = json.loads((Path(run_dir) / ENVIRONMENT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    sessions = loaded.get("sessions") if isinstance(loaded, dict) else None
+    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
+
+
 def describe_environment(run_dir: str | Path) -> str | None:
     """How a run was trained, for a reader comparing its numbers with others': "torch 2.14.1, 2
     threads, AVX2 kernels (AMD EPYC ...)", one part per training session that differed from the
-    one before. None when the run records nothing (trained before runs recorded it)."""
-    try:
-        sessions = json.loads((Path(run_dir) / ENVIRONMENT).read_text(encoding="utf-8"))["sessions"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    one before. None when the run records nothing."""
     parts, last = [], None
-    for session in sessions if isinstance(sessions, list) else []:
-        if not isinstance(session, dict):
-            continue
+    for session in read_environment(run_dir):
         text = (f"torch {session.get('torch')}, {session.get('threads')} threads, {session.get('cpu_kernels')} kernels "
                 f"({session.get('gpu') or session.get('cpu')})")
         if text != last:

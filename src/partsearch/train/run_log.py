@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from partsearch.files import write_text_atomic
-from partsearch.runs import ENVIRONMENT
+from partsearch.runs import ENVIRONMENT, read_environment
 from partsearch.train.checkpoint import RunState
 
 # What must match between two sessions of a run for it to round as one uninterrupted run would.
@@ -103,14 +103,7 @@ def record_environment(run_dir: Path, numerics: dict[str, Any], from_step: int) 
     """Append this training session's `numerics` (`partsearch.device.numerics`) to the run's
     `environment.json`. Returns a note when the session before it rounded differently (other
     kernels, threads, torch or device): the resumed run will not equal an uninterrupted one."""
-    path = run_dir / ENVIRONMENT
-    sessions: list[dict[str, Any]] = []
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(loaded, dict) and isinstance(loaded.get("sessions"), list):
-            sessions = [s for s in loaded["sessions"] if isinstance(s, dict)]
-    except (OSError, ValueError):
-        pass
+    sessions = read_environment(run_dir)
     note = None
     if sessions and from_step > 0:
         before = sessions[-1]
@@ -121,5 +114,5 @@ def record_environment(run_dir: Path, numerics: dict[str, Any], from_step: int) 
             note = (f"note: this run resumes at step {from_step} with {now} where it ran with {was}: the steps from "
                     "here round differently, so its numbers will not equal those of an uninterrupted run")
     sessions.append({"from_step": from_step, **numerics})
-    write_text_atomic(path, json.dumps({"sessions": sessions}, indent=1) + "\n")
+    write_text_atomic(run_dir / ENVIRONMENT, json.dumps({"sessions": sessions}, indent=1) + "\n")
     return note
