@@ -8,8 +8,10 @@ by forward hooks on the model's own modules, with no code of ours in between: da
 next batch: decode, augment, tokenise, collate), text backbone, image backbone, heads (the rest of
 the model's forward), losses (the criterion), backward, optimizer. `--variant` names what B
 `--before` / `--after` name what each variant overrides; by default B is the shipped config and A
-the same with `train.cache_frozen_text=false`, the trainer before the frozen text prefix was
-cached.
+the trainer as issue 25 found it: `train.cache_frozen_text=false` (before the frozen text prefix
+was cached) and torch's own dropout in the heads (`encoders.CPU_WORD_DROPOUT` off around A's
+steps; before the keep mask was drawn four elements to a random word). `--same-dropout` gives A
+the shipped dropout, for an A/B of another switch.
 
 The cache fills during the first epoch (each caption's frozen layers run once), so B is first
 trained one epoch untimed and its cold steps are reported apart; the demo's whole schedule then
@@ -56,7 +58,7 @@ class StageClock:
 
 
 class Variant:
-    def __init__(self, label: str, overrides: list[str], data_root: Path, seed: int):
+    def __init__(self, label: str, overrides: list[str], data_root: Path, seed: int, word_dropout: bool = True):
         from partsearch.config import load_config
         from partsearch.data.datasets import build_train_loader
         from partsearch.data.formats import load_dataset
@@ -65,6 +67,7 @@ class Variant:
         from partsearch.train.step import Stepper, build_parts
 
         self.label = label
+        self.word_dropout = word_dropout
         cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "synth_cpu.yaml",
                           [f"data.root={data_root}", "data.num_workers=0", *overrides])
         self.epochs = cfg.train.epochs
@@ -93,6 +96,15 @@ class Variant:
             return next(self.batches)
 
     def step(self, record: bool = True) -> None:
+        from partsearch.model import encoders
+
+        encoders.CPU_WORD_DROPOUT = self.word_dropout
+        try:
+            self._step(record)
+        finally:
+            encoders.CPU_WORD_DROPOUT = True
+
+    def _step(self, record: bool) -> None:
         start = time.perf_counter()
         batch = self._next()
         loaded = time.perf_counter()
@@ -129,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="overrides of both, e.g. random text weights of MiniLM's shape where its files are "
                              "missing: model.text_weights=random model.text_width=384 model.text_layers=6 "
                              "model.tokenizer=DIR")
+    parser.add_argument("--same-dropout", action="store_true",
+                        help="A draws dropout as B does (default: A uses torch's own dropout, as before issue 25)")
     parser.add_argument("--data", default=None, help="an existing SynthPEDES folder (default: generated in a temp dir)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -138,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.data) if args.data else Path(tmp) / "synth"
         if not args.data:
             generate(root, num_ids=args.ids, seed=0, size=(128, 64), progress=False)
-        before = Variant("before", [*args.override, *(BEFORE if args.before is None else args.before)], root, seed=0)
+        before = Variant("before", [*args.override, *(BEFORE if args.before is None else args.before)], root, seed=0,
+                         word_dropout=args.same_dropout)
         after = Variant("after", [*args.override, *args.after], root, seed=0)
         per_epoch = len(after.loader)
         log(f"step-profile: one cold epoch of {per_epoch} steps for 'after' (fills the text cache)")
@@ -165,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     cold_epoch = sum(cold)
     schedule_before = planned * a["step"]
     schedule_after = cold_epoch + (planned - per_epoch) * b["step"]
-    notes = [f"A: {' '.join(BEFORE if args.before is None else args.before) or 'shipped'}; "
+    a_dropout = "" if args.same_dropout else " + torch's own dropout"
+    notes = [f"A: {' '.join(BEFORE if args.before is None else args.before) or 'shipped'}{a_dropout}; "
              f"B: {' '.join(args.after) or 'shipped'}; both: {' '.join(args.override) or 'shipped'}",
              f"median of {args.steps} alternating steps each; batch {after.loader.batch_size}, {args.threads} threads; "
              f"'after' trained one cold epoch first ({per_epoch} steps, median {statistics.median(cold):.3f} s)",

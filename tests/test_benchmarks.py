@@ -392,3 +392,15 @@ def test_dropped_boxes_drop_about_the_share_asked_and_the_same_ones_for_a_seed()
     assert runs[0] == runs[1] and runs[0] != runs[2]
     whole = DroppedBoxes(recorded, 0.0, 0)
     assert sum(len(whole(None)) for _ in range(20)) == total
+
+
+def test_step_profile_gives_the_before_variant_torch_s_own_dropout_for_its_step_only():
+    from benchmarks.step_profile import Variant
+    from partsearch.model import encoders
+
+    seen = []
+    before = Variant.__new__(Variant)
+    before.word_dropout = False
+    before._step = lambda record: seen.append(encoders.CPU_WORD_DROPOUT)
+    before.step()
+    assert seen == [False] and encoders.CPU_WORD_DROPOUT is True

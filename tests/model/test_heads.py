@@ -3,7 +3,7 @@
 import torch
 
 from partsearch.model.decoder import SharedDecoder
-from partsearch.model.encoders import Attention, global_max_pool, key_padding
+from partsearch.model.encoders import Attention, dropout, global_max_pool, key_padding
 from partsearch.model.fine import foreground_map, stripe_bounds, stripe_pool
 
 
@@ -23,6 +23,60 @@ def test_attention_weights_path_equals_the_fused_path():
     assert none is None and torch.allclose(fused, explicit, atol=1e-6)
     assert weights.shape == (2, 4, 3, 5) and torch.allclose(weights.sum(-1), torch.ones(2, 4, 3))
     assert weights[1, ..., 2:].abs().max() == 0
+
+
+def test_dropout_keeps_one_minus_p_in_every_lane_and_scales_the_rest():
+    torch.manual_seed(0)
+    out = dropout(torch.ones(4 * 50_000), 0.1)
+    kept = out != 0
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.9))
+    # four elements share one 64-bit draw: each of the four 16-bit lanes keeps 1 - p on its own
+    for lane in range(4):
+        assert abs(kept.view(-1, 4)[:, lane].float().mean().item() - 0.9) < 0.005
+
+
+def test_dropout_is_the_identity_in_eval_and_at_zero():
+    x = torch.randn(3, 5)
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0) is x
+
+
+def test_dropout_gradient_is_its_scaled_keep_mask():
+    torch.manual_seed(0)
+    x = torch.randn(6, 7, requires_grad=True)
+    out = dropout(x, 0.25)
+    out.sum().backward()
+    assert torch.allclose(x.grad, (out != 0).float() / 0.75)
+
+
+def test_dropout_repeats_under_one_seed():
+    torch.manual_seed(3)
+    first = dropout(torch.ones(9, 11), 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(first, dropout(torch.ones(9, 11), 0.5))
+
+
+def test_dropout_switched_off_draws_as_torch_does(monkeypatch):
+    from partsearch.model import encoders
+
+    monkeypatch.setattr(encoders, "CPU_WORD_DROPOUT", False)
+    torch.manual_seed(5)
+    ours = dropout(torch.ones(7, 9), 0.2)
+    torch.manual_seed(5)
+    assert torch.equal(ours, torch.nn.functional.dropout(torch.ones(7, 9), 0.2))
+
+
+def test_attention_dropout_in_training_is_unbiased_and_leaves_the_weights_whole():
+    torch.manual_seed(0)
+    attn = Attention(16, 4, dropout=0.3)
+    q, kv = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    expected = attn.eval()(q, kv)[0]
+    attn.train()
+    one, weights = attn(q, kv, need_weights=True)
+    assert not torch.allclose(one, expected, atol=1e-3)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 3))  # returned before dropout
+    with torch.no_grad():
+        mean = torch.stack([attn(q, kv)[0] for _ in range(2000)]).mean(0)
+    assert torch.allclose(mean, expected, atol=0.02)
 
 
 def test_decoder_attention_is_a_distribution_over_memory():

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from partsearch.model.encoders import Attention, FeedForward, key_padding
+from partsearch.model.encoders import Attention, Dropout, FeedForward, key_padding
 
 
 class DecoderOutput(NamedTuple):
@@ -48,7 +48,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn = Attention(dim, heads, dropout)
         self.norm3 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(
         self, x: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor | None, memory_mask: torch.Tensor | None,

@@ -4,6 +4,10 @@ Both modalities are projected to the shared width d; the global embedding is the
 pooling (GMP) of the projected tokens [paper]; the image tokens get a learnable positional
 encoding and both pass through multi-head self-attention layers, giving the memories M_v, M_t
 [paper]. [ours]: pre-norm transformer layers (1 layer, 8 heads by default), a linear projection.
+
+Dropout in the heads is `dropout` / `Dropout`: on the CPU its keep mask is drawn four elements to
+one random 64-bit word, where torch's own draws one random number per element (the same Bernoulli
+keep rate and scale, a different random stream; docs/BENCHMARKS.md section 3).
 """
 
 from __future__ import annotations
@@ -13,6 +17,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from partsearch.errors import DataError
+
+
+#: False puts the heads back on torch's own dropout and fused attention on the CPU too, as runs
+#: before 2026-12-06 drew it (`python -m benchmarks step-profile` times that as its "before").
+CPU_WORD_DROPOUT = True
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """`F.dropout(x, p, training)`: zero each element with probability p, scale the rest by
+    1 / (1 - p). On the CPU (outside torch.compile) the keep mask comes from random 16-bit lanes,
+    four per 64-bit draw of the default generator, kept where the lane is at least p * 65536
+    above its minimum: the keep rate is 1 - p to within 2^-17, and the draw takes a quarter of
+    the generator's work. `F.dropout` elsewhere (a GPU's generator is not the bottleneck)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0 or not CPU_WORD_DROPOUT or torch.compiler.is_compiling():
+        return F.dropout(x, p, training)
+    n = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    keep = words.view(torch.int16)[:n].view(x.shape) >= round(p * 65536) - 32768
+    return x * (keep.to(x.dtype) * (1.0 / (1.0 - p)))
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` through `dropout` (the same module, state and repr)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
 
 
 def global_max_pool(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -25,9 +57,10 @@ def global_max_pool(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> t
 class Attention(nn.Module):
     """Multi-head attention of `query (B, Q, d)` over `key_value (B, N, d)`.
 
-    Uses `F.scaled_dot_product_attention` unless the attention weights are asked for; then the
-    weights are computed once, explicitly (softmax in fp32, autocast-safe), and reused for the
-    output, so attention never runs twice.
+    Uses `F.scaled_dot_product_attention` unless the attention weights are asked for, or dropout
+    applies on the CPU (whose SDPA then falls back to its unfused path anyway, and draws the mask
+    one element at a time); then the weights are computed once, explicitly (softmax in fp32,
+    autocast-safe), and reused for the output, so attention never runs twice.
     """
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
@@ -49,16 +82,18 @@ class Attention(nn.Module):
         (before dropout)."""
         q = self._split(self.q(query))
         k, v = (self._split(t) for t in self.kv(key_value).chunk(2, dim=-1))
-        dropout = self.dropout if self.training else 0.0
-        if need_weights:
+        p = self.dropout if self.training else 0.0
+        cpu_dropout = p > 0 and q.device.type == "cpu" and CPU_WORD_DROPOUT and not torch.compiler.is_compiling()
+        if need_weights or cpu_dropout:
             scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)
-            out = F.dropout(weights, dropout, self.training).to(v.dtype) @ v
+            out = dropout(weights, p, self.training).to(v.dtype) @ v
+            weights = weights if need_weights else None
         else:
             weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.out(out.transpose(1, 2).flatten(2)), weights
 
 
@@ -69,7 +104,7 @@ def key_padding(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, dropout: float) -> None:
-        super().__init__(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        super().__init__(nn.Linear(dim, 4 * dim), nn.GELU(), Dropout(dropout), nn.Linear(4 * dim, dim))
 
 
 class EncoderLayer(nn.Module):
@@ -81,7 +116,7 @@ class EncoderLayer(nn.Module):
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm1(x)
