@@ -24,6 +24,11 @@ from partsearch.errors import DataError
 CPU_WORD_DROPOUT = True
 
 
+def _word_dropout(device: torch.device) -> bool:
+    """Whether dropout on `device` draws four keep decisions per random word (`dropout`)."""
+    return device.type == "cpu" and CPU_WORD_DROPOUT and not torch.compiler.is_compiling()
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """`F.dropout(x, p, training)`: zero each element with probability p, scale the rest by
     1 / (1 - p). On the CPU (outside torch.compile) the keep mask comes from random 16-bit lanes,
@@ -32,7 +37,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     the generator's work. `F.dropout` elsewhere (a GPU's generator is not the bottleneck)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0 or not CPU_WORD_DROPOUT or torch.compiler.is_compiling():
+    if p >= 1.0 or not _word_dropout(x.device):
         return F.dropout(x, p, training)
     n = x.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
@@ -83,8 +88,7 @@ class Attention(nn.Module):
         q = self._split(self.q(query))
         k, v = (self._split(t) for t in self.kv(key_value).chunk(2, dim=-1))
         p = self.dropout if self.training else 0.0
-        cpu_dropout = p > 0 and q.device.type == "cpu" and CPU_WORD_DROPOUT and not torch.compiler.is_compiling()
-        if need_weights or cpu_dropout:
+        if need_weights or (p > 0 and _word_dropout(q.device)):
             scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
