@@ -137,6 +137,17 @@ def test_ingest_tiny_run_reports_frames_per_second(tmp_path):
     assert row["sampled"] == 4 and row["frames_s"] > 0 and row["detector"] == "hog"
 
 
+def test_ingest_compares_worker_counts_row_by_row_with_a_ratio_to_the_first(tmp_path):
+    from benchmarks import ingest
+
+    out = tmp_path / "ingest.json"
+    assert ingest.main(["--size", "240x320", "--frames", "8", "--repeats", "1", "--threads", "2",
+                        "--workers", "1", "2", "--json", str(out)]) == 0
+    rows = read(out)["rows"]
+    assert [r["workers"] for r in rows] == [1, 2] and rows[0]["speedup_vs_first"] == 1.0
+    assert rows[0]["crops"] == rows[1]["crops"] and rows[1]["speedup_vs_first"] > 0
+
+
 def test_train_step_tiny_run_counts_flops_and_memory(tmp_path):
     from benchmarks import train_step
 

@@ -107,3 +107,12 @@ def test_the_gate_with_a_torchvision_detector_is_refused_before_anything_is_writ
         ingest([street.path], tmp_path / "g", IngestSettings(detector="fasterrcnn_resnet50_fpn", motion_gate=True),
                progress=False)
     assert not (tmp_path / "g").exists()
+
+
+def test_behind_the_gate_a_detector_that_allows_parallel_frames_still_gets_them_one_at_a_time(street, tmp_path):
+    class Parallel(ReplayDetector):
+        parallel_frames = True  # the gate keeps a background model and the last boxes: it may not
+
+    report = ingest([street.path], tmp_path / "g", IngestSettings(fps=5.0, motion_gate=True),
+                    detector=Parallel(street, SAMPLED, jitter=0, drop=0.0), progress=False, workers=2)
+    assert report.videos[0].workers == 1

@@ -242,3 +242,89 @@ def test_the_printed_index_command_is_shell_quoted_and_names_the_video_folder(st
     words = shlex.split(line)
     assert words[words.index("--images") + 1] == str(out)
     assert words[words.index("--video-root") + 1] == str(street.path.resolve().parent)
+
+
+class _ByContent:
+    """Replays the street's ground-truth boxes for the frame it is shown, found by the frame's
+    bytes, so it keeps no state and can be called on several frames at once; sleeps a
+    frame-dependent time so that threads finish out of order."""
+
+    name = "by-content"
+    default_min_score = 0.5
+    parallel_frames = True
+
+    def __init__(self, street):
+        from partsearch.video.decode import sample_frames
+
+        self.street = street
+        self.index = {f.image.tobytes(): f.index for f in sample_frames(street.path, FPS)}
+        self.threads = set()
+
+    def __call__(self, image):
+        import threading
+        import time
+
+        from partsearch.video.detect import PersonBox
+
+        self.threads.add(threading.get_ident())
+        frame = self.index[image.tobytes()]
+        time.sleep(0.002 * ((frame * 7) % 5))
+        return [PersonBox(*map(int, box), 0.9) for box in self.street.boxes(frame)]
+
+
+def test_detecting_several_frames_at_once_gives_the_same_crops_tracks_and_records(street, tmp_path):
+    one = _ByContent(street)
+    ingest([street.path], tmp_path / "one", IngestSettings(fps=FPS), detector=one, progress=False, workers=1)
+    many = _ByContent(street)
+    report = ingest([street.path], tmp_path / "many", IngestSettings(fps=FPS), detector=many, progress=False,
+                    workers=3)
+    assert report.videos[0].workers == 3 and len(one.threads) == 1 and len(many.threads) > 1
+    assert read_records(tmp_path / "many") == read_records(tmp_path / "one")
+    crops = sorted(p.name for p in (tmp_path / "one" / "crops" / "street_avi").glob("*.jpg"))
+    assert crops and sorted(p.name for p in (tmp_path / "many" / "crops" / "street_avi").glob("*.jpg")) == crops
+
+
+def test_a_detector_that_keeps_state_between_frames_is_called_on_one_thread_in_frame_order(street, tmp_path):
+    import threading
+
+    class Recording(ReplayDetector):  # no parallel_frames: it replays the frames in the order it is called
+        threads: set = set()
+
+        def __call__(self, image):
+            self.threads.add(threading.get_ident())
+            return super().__call__(image)
+
+    one = Recording(street, SAMPLED, jitter=0, drop=0.0)
+    ingest([street.path], tmp_path / "one", IngestSettings(fps=FPS), detector=one, progress=False, workers=1)
+    many = Recording(street, SAMPLED, jitter=0, drop=0.0)
+    many.threads = set()
+    report = ingest([street.path], tmp_path / "many", IngestSettings(fps=FPS), detector=many, progress=False,
+                    workers=4)
+    assert report.videos[0].workers == 1 and many.threads == {threading.get_ident()}
+    assert read_records(tmp_path / "many") == read_records(tmp_path / "one")
+
+
+def test_a_detector_error_on_a_worker_thread_stops_ingest_and_leaves_no_gallery(street, tmp_path):
+    class Failing(_ByContent):
+        def __call__(self, image):
+            if self.index[image.tobytes()] == 20:
+                raise RuntimeError("detector broke on frame 20")
+            return super().__call__(image)
+
+    with pytest.raises(RuntimeError, match="frame 20"):
+        ingest([street.path], tmp_path / "g", IngestSettings(fps=FPS), detector=Failing(street), progress=False,
+               workers=2)
+    assert not (tmp_path / "g").exists()
+
+
+def test_workers_below_one_are_refused_before_anything_is_written(street, tmp_path):
+    with pytest.raises(DataError, match="--workers 0"):
+        ingest([street.path], tmp_path / "g", IngestSettings(fps=FPS), detector=_replay(street), progress=False,
+               workers=0)
+    assert not (tmp_path / "g").exists()
+
+
+def test_the_command_line_refuses_workers_that_are_not_a_positive_whole_number(street, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["ingest", str(street.path), "--out", str(tmp_path / "g"), "--workers", "two"])
+    assert "--workers" in capsys.readouterr().err and not (tmp_path / "g").exists()

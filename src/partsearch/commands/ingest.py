@@ -1,5 +1,5 @@
 """`partsearch ingest VIDEO_OR_DIR... --out GALLERY_DIR [--fps F] [--detector hog|NAME|PATH]
-[--min-score S] [--min-height PX] [--camera NAME] [--start ISO8601]`."""
+[--min-score S] [--min-height PX] [--camera NAME] [--start ISO8601] [--workers N]`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,16 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text}")
     return value
 
 
@@ -43,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall-clock time of the first frame of the one video given, e.g. "
                              "2026-01-31T08:00:00+01:00 (no offset: UTC); for several videos write a sidecar "
                              "cam1.mp4.json {\"camera\": ..., \"start\": ...} beside each (docs/VIDEO.md)")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="frames HOG works on at once, one thread each (default: the usable cores, at most 8); "
+                             "the output is the same for any number; the motion gate and torchvision detectors "
+                             "take frames one at a time")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torchvision detectors)")
 
 
@@ -55,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                               min_score=args.min_score, min_height=args.min_height,
                               motion_gate=args.motion_gate)
     device = "cpu" if args.detector == "hog" else str(resolve_device(args.device))
-    report = ingest(args.videos, args.out, settings, device=device, camera=args.camera, start=args.start)
+    report = ingest(args.videos, args.out, settings, device=device, camera=args.camera, start=args.start,
+                    workers=args.workers)
     print(report.summary())
     print(f"next: {next_command(invocation(), args.out, report)}")
     return 1 if report.count("failed") else 0

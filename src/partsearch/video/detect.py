@@ -62,7 +62,9 @@ class PersonBox:
 
 class Detector(Protocol):
     """What ingest needs from a detector: a name for the records, the score below which it drops
-    boxes by default, and a call on one BGR frame `(H, W, 3)` uint8."""
+    boxes by default, and a call on one BGR frame `(H, W, 3)` uint8. A detector whose class sets
+    `parallel_frames = True` is called on several frames at once from threads (it keeps no state
+    between frames); without it, one frame at a time in order."""
 
     name: str
     default_min_score: float
@@ -104,6 +106,9 @@ class HogDetector:
 
     name = HOG
     default_min_score = 0.5
+    # Frames may be detected on several threads at once: the call keeps no state between frames
+    # and OpenCV's HOG releases Python's lock (`ingest --workers`).
+    parallel_frames = True
 
     def __init__(self, win_stride: int = 8, scale: float = 1.1, upscale: float = 1.5):
         import cv2

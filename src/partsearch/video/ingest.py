@@ -31,6 +31,7 @@ frame. `partsearch index GALLERY_DIR` embeds crops/ (records.jsonl and hidden fo
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -39,7 +40,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +51,7 @@ from partsearch.errors import DataError, StorageError
 from partsearch.files import atomic_path, write_text_atomic
 from partsearch.video import gate
 from partsearch.video.cameras import VideoSource, resolve_sources, with_source_fields
-from partsearch.video.decode import VideoError, expected_samples, find_videos, open_video, sample_frames
+from partsearch.video.decode import Frame, VideoError, expected_samples, find_videos, open_video, sample_frames
 from partsearch.video.detect import HOG, Detector, PersonBox, build_detector
 from partsearch.video.progress import Progress
 from partsearch.video.settings import IngestSettings
@@ -59,6 +61,17 @@ FORMAT = "partsearch-ingest/1"
 RECORDS = "records.jsonl"
 MARKER = "video.json"
 GALLERY_MARKER = ".partsearch-ingest"  # written first: this folder is an ingest gallery
+MAX_WORKERS = 8
+
+
+def default_workers() -> int:
+    """The cores this process may run on, at most `MAX_WORKERS`: how many frames the detector
+    works on at once by default."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
 
 
 @dataclass
@@ -71,6 +84,7 @@ class VideoReport:
     crops: int = 0
     tracks: int = 0
     seconds: float = 0.0
+    workers: int = 1  # frames the detector worked on at once
 
 
 @dataclass
@@ -203,6 +217,7 @@ def ingest(
     on_frame: Callable[[str, int], None] | None = None,
     camera: str | None = None,
     start: str | None = None,
+    workers: int | None = None,
 ) -> IngestReport:
     """Ingest `videos` (files or folders of them) into the gallery `out_dir`.
 
@@ -211,8 +226,14 @@ def ingest(
     A video that cannot be decoded is reported and skipped; DataError when none of the videos
     could be ingested or found finished. `camera` and `start` (ISO 8601) name the camera of every
     video and the start of the one video given; otherwise each video's sidecar or file stem does
-    (`partsearch.video.cameras`).
+    (`partsearch.video.cameras`). `workers`: how many sampled frames the detector works on at once
+    (None: `default_workers()`), each on one thread, when the detector allows it
+    (`parallel_frames`, HOG) and the motion gate is off; the crops, tracks and records are the same
+    for any number.
     """
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise DataError(f"--workers {workers}: must be 1 or more")
     if settings.fps is not None and not settings.fps > 0:
         raise DataError(f"--fps {settings.fps}: must be positive")
     if settings.min_height < 0:
@@ -239,7 +260,7 @@ def ingest(
     report = IngestReport(str(out_dir))
     try:
         with _lock(out_dir):
-            _ingest_all(keys, sources, out_dir, settings, wanted, detector, progress, on_frame, report)
+            _ingest_all(keys, sources, out_dir, settings, wanted, detector, progress, on_frame, report, workers)
     finally:
         if created and not report.count("ingested") and not report.count("skipped"):
             shutil.rmtree(out_dir, ignore_errors=True)  # made by this run, and nothing came of it
@@ -270,7 +291,7 @@ def _claim(out_dir: Path) -> bool:
 
 def _ingest_all(keys: dict[str, Path], sources: dict[str, VideoSource], out_dir: Path, settings: IngestSettings,
                 wanted: dict, detector: Detector, progress: bool, on_frame: Callable[[str, int], None] | None,
-                report: IngestReport) -> None:
+                report: IngestReport, workers: int = 1) -> None:
     shutil.rmtree(out_dir / ".work", ignore_errors=True)
     for key, path in keys.items():
         final = out_dir / "crops" / key
@@ -281,7 +302,7 @@ def _ingest_all(keys: dict[str, Path], sources: dict[str, VideoSource], out_dir:
             continue
         try:
             report.videos.append(_ingest_video(path, key, sources[key], out_dir, settings, wanted, detector,
-                                               progress, on_frame))
+                                               progress, on_frame, workers))
         except VideoError as err:
             shutil.rmtree(out_dir / ".work", ignore_errors=True)
             print(f"warning: skipped {err}", file=sys.stderr)
@@ -293,9 +314,48 @@ def _ingest_all(keys: dict[str, Path], sources: dict[str, VideoSource], out_dir:
     _write_all_records(out_dir)
 
 
+@contextlib.contextmanager
+def _opencv_threads(count: int) -> Iterator[None]:
+    """OpenCV's own thread pool set to `count` threads for the block, then restored."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _detected(frames: Iterable[Frame], detector: Detector, workers: int) -> Iterator[tuple[Frame, list[PersonBox]]]:
+    """(frame, the detector's boxes) in the frames' order. With `workers` > 1 the detector works on
+    that many frames at once, each on one thread (OpenCV's pool set to one thread meanwhile, so
+    the cores are not asked twice). HOG spends its time in OpenCV, which lets go of Python's lock,
+    and on 2 cores a frame per thread measured faster than OpenCV splitting each frame across its
+    threads (docs/VIDEO.md, Speed)."""
+    if workers <= 1:
+        for frame in frames:
+            yield frame, detector(frame.image)
+        return
+    pending: collections.deque = collections.deque()
+    with _opencv_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
+        try:
+            for frame in frames:
+                pending.append((frame, pool.submit(detector, frame.image)))
+                if len(pending) > 2 * workers:  # bounded: a few decoded frames in memory, not the video
+                    done, boxes = pending.popleft()
+                    yield done, boxes.result()
+            while pending:
+                done, boxes = pending.popleft()
+                yield done, boxes.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
 def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, settings: IngestSettings,
                   wanted: dict, detector: Detector, progress: bool,
-                  on_frame: Callable[[str, int], None] | None) -> VideoReport:
+                  on_frame: Callable[[str, int], None] | None, workers: int = 1) -> VideoReport:
     """Sample, detect, track and crop one video under .work/, then move it into crops/."""
     start = time.perf_counter()
     capture, info = open_video(path)
@@ -306,15 +366,17 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
     sample_fps = min(settings.fps, info.fps) if settings.fps is not None else info.fps
     tracker = PersonTracker(sample_fps)
     if settings.motion_gate:
-        detector = gate.MotionGate(detector)  # one background model per video
+        detector = gate.MotionGate(detector)  # one background model per video: frames in order
+    if not getattr(detector, "parallel_frames", False):
+        workers = 1  # a detector that keeps state between frames, or runs its own threads (torch)
     min_score = wanted["min_score"]
     pending: list[tuple[int, float, PersonBox, int, str]] = []  # frame, time, box, provisional key, file
     sampled = detections = 0
     bar = Progress(key, expected_samples(info, settings.fps), enabled=progress)
     try:
-        for frame in sample_frames(path, settings.fps):
+        for frame, found in _detected(sample_frames(path, settings.fps), detector, workers):
             height, width = frame.image.shape[:2]
-            boxes = [b for b in (box.clipped(width, height) for box in detector(frame.image))
+            boxes = [b for b in (box.clipped(width, height) for box in found)
                      if b is not None and b.score >= min_score and b.height >= settings.min_height]
             detections += len(boxes)
             keys = tracker.update(boxes, frame.image if settings.stitch else None, frame.time)
@@ -362,7 +424,7 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
     work.rename(final)
     print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(set(ids.values()))} tracks in {seconds:.1f} s "
           f"({sampled / max(seconds, 1e-9):.1f} frames/s)", file=sys.stderr)
-    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(set(ids.values())), seconds)
+    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(set(ids.values())), seconds, workers)
 
 
 def _write_all_records(out_dir: Path) -> None:
