@@ -328,3 +328,10 @@ def test_the_command_line_refuses_workers_that_are_not_a_positive_whole_number(s
     with pytest.raises(SystemExit):
         main(["ingest", str(street.path), "--out", str(tmp_path / "g"), "--workers", "two"])
     assert "--workers" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def test_the_summary_gives_the_pace_against_the_videos_own_clock(street, tmp_path):
+    report = ingest([street.path], tmp_path / "g", IngestSettings(fps=FPS), detector=_replay(street), progress=False)
+    video = report.videos[0]
+    assert video.video_seconds == pytest.approx(64 / 10.0)
+    assert f"{video.video_seconds / video.seconds:.2f}x real time" in report.summary()

@@ -85,6 +85,15 @@ class VideoReport:
     tracks: int = 0
     seconds: float = 0.0
     workers: int = 1  # frames the detector worked on at once
+    video_seconds: float = 0.0  # the video's length
+
+
+def _pace(frames: int, video_seconds: float, seconds: float) -> str:
+    """`(9.0 frames/s, 1.80x real time)`: how fast, and against the video's own clock."""
+    if seconds <= 0:
+        return ""
+    real = f", {video_seconds / seconds:.2f}x real time" if video_seconds > 0 else ""
+    return f" ({frames / seconds:.1f} frames/s{real})"
 
 
 @dataclass
@@ -99,9 +108,9 @@ class IngestReport:
         done = [v for v in self.videos if v.status == "ingested"]
         frames = sum(v.frames for v in done)
         seconds = sum(v.seconds for v in done)
-        rate = f", {frames / seconds:.1f} frames/s" if seconds > 0 else ""
+        pace = _pace(frames, sum(v.video_seconds for v in done), seconds)
         lines = [f"ingested {len(done)} video(s) into {self.out_dir}: {frames} frames sampled, "
-                 f"{sum(v.crops for v in done)} crops, {sum(v.tracks for v in done)} tracks in {seconds:.1f} s{rate}"]
+                 f"{sum(v.crops for v in done)} crops, {sum(v.tracks for v in done)} tracks in {seconds:.1f} s{pace}"]
         if self.count("skipped"):
             lines.append(f"{self.count('skipped')} video(s) already ingested with these settings were skipped")
         for v in self.videos:
@@ -422,9 +431,11 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
         final.rename(stale)
         shutil.rmtree(stale, ignore_errors=True)
     work.rename(final)
-    print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(set(ids.values()))} tracks in {seconds:.1f} s "
-          f"({sampled / max(seconds, 1e-9):.1f} frames/s)", file=sys.stderr)
-    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(set(ids.values())), seconds, workers)
+    video_seconds = info.frame_count / info.fps if info.frame_count > 0 else 0.0  # unknown: no pace
+    print(f"{key}: {sampled} frames sampled, {len(records)} crops, {len(set(ids.values()))} tracks in {seconds:.1f} s"
+          f"{_pace(sampled, video_seconds, seconds)}", file=sys.stderr)
+    return VideoReport(key, str(path), "ingested", "", sampled, len(records), len(set(ids.values())), seconds, workers,
+                       video_seconds)
 
 
 def _write_all_records(out_dir: Path) -> None:
