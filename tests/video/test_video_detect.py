@@ -75,3 +75,15 @@ def test_a_detector_name_whose_weights_are_not_cached_fails_offline_without_a_do
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DetectorError, match=r"not in the torch hub cache .* pass --detector ssdlite320_mobilenet_v3_large:PATH"):
         build_detector("ssdlite320_mobilenet_v3_large")
+
+
+def test_suppression_between_equal_scores_keeps_the_same_box_whatever_the_input_order():
+    import numpy as np
+
+    from partsearch.video.detect import clip_boxes
+
+    boxes = np.array([[10, 10, 50, 100], [12, 10, 52, 100], [200, 10, 240, 100]], dtype=np.float32)
+    scores = np.array([1.0, 1.0, 0.5], dtype=np.float32)
+    first = clip_boxes(boxes, scores, 320, 240)
+    second = clip_boxes(boxes[[1, 0, 2]], scores[[1, 0, 2]], 320, 240)
+    assert first == second and len(first) == 2

@@ -80,8 +80,13 @@ def clip_boxes(boxes: np.ndarray, scores: np.ndarray, width: int, height: int) -
 
     if len(boxes) == 0:
         return []
-    boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32))
-    scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+    boxes, scores = np.asarray(boxes, dtype=np.float32), np.asarray(scores, dtype=np.float32)
+    # One order whatever order the detector gave them in (OpenCV's threads vary it): suppression
+    # between equal scores then keeps the same box every run.
+    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -scores))
+    boxes, scores = boxes[order], scores[order]
+    boxes_t = torch.as_tensor(boxes)
+    scores_t = torch.as_tensor(scores)
     keep = nms(boxes_t, scores_t, NMS_IOU).tolist()
     out = []
     for i in keep:
