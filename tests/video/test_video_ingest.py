@@ -335,3 +335,13 @@ def test_the_summary_gives_the_pace_against_the_videos_own_clock(street, tmp_pat
     video = report.videos[0]
     assert video.video_seconds == pytest.approx(64 / 10.0)
     assert f"{video.video_seconds / video.seconds:.2f}x real time" in report.summary()
+
+
+def test_a_video_slower_than_real_time_gets_a_hint_that_names_the_motion_gate():
+    from partsearch.video.ingest import pace_hint
+
+    hint = pace_hint(80.0, 100.0, IngestSettings())
+    assert "0.80x real time" in hint and "--motion-gate" in hint
+    assert "--motion-gate" not in pace_hint(80.0, 100.0, IngestSettings(motion_gate=True))
+    assert pace_hint(80.0, 40.0, IngestSettings()) is None  # faster than real time: nothing to say
+    assert pace_hint(0.0, 40.0, IngestSettings()) is None  # the video's length is unknown
