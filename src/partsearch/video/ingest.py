@@ -88,11 +88,16 @@ class VideoReport:
     video_seconds: float = 0.0  # the video's length
 
 
+def _real_time(video_seconds: float, seconds: float) -> str:
+    """`1.80x real time`: seconds of video per second of ingest."""
+    return f"{video_seconds / seconds:.2f}x real time"
+
+
 def _pace(frames: int, video_seconds: float, seconds: float) -> str:
     """`(9.0 frames/s, 1.80x real time)`: how fast, and against the video's own clock."""
     if seconds <= 0:
         return ""
-    real = f", {video_seconds / seconds:.2f}x real time" if video_seconds > 0 else ""
+    real = f", {_real_time(video_seconds, seconds)}" if video_seconds > 0 else ""
     return f" ({frames / seconds:.1f} frames/s{real})"
 
 
@@ -124,7 +129,7 @@ def pace_hint(video_seconds: float, seconds: float, settings: IngestSettings) ->
     when the video's length is unknown): the motion gate for HOG on a fixed camera."""
     if video_seconds <= 0 or seconds <= video_seconds:
         return None
-    pace = f"{video_seconds / seconds:.2f}x real time"
+    pace = _real_time(video_seconds, seconds)
     if settings.detector == HOG and not settings.motion_gate:
         return (f"slower than the video plays ({pace}): for a fixed camera, --motion-gate runs HOG only where the "
                 "frame moves (about 3x faster on vtest.avi; docs/VIDEO.md, Motion gate)")
@@ -353,7 +358,7 @@ def _detected(frames: Iterable[Frame], detector: Detector, workers: int) -> Iter
     that many frames at once, each on one thread (OpenCV's pool set to one thread meanwhile, so
     the cores are not asked twice). HOG spends its time in OpenCV, which lets go of Python's lock,
     and on 2 cores a frame per thread measured faster than OpenCV splitting each frame across its
-    threads (docs/VIDEO.md, Speed)."""
+    threads (docs/BENCHMARKS.md, section 8)."""
     if workers <= 1:
         for frame in frames:
             yield frame, detector(frame.image)
