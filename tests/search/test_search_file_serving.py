@@ -121,6 +121,18 @@ def test_a_crop_replaced_by_a_symlink_is_a_409_without_its_bytes(tmp_path, encod
     assert "not the file that was indexed" in answer.json()["detail"]
 
 
+def test_a_symlink_in_the_gallery_to_an_image_outside_it_is_never_read_or_indexed(tmp_path, encoder, capsys):
+    gallery = _gallery(tmp_path)
+    outside = tmp_path / "elsewhere" / "private.jpg"
+    outside.parent.mkdir()
+    first = sorted((gallery / "crops" / "cam1_avi").glob("*.jpg"))[0]
+    outside.write_bytes(first.read_bytes()[:-2] + b"\xff\xd9")  # another person's image, not a copy of a crop
+    (gallery / "crops" / "theirs.jpg").symlink_to(outside)
+    _, out = _serve(tmp_path, encoder, gallery)
+    assert "crops/theirs.jpg" not in {e.path for e in IndexStore(out).load().entries}
+    assert "skipped crops/theirs.jpg: it leads outside" in capsys.readouterr().err
+
+
 def test_a_crop_symlinked_to_an_identical_copy_inside_the_gallery_is_served(tmp_path, encoder):
     gallery = _gallery(tmp_path)
     client, out = _serve(tmp_path, encoder, gallery)

@@ -67,8 +67,8 @@ import numpy as np
 
 from partsearch.config import DataConfig
 from partsearch.data.images import ImageRejected, decode_image
-from partsearch.errors import DataError
-from partsearch.files import atomic_path
+from partsearch.errors import DataError, UnsafeFile
+from partsearch.files import atomic_path, regular_file_within
 from partsearch.progress import tqdm
 from partsearch.search.encoder import Encoder
 from partsearch.search.segments import Entry
@@ -90,11 +90,21 @@ def sha256_bytes(data: bytes) -> str:
 
 def scan_images(root: Path) -> list[str]:
     """Relative posix paths of every jpg/jpeg/png/webp under `root`, sorted. Hidden files and
-    everything in hidden folders (.thumbnails, .git, a tool's cache) are left out."""
+    everything in hidden folders (.thumbnails, .git, a tool's cache) are left out, and so is a
+    file that leads outside `root` (a symlink out of it), with a warning: the index never reads
+    what the service would refuse to serve (`files.regular_file_within`)."""
     found = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
         if path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in rel.parts) and path.is_file():
+            try:
+                regular_file_within(path, [root])
+            except UnsafeFile:
+                print(f"warning: skipped {rel.as_posix()}: it leads outside {root} (a symlink); only files inside "
+                      "the folder given are indexed", file=sys.stderr)
+                continue
+            except FileNotFoundError:  # removed while the folder was being listed
+                continue
             found.append(rel.as_posix())
     return sorted(found)
 
