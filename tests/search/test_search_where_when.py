@@ -109,3 +109,14 @@ def test_a_track_result_gives_the_wall_clock_span_when_the_camera_start_is_known
     assert door.end_wall_time > door.start_wall_time
     yard = next(r for r in results if r.camera == "yard")
     assert (yard.start_wall_time, yard.end_wall_time) == (None, None)
+
+
+def test_a_camera_name_that_is_not_valid_text_is_answered_escaped_not_as_a_server_error(tmp_path, encoder):
+    # A video file name of bytes that are not UTF-8 gives Python a name with a lone surrogate.
+    records = camera_gallery(tmp_path / "gallery", TRACKS, {"cam1.avi": ("door\udcff", None), "cam2.avi": ("yard", None)})
+    client = TestClient(create_app(Searcher(_index(tmp_path, encoder, records), encoder=encoder)), base_url=LOCAL,
+                        raise_server_exceptions=False)
+    for route in ("/api/search", "/api/search/tracks"):
+        answer = client.post(route, json={"query": "red top blue trousers"})
+        assert answer.status_code == 200, answer.text
+        assert "door\\udcff" in answer.text and "door\udcff" in json.dumps(answer.json(), ensure_ascii=False)

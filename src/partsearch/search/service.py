@@ -58,6 +58,7 @@ from pathlib import Path
 from fastapi import FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -113,7 +114,7 @@ def _echo(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
-def _range_refusal(range_header: str | None, size: int) -> JSONResponse | None:
+def _range_refusal(range_header: str | None, size: int) -> SafeJSON | None:
     """The JSON answer to a Range header that cannot be served (400 malformed, 416 outside the
     file), checked before the file is streamed, so range errors are JSON like every other."""
     if range_header is None:
@@ -121,11 +122,20 @@ def _range_refusal(range_header: str | None, size: int) -> JSONResponse | None:
     try:
         FileResponse._parse_range_header(range_header, size)
     except MalformedRangeHeader as err:
-        return JSONResponse({"detail": f"Range {_echo(range_header)}: {err.content}"}, status_code=400)
+        return SafeJSON({"detail": f"Range {_echo(range_header)}: {err.content}"}, status_code=400)
     except RangeNotSatisfiable:
-        return JSONResponse({"detail": f"Range {_echo(range_header)} starts beyond the file's {size} bytes"},
+        return SafeJSON({"detail": f"Range {_echo(range_header)} starts beyond the file's {size} bytes"},
                             status_code=416, headers={"Content-Range": f"bytes */{size}"})
     return None
+
+
+class SafeJSON(JSONResponse):
+    """JSON with every non-ASCII character written as a \\u escape: a name that is not valid text
+    (a video file named in bytes that are not UTF-8 gives Python a lone surrogate) is sent as its
+    escape instead of failing to encode, and every other character reads back the same."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def create_app(index: str | Path | Searcher, api_key: str | None = None,
@@ -137,21 +147,27 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
     (loopback names by default; None accepts any)."""
     searcher = index if isinstance(index, Searcher) else Searcher(index)
     mutation = threading.Lock()
-    app = FastAPI(title="partsearch", description="Text-based person search with part-level correspondence")
+    app = FastAPI(title="partsearch", description="Text-based person search with part-level correspondence",
+                  default_response_class=SafeJSON)
     app.state.searcher = searcher
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts, api_key=api_key, max_upload_bytes=max_upload_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, err: StarletteHTTPException):
+        # FastAPI's own handler, written through SafeJSON: a detail may name a file whose name is not valid text.
+        return SafeJSON({"detail": err.detail}, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
         # One readable line ("top_k: Input should be a valid integer"), not pydantic's list.
         parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'request'}: {e.get('msg', '')}"
                  for e in err.errors()]
-        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+        return SafeJSON({"detail": "; ".join(parts)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception):
         # Still JSON, so the page can show it; the traceback goes to the server's log.
-        return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the server log"}, status_code=500)
+        return SafeJSON({"detail": f"internal error ({type(err).__name__}); see the server log"}, status_code=500)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     def lookup(image_id: str):
@@ -306,7 +322,7 @@ def create_app(index: str | Path | Searcher, api_key: str | None = None,
             except StorageError as err:
                 raise HTTPException(507, str(err)) from None
             searcher.set_generation(gen)
-        return JSONResponse({"id": entry.id, "name": entry.name, "added": added, "images": len(gen.entries),
+        return SafeJSON({"id": entry.id, "name": entry.name, "added": added, "images": len(gen.entries),
                              "url": f"/api/images/{entry.id}"}, status_code=201 if added else 200)
 
     @app.delete("/api/images/{image_id}")
