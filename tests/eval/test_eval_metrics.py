@@ -262,3 +262,17 @@ def test_cpu_chunk_is_sized_from_the_last_level_cache(tmp_path, monkeypatch, cac
         assert metrics._cpu_chunk_bytes(workers) == expected
     finally:
         metrics._cpu_chunk_bytes.cache_clear()
+
+
+def test_chunks_on_worker_threads_score_inside_inference_mode(monkeypatch):
+    """The evaluator scores under torch.inference_mode, which is per thread: workers writing the
+    caller's result tensors failed with "Inplace update to inference tensor outside InferenceMode"
+    once a split had more than one chunk (a 200-person val split did)."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two workers on any machine
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(40, 30, generator=g)
+    qids, gids = torch.arange(40) % 10, torch.arange(30) % 10
+    expected = retrieval_metrics(sim, qids, gids, memory_budget_mb=1e-4)
+    with torch.inference_mode():
+        assert retrieval_metrics(sim, qids, gids, memory_budget_mb=1e-4) == expected

@@ -230,8 +230,16 @@ def _per_query(
     if workers == 1:
         work(begins)
     else:
+        # Inference mode is per thread: a worker outside it may not write the caller's results
+        # when they were made inside it (the evaluator scores under torch.inference_mode).
+        inference = torch.is_inference_mode_enabled()
+
+        def in_callers_mode(chunks: list[int]) -> None:
+            with torch.inference_mode(inference):
+                work(chunks)
+
         with ThreadPoolExecutor(workers) as pool:
-            for done in [pool.submit(work, begins[i::workers]) for i in range(workers)]:
+            for done in [pool.submit(in_callers_mode, begins[i::workers]) for i in range(workers)]:
                 done.result()
     return first, ap, inp
 
