@@ -234,3 +234,22 @@ def test_demo_reuses_a_run_whose_data_root_is_relative_to_it(tmp_path, tiny_over
     printed = capsys.readouterr().out
     assert "reusing data, the data of runs/a" in printed
     assert (tmp_path / "again" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("argv, ids, held_out", [([], 720, 200), (["--ids", "8"], 8, None),
+                                                  (["--ids", "8", "--held-out", "3"], 8, 3)])
+def test_the_demo_holds_out_200_val_and_200_test_people_by_default(tmp_path, monkeypatch, argv, ids, held_out):
+    """40 val people chose level weights by noise (docs/BENCHMARKS.md section 12): the demo's
+    default data holds out 200 each; another --ids keeps SynthPEDES's 10% unless --held-out says."""
+    from partsearch.data import synth
+    from partsearch.errors import UserError
+
+    calls = []
+
+    def generate(out_dir, **kwargs):
+        calls.append(kwargs)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(synth, "generate", generate)
+    assert main(["demo", "--out", str(tmp_path / "demo"), *argv]) == 2
+    assert (calls[0]["num_ids"], calls[0]["held_out"]) == (ids, held_out)

@@ -158,6 +158,24 @@ def test_too_few_ids_is_a_clear_error(tmp_path):
         synth.generate(tmp_path / "x", num_ids=5)
 
 
+def test_held_out_sets_the_val_and_test_identities(tmp_path):
+    root = synth.generate(tmp_path / "d", num_ids=10, seed=0, size=(64, 32), held_out=3)
+    stats = load_dataset("SynthPEDES", root, verbose=False).stats()
+    assert {split: row["ids"] for split, row in stats.items()} == {"train": 4, "val": 3, "test": 3}
+
+
+def test_held_out_that_leaves_too_few_to_train_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(UserError, match=r"--held-out 5 with --ids 10.*between 2 and 4"):
+        synth.generate(tmp_path / "d", num_ids=10, held_out=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_synth_held_out(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--ids", "8", "--held-out", "3", "--size", "64x32"]) == 0
+    stats = load_dataset("SynthPEDES", tmp_path / "s", verbose=False).stats()
+    assert stats["train"]["ids"] == 2 and stats["test"]["ids"] == 3
+
+
 def test_refuses_to_overwrite_a_directory_that_is_not_synthpedes(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="not a SynthPEDES dataset"):

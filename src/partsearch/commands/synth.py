@@ -1,4 +1,4 @@
-"""`partsearch synth --out DIR [--ids N] [--seed S] [--size HxW]`."""
+"""`partsearch synth --out DIR [--ids N] [--held-out N] [--seed S] [--size HxW]`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def parse_size(text: str) -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (reid_raw.json + imgs/)")
     parser.add_argument("--ids", type=int, default=1000, help="number of identities")
+    parser.add_argument("--held-out", type=int, default=None, metavar="N",
+                        help="identities in val and in test each (default 10%% of --ids); the rest train")
     parser.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same dataset)")
     parser.add_argument("--size", default="128x64", help="image size HxW")
 
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.data.synth import generate
 
     start = time.perf_counter()
-    out = generate(args.out, num_ids=args.ids, seed=args.seed, size=parse_size(args.size), progress=True)
+    out = generate(args.out, num_ids=args.ids, seed=args.seed, size=parse_size(args.size), progress=True,
+                   held_out=args.held_out)
     seconds = time.perf_counter() - start
     print(format_stats_table("SynthPEDES", load_dataset("SynthPEDES", out, verbose=False).stats()))
     print(f"wrote {out} in {seconds:.1f} s")

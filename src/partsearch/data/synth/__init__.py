@@ -58,8 +58,13 @@ __all__ = ["BACKGROUND", "COLORS", "COLOR_SYNONYMS", "DENIM", "GENDER_NOUNS", "H
            "make_identities", "normalise", "render", "visible_parts"]
 
 
-def _split_sizes(num_ids: int) -> tuple[int, int, int]:
-    held = max(2, round(0.1 * num_ids))
+def _split_sizes(num_ids: int, held_out: int | None = None) -> tuple[int, int, int]:
+    """(train, val, test) identities: val and test get `held_out` each (default 10% of `num_ids`,
+    at least 2), train the rest (at least 2)."""
+    held = max(2, round(0.1 * num_ids)) if held_out is None else held_out
+    if held < 2 or num_ids - 2 * held < 2:
+        raise UserError(f"--held-out {held} with --ids {num_ids}: val and test need at least 2 identities each "
+                        f"and train at least 2; give --held-out between 2 and {(num_ids - 2) // 2}")
     return num_ids - 2 * held, held, held
 
 
@@ -94,8 +99,9 @@ def _identity_images(job: tuple) -> list[dict]:
 
 
 def generate(out_dir: str | Path, num_ids: int = 1000, seed: int = 0, size: tuple[int, int] = (128, 64),
-             progress: bool = False) -> Path:
+             progress: bool = False, held_out: int | None = None) -> Path:
     """Write a SynthPEDES dataset to `out_dir` (replacing a previous SynthPEDES there) and return it.
+    `held_out` identities go to val and to test each (default 10% of `num_ids`), the rest to train.
 
     The dataset is built in a temporary directory next to `out_dir` and renamed into place, so an
     interrupted run leaves nothing half-written. One process draws 1,000 identities in seconds.
@@ -106,10 +112,10 @@ def generate(out_dir: str | Path, num_ids: int = 1000, seed: int = 0, size: tupl
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
                                                        and not (out_dir / "reid_raw.json").is_file())):
         raise UserError(f"{out_dir} exists and is not a SynthPEDES dataset; choose another --out or remove it")
+    n_train, n_val, _ = _split_sizes(num_ids, held_out)
     start = time.perf_counter()
     people = make_identities(num_ids, seed)
     order = np.random.default_rng([seed, 2]).permutation(num_ids)
-    n_train, n_val, _ = _split_sizes(num_ids)
     jobs = []
     for rank, index in enumerate(order):
         split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
