@@ -253,3 +253,9 @@ def test_the_demo_holds_out_200_val_and_200_test_people_by_default(tmp_path, mon
     monkeypatch.setattr(synth, "generate", generate)
     assert main(["demo", "--out", str(tmp_path / "demo"), *argv]) == 2
     assert (calls[0]["num_ids"], calls[0]["held_out"]) == (ids, held_out)
+
+
+def test_a_split_that_cannot_be_drawn_is_refused_before_the_demo_folder_is_made(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--ids", "10", "--held-out", "5"]) == 2
+    assert "--held-out 5 with --ids 10" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

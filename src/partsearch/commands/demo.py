@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from partsearch.commands.train import fit_and_describe
     from partsearch.config import load_config
     from partsearch.data.formats import load_dataset
-    from partsearch.data.synth import generate
+    from partsearch.data.synth import generate, split_sizes
     from partsearch.model.backbones import build_tokenizer
     from partsearch.demo import (DEMO_SIZE, NUM_QUERIES, TOP_K, config_path, curves, cut_short, link_gallery,
                                  pick_queries, prepare_out, red, reused_run, token_maps)
@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     def step(number: int, text: str) -> None:
         numbered_step(number, text, total)
 
+    if not args.run:  # a data split that cannot be drawn is refused before the demo folder is made
+        split_sizes(args.ids, held_out_ids(args.ids, args.held_out))
     prepare_out(out, args.fresh)
     torch.set_num_threads(args.threads)
 

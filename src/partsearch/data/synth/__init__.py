@@ -58,9 +58,11 @@ __all__ = ["BACKGROUND", "COLORS", "COLOR_SYNONYMS", "DENIM", "GENDER_NOUNS", "H
            "make_identities", "normalise", "render", "visible_parts"]
 
 
-def _split_sizes(num_ids: int, held_out: int | None = None) -> tuple[int, int, int]:
+def split_sizes(num_ids: int, held_out: int | None = None) -> tuple[int, int, int]:
     """(train, val, test) identities: val and test get `held_out` each (default 10% of `num_ids`,
-    at least 2), train the rest (at least 2)."""
+    at least 2), train the rest (at least 2). A UserError names the option when they do not fit."""
+    if num_ids < 6:
+        raise UserError(f"--ids {num_ids} is too few; SynthPEDES needs at least 6 identities (2 per split)")
     held = max(2, round(0.1 * num_ids)) if held_out is None else held_out
     if held < 2 or num_ids - 2 * held < 2:
         raise UserError(f"--held-out {held} with --ids {num_ids}: val and test need at least 2 identities each "
@@ -107,12 +109,10 @@ def generate(out_dir: str | Path, num_ids: int = 1000, seed: int = 0, size: tupl
     interrupted run leaves nothing half-written. One process draws 1,000 identities in seconds.
     """
     out_dir = Path(out_dir)
-    if num_ids < 6:
-        raise UserError(f"--ids {num_ids} is too few; SynthPEDES needs at least 6 identities (2 per split)")
+    n_train, n_val, _ = split_sizes(num_ids, held_out)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
                                                        and not (out_dir / "reid_raw.json").is_file())):
         raise UserError(f"{out_dir} exists and is not a SynthPEDES dataset; choose another --out or remove it")
-    n_train, n_val, _ = _split_sizes(num_ids, held_out)
     start = time.perf_counter()
     people = make_identities(num_ids, seed)
     order = np.random.default_rng([seed, 2]).permutation(num_ids)
