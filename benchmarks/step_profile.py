@@ -17,7 +17,7 @@ The cache fills during the first epoch (each caption's frozen layers run once), 
 trained one epoch untimed and its cold steps are reported apart; the demo's whole schedule then
 costs `cold epoch + (planned - epoch) x warm step`, which the last line compares.
 
-    python -m benchmarks step-profile [--ids 400] [--steps 20] [--threads 2] [--json OUT]
+    python -m benchmarks step-profile [--ids 720] [--steps 20] [--threads 2] [--json OUT]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import base_parser, log, positive, report, set_threads
+from partsearch.commands.demo import DEMO_IDS, held_out_ids
 
 STAGES = ["data", "text backbone", "image backbone", "heads", "losses", "backward", "optimizer"]
 BEFORE = ["train.cache_frozen_text=false"]
@@ -131,7 +132,8 @@ class Variant:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("step-profile", "where a CPU training step of synth_cpu goes, before and after")
-    parser.add_argument("--ids", type=positive, default=400, help="SynthPEDES identities (the demo's 400)")
+    parser.add_argument("--ids", type=positive, default=DEMO_IDS,
+                        help=f"SynthPEDES identities (the demo's {DEMO_IDS}: 320 train, 200 val, 200 test)")
     parser.add_argument("--steps", type=positive, default=20, help="timed steps per variant (alternating)")
     parser.add_argument("--before", action="append", default=None, metavar="KEY=VALUE",
                         help="config overrides of A (default: train.cache_frozen_text=false, the step before the cache)")
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.data) if args.data else Path(tmp) / "synth"
         if not args.data:
-            generate(root, num_ids=args.ids, seed=0, size=(128, 64), progress=False)
+            generate(root, num_ids=args.ids, seed=0, size=(128, 64), progress=False,
+                     held_out=held_out_ids(args.ids, None))
         before = Variant("before", [*args.override, *(BEFORE if args.before is None else args.before)], root, seed=0,
                          word_dropout=args.same_dropout)
         after = Variant("after", [*args.override, *args.after], root, seed=0)
