@@ -61,6 +61,12 @@ def test_demo_report_says_which_kernels_and_threads_trained_the_model(demo_run):
     assert f"torch {torch.__version__}, 2 threads, {torch.backends.cpu.get_cpu_capability()} kernels" in page
 
 
+def test_demo_report_says_how_many_people_train_and_how_many_test_people_are_unseen(demo_run):
+    _, out, _, _ = demo_run
+    page = (out / "report.html").read_text()
+    assert "train 4 people" in page and "val 2, test 2 people never seen in training" in page  # --ids 8
+
+
 def test_demo_report_shows_whether_the_parts_form(demo_run):
     _, out, _, _ = demo_run
     page = (out / "report.html").read_text()

@@ -200,8 +200,10 @@ def run(args: argparse.Namespace) -> int:
     report = Report(
         title="partsearch demo: text-based person search on SynthPEDES",
         summary=[
-            ("dataset", f"SynthPEDES, {identities} identities; train {stats['train']['images']} images / "
-                        f"test {stats['test']['images']} images, {stats['test']['captions']} captions"),
+            ("dataset", f"SynthPEDES, {identities} identities: train {stats['train']['ids']} people "
+                        f"({stats['train']['images']} images), val {stats['val']['ids']}, test {stats['test']['ids']} "
+                        f"people never seen in training ({stats['test']['images']} images, "
+                        f"{stats['test']['captions']} captions)"),
             ("model", f"{cfg.model.image_backbone} + {cfg.model.text_backbone} ({cfg.model.text_weights}), "
                       f"d={cfg.model.dim}, {cfg.model.num_coarse} coarse tokens"
                       + f", {cfg.model.num_fine} parts"),
