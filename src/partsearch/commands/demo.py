@@ -107,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     def step(number: int, text: str) -> None:
         numbered_step(number, text, total)
 
+    held_out = held_out_ids(args.ids, args.held_out)
     if not args.run:  # a data split that cannot be drawn is refused before the demo folder is made
-        split_sizes(args.ids, held_out_ids(args.ids, args.held_out))
+        split_sizes(args.ids, held_out)
     prepare_out(out, args.fresh)
     torch.set_num_threads(args.threads)
 
@@ -128,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if (data_dir / "reid_raw.json").is_file():
             print(f"reusing {data_dir}")
         else:
-            generate(data_dir, num_ids=args.ids, seed=0, size=DEMO_SIZE, progress=True,
-                     held_out=held_out_ids(args.ids, args.held_out))
+            generate(data_dir, num_ids=args.ids, seed=0, size=DEMO_SIZE, progress=True, held_out=held_out)
 
         config = Path(args.config) if args.config else config_path()
         overrides = [f"data.root={data_dir}", f"train.time_limit_min={args.minutes}", *args.overrides]
