@@ -359,12 +359,16 @@ def _detected(frames: Iterable[Frame], detector: Detector, workers: int) -> Iter
     the cores are not asked twice). HOG spends its time in OpenCV, which lets go of Python's lock,
     and on 2 cores a frame per thread measured faster than OpenCV splitting each frame across its
     threads (docs/BENCHMARKS.md, section 8)."""
+    from threadpoolctl import threadpool_limits
+
     if workers <= 1:
-        for frame in frames:
-            yield frame, detector(frame.image)
+        with threadpool_limits(1, user_api="blas"):  # HOG's products are small (`video.hog`)
+            for frame in frames:
+                yield frame, detector(frame.image)
         return
     pending: collections.deque = collections.deque()
-    with _opencv_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
+    with _opencv_threads(1), threadpool_limits(1, user_api="blas"), \
+            ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
         try:
             for frame in frames:
                 pending.append((frame, pool.submit(detector, frame.image)))
