@@ -9,7 +9,7 @@ in the previous sampled frame (people who stop); the first `WARM_FRAMES` sampled
 found again within `FULL_EVERY` sampled frames. On a moving camera everything moves and the gate
 searches (nearly) the whole frame: no gain, no loss.
 
-Measured on `vtest.avi` (docs/VIDEO.md, "Motion gate"): ingest 3.0x faster (1.4x -> 4.2x real time
+Measured on `vtest.avi` (docs/VIDEO.md, "Motion gate"): ingest 1.8x faster (2.3x -> 4.2x real time
 on 2 cores), at a cost: detection recall 0.88 -> 0.87, IDF1 0.68 -> 0.64, tracks holding two
 people 3 -> 5. So it is off unless asked for.
 """
