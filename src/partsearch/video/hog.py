@@ -70,20 +70,17 @@ def group_rectangles(rects: np.ndarray, scores: np.ndarray, threshold: int = GRO
     boxes = np.rint(mean / members[:, None]).astype(np.int64)  # cvRound: half to even
     best = np.full(count, -np.inf)
     np.maximum.at(best, labels, scores)
+    supported = np.flatnonzero(members > threshold)
     kept = []
-    for i in np.flatnonzero(members > threshold):
+    for i in supported:
         x1, y1, bw, bh = boxes[i]
-        inside = False
-        for j in np.flatnonzero(members > threshold):
-            if j == i:
-                continue
+        for j in supported:
             x2, y2, w2, h2 = boxes[j]
             dx, dy = int(np.rint(w2 * eps)), int(np.rint(h2 * eps))
-            if (x1 >= x2 - dx and y1 >= y2 - dy and x1 + bw <= x2 + w2 + dx and y1 + bh <= y2 + h2 + dy
-                    and (members[j] > max(3, members[i]) or members[i] < 3)):
-                inside = True
-                break
-        if not inside:
+            if (j != i and x1 >= x2 - dx and y1 >= y2 - dy and x1 + bw <= x2 + w2 + dx
+                    and y1 + bh <= y2 + h2 + dy and (members[j] > max(3, members[i]) or members[i] < 3)):
+                break  # inside a larger, better supported box
+        else:
             kept.append(i)
     return boxes[kept].reshape(-1, 4), best[kept]
 
@@ -152,11 +149,10 @@ class HogPyramid:
             levels = [self._level(image, scale) for scale in scales]
         else:
             levels = list(pool.map(lambda scale: self._level(image, scale), scales))
-        rects = [boxes for boxes, _ in levels if len(boxes)]
-        scores = [found for boxes, found in levels if len(boxes)]
-        if not rects:
+        levels = [level for level in levels if len(level[0])]
+        if not levels:
             return np.zeros((0, 4), np.int64), np.zeros(0)
-        boxes, best = group_rectangles(np.concatenate(rects), np.concatenate(scores))
+        boxes, best = group_rectangles(*(np.concatenate(part) for part in zip(*levels)))
         # OpenCV then clips the boxes to the image and drops any left empty.
         x1, y1 = np.maximum(boxes[:, 0], 0), np.maximum(boxes[:, 1], 0)
         x2, y2 = np.minimum(boxes[:, 0] + boxes[:, 2], width), np.minimum(boxes[:, 1] + boxes[:, 3], height)

@@ -361,14 +361,19 @@ def _detected(frames: Iterable[Frame], detector: Detector, workers: int) -> Iter
     threads (docs/BENCHMARKS.md, section 8)."""
     from threadpoolctl import threadpool_limits
 
-    if workers <= 1:
-        with threadpool_limits(1, user_api="blas"):  # HOG's products are small (`video.hog`)
+    with threadpool_limits(1, user_api="blas"):  # HOG's matrix products are small (`video.hog`)
+        if workers <= 1:
             for frame in frames:
                 yield frame, detector(frame.image)
-        return
+        else:
+            yield from _detected_at_once(frames, detector, workers)
+
+
+def _detected_at_once(frames: Iterable[Frame], detector: Detector,
+                      workers: int) -> Iterator[tuple[Frame, list[PersonBox]]]:
+    """`_detected` with `workers` frames in flight, each on one thread, yielded in order."""
     pending: collections.deque = collections.deque()
-    with _opencv_threads(1), threadpool_limits(1, user_api="blas"), \
-            ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
+    with _opencv_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
         try:
             for frame in frames:
                 pending.append((frame, pool.submit(detector, frame.image)))
