@@ -193,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     from partsearch.video.synth import write_video
 
     cv2.setNumThreads(args.threads)
-    settings = {"motion+colour, stitched (default)": IngestSettings(),
-                "motion+colour, not stitched": IngestSettings(stitch=False)}
+    settings = {"stitched, re-identified (default)": IngestSettings(),
+                "stitched, not re-identified": IngestSettings(reidentify=False),
+                "neither": IngestSettings(stitch=False, reidentify=False)}
     work = Path(tempfile.mkdtemp(prefix="partsearch-tracks-bench-"))
     rows, detection_rows, notes = [], [], []
     try:
@@ -218,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             hog = RecordedBoxes(make_detector("hog"))
             rows += score_tracking("vtest", vtest, gt, 10.0, settings, work, detector=hog)
             rows += score_tracking("vtest", vtest, gt, 10.0,
-                                   {"motion gate, stitched": IngestSettings(motion_gate=True)}, work)
+                                   {"motion gate, stitched, re-identified": IngestSettings(motion_gate=True)}, work)
             dropped = []
             for seed in range(args.drop_seeds):
                 dropped += score_tracking(f"vtest, {args.drop:.0%} of HOG's boxes dropped, seed {seed}", vtest, gt,
-                                          10.0, {"stitched (default)": IngestSettings()}, work,
+                                          10.0, {"stitched, re-identified (default)": IngestSettings()}, work,
                                           detector=DroppedBoxes(hog, args.drop, seed))
             rows += dropped
             if dropped:

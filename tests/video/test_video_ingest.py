@@ -75,8 +75,8 @@ def test_the_gallery_holds_only_finished_videos_and_their_marker(street, gallery
     marker = json.loads((out / "crops" / "street_avi" / "video.json").read_text())
     assert marker["format"] == FORMAT and marker["sampled"] == len(SAMPLED) and marker["frames"] == 64
     assert marker["settings"] == {"fps": FPS, "detector": "hog", "min_score": 0.5, "min_height": 48, "jpeg_quality": 95,
-                                  "stitch": True, "detector_config": {"win_stride": 8, "scale": STREET_SCALE,
-                                                                      "upscale": 1.5}}
+                                  "stitch": True, "reidentify": True,
+                                  "detector_config": {"win_stride": 8, "scale": STREET_SCALE, "upscale": 1.5}}
     assert not (out / ".work").exists()
 
 
@@ -162,6 +162,12 @@ def test_the_command_line_ingests_a_video_and_says_how_to_index_it(street, tmp_p
     assert "ingested 1 video(s)" in out and f"index RUN_DIR --images {tmp_path / 'g'}" in out
     records = read_records(tmp_path / "g")
     assert records and {r["frame"] for r in records} <= set(range(0, 64, 4))
+
+
+def test_the_command_line_can_leave_people_who_come_back_unjoined(street, tmp_path):
+    assert main(["ingest", str(street.path), "--out", str(tmp_path / "g"), "--fps", "2.5", "--no-reidentify"]) == 0
+    marker = json.loads((tmp_path / "g" / "crops" / "street_avi" / "video.json").read_text())
+    assert marker["settings"]["reidentify"] is False and marker["settings"]["stitch"] is True
 
 
 def test_the_command_line_exits_non_zero_with_one_message_when_every_video_fails(tmp_path, capsys):

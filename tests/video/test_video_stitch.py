@@ -1,10 +1,12 @@
 """Joining the fragments of one person's walk by motion and colour (`partsearch.video.stitch`),
-and the tracker that feeds it (`PersonTracker.track_ids(stitch_fragments=True)`)."""
+re-identifying a person who comes back into view (`reidentify`), and the tracker that feeds them
+(`PersonTracker.track_ids`)."""
 
 import numpy as np
 
 from partsearch.video.detect import PersonBox
-from partsearch.video.stitch import MAX_GAP_S, Fragment, appearance, bhattacharyya, link_cost, stitch
+from partsearch.video.stitch import (MAX_GAP_S, REID_MAX_APPEARANCE, REID_MIN_BOXES, Fragment, appearance, bhattacharyya,
+                                     bhattacharyya_to_all, link_cost, reidentify, stitch)
 from partsearch.video.track import PersonTracker
 
 RED, BLUE, GREEN = (40, 40, 200), (200, 60, 30), (40, 160, 40)  # BGR
@@ -82,3 +84,62 @@ def test_the_tracker_gives_a_person_missed_for_two_seconds_one_track_when_stitch
         keys += tracker.update([box], _frame([(box.xyxy, (RED, BLUE))]), t)
     assert len(set(tracker.track_ids().values())) == 2
     assert set(tracker.track_ids(stitch_fragments=True).values()) == {1}
+
+
+def test_the_distance_to_all_rows_is_the_distance_to_each():
+    signatures = np.stack([appearance(_crop(RED, BLUE)), appearance(_crop(GREEN, RED)), appearance(_crop(BLUE))])
+    mixed = 0.6 * signatures[0] + 0.4 * signatures[1]
+    assert np.allclose(bhattacharyya_to_all(mixed, signatures), [bhattacharyya(mixed, s) for s in signatures])
+
+
+def test_a_person_who_comes_back_in_the_same_clothes_keeps_one_track():
+    first, back = _fragment(1, 0, 3, 0, (RED, BLUE)), _fragment(2, 20, 23, 600, (RED, BLUE))
+    assert reidentify([first, back]) == {1: 1, 2: 1}
+
+
+def test_people_in_other_clothes_are_not_reidentified():
+    first, other = _fragment(1, 0, 3, 0, (RED, BLUE)), _fragment(2, 20, 23, 600, (GREEN, BLUE))
+    assert reidentify([first, other]) == {1: 1, 2: 2}
+
+
+def test_two_people_in_view_at_once_are_never_one_however_alike():
+    one, two = _fragment(1, 0, 3, 0, (RED, BLUE)), _fragment(2, 2, 5, 300, (RED, BLUE))
+    assert reidentify([one, two]) == {1: 1, 2: 2}
+
+
+def test_a_track_is_not_joined_to_a_person_whose_earlier_walk_it_shared_the_view_with():
+    first, back = _fragment(1, 0, 3, 0, (RED, BLUE)), _fragment(2, 10, 13, 0, (RED, BLUE))
+    alike = _fragment(3, 2, 5, 300, (RED, BLUE))  # in view with `first`, not with `back`
+    alike.signatures = [0.9 * s + 0.1 * appearance(_crop(GREEN, GREEN)) for s in alike.signatures]
+    assert reidentify([first, back, alike]) == {1: 1, 2: 1, 3: 3}
+
+
+def test_tracks_too_short_to_know_by_their_colours_are_left_alone():
+    first = _fragment(1, 0, 3, 0, (RED, BLUE))
+    glimpse = _fragment(2, 20, 20 + (REID_MIN_BOXES - 2) / 5.0, 600, (RED, BLUE))
+    assert len(glimpse.times) < REID_MIN_BOXES
+    assert reidentify([first, glimpse]) == {1: 1, 2: 2}
+
+
+def test_the_tracker_gives_a_walker_who_comes_back_after_20_s_one_track_when_reidentifying():
+    fps, tracker = 5.0, PersonTracker(5.0)
+    for n in range(140):
+        t = n / fps
+        if 4.0 <= t < 24.0:  # out of view for 20 s, far longer than stitching bridges
+            tracker.update([], _frame([]), t)
+            continue
+        x = int(20 + 8 * (n % 20))
+        box = PersonBox(x, 100, x + 30, 180, 1.0)
+        tracker.update([box], _frame([(box.xyxy, (RED, BLUE))]), t)
+    assert len(set(tracker.track_ids(stitch_fragments=True).values())) == 2
+    assert set(tracker.track_ids(stitch_fragments=True, reidentify_people=True).values()) == {1}
+
+
+def test_a_chain_of_look_alikes_does_not_join_its_two_ends():
+    first, middle, last = (_fragment(k, t, t + 3, 0, (RED, BLUE)) for k, t in ((1, 0), (2, 10), (3, 20)))
+    red_blue, green = appearance(_crop(RED, BLUE)), appearance(_crop(GREEN, GREEN))
+    middle.signatures = [0.9 * red_blue + 0.1 * green] * len(middle.times)
+    last.signatures = [0.6 * red_blue + 0.4 * green] * len(last.times)
+    ab, bc = bhattacharyya(red_blue, middle.signatures[0]), bhattacharyya(middle.signatures[0], last.signatures[0])
+    assert ab < bc < REID_MAX_APPEARANCE < bhattacharyya(red_blue, last.signatures[0])  # the ends differ; each step is small
+    assert reidentify([first, middle, last]) == {1: 1, 2: 1, 3: 3}

@@ -1,5 +1,5 @@
 """`partsearch ingest VIDEO_OR_DIR... --out GALLERY_DIR [--fps F] [--detector hog|NAME|PATH]
-[--min-score S] [--min-height PX] [--camera NAME] [--start ISO8601] [--workers N]`."""
+[--min-score S] [--min-height PX] [--no-reidentify] [--camera NAME] [--start ISO8601] [--workers N]`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion-gate", action="store_true",
                         help="fixed cameras, HOG only: run the detector only where the frame moves (about 3x faster; "
                              "docs/VIDEO.md says what it costs)")
+    parser.add_argument("--no-reidentify", dest="reidentify", action="store_false",
+                        help="give a person who leaves the view and comes back a new track (default: one track, "
+                             "joined by the colour of their clothes; docs/VIDEO.md)")
     parser.add_argument("--camera", default=None,
                         help="the camera's name for every video given (default: the camera in the video's "
                              "sidecar, cam1.mp4 -> cam1.mp4.json, else the video's file stem)")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = IngestSettings(fps=None if args.all_frames else args.fps, detector=args.detector,
                               min_score=args.min_score, min_height=args.min_height,
-                              motion_gate=args.motion_gate)
+                              motion_gate=args.motion_gate, reidentify=args.reidentify)
     device = "cpu" if args.detector == "hog" else str(resolve_device(args.device))
     report = ingest(args.videos, args.out, settings, device=device, camera=args.camera, start=args.start,
                     workers=args.workers)

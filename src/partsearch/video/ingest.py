@@ -414,7 +414,7 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
             boxes = [b for b in (box.clipped(width, height) for box in found)
                      if b is not None and b.score >= min_score and b.height >= settings.min_height]
             detections += len(boxes)
-            keys = tracker.update(boxes, frame.image if settings.stitch else None, frame.time)
+            keys = tracker.update(boxes, frame.image if settings.stitch or settings.reidentify else None, frame.time)
             for box, provisional in zip(boxes, keys):
                 name = f"k{provisional:06d}_f{frame.index:06d}_{len(pending)}.jpg"
                 _write_jpeg(work / name, frame.image[box.y1:box.y2, box.x1:box.x2], settings.jpeg_quality)
@@ -426,7 +426,7 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
     finally:
         bar.close()
 
-    ids = tracker.track_ids(stitch_fragments=settings.stitch)
+    ids = tracker.track_ids(stitch_fragments=settings.stitch, reidentify_people=settings.reidentify)
     rel_video = Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
     records = []
     for frame_index, t, box, provisional, name in pending:

@@ -16,6 +16,8 @@ class IngestSettings:
     torchvision's probabilities). `min_height`: boxes lower than this many pixels are dropped
     (too small to search by description). `jpeg_quality`: of the crops. `stitch`: join the
     fragments of one person's walk after tracking, by motion and colour (`video.stitch`).
+    `reidentify`: then join the walks of a person who leaves the view and comes back, by colour
+    (`stitch.reidentify`).
     `motion_gate`: a fixed camera; run the detector only where the frame moves (`video.gate`)."""
 
     fps: float | None = 5.0
@@ -24,4 +26,5 @@ class IngestSettings:
     min_height: int = 48
     jpeg_quality: int = 95
     stitch: bool = True
+    reidentify: bool = True
     motion_gate: bool = False

@@ -8,7 +8,8 @@ without losing it; detections that never reach a confirmed track (a false positi
 up for a frame) get no track id, and ingest drops them. Confirmed tracks are numbered 1, 2, ...
 in the order they first appear. Given the frames' pixels, the tracker also keeps each box's colour
 signature, and `track_ids(stitch_fragments=True)` joins the fragments of one person's walk
-(`partsearch.video.stitch`) before numbering.
+(`partsearch.video.stitch`) before numbering; `reidentify=True` then joins the walks of a person
+who comes back into view.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from partsearch.errors import UserError
 from partsearch.video.detect import PersonBox
-from partsearch.video.stitch import Fragment, appearance, bhattacharyya, stitch
+from partsearch.video.stitch import Fragment, appearance, bhattacharyya, reidentify, stitch
 
 try:
     from norfair import Detection, Tracker
@@ -95,13 +96,28 @@ class PersonTracker:
                         time, boxes[i].xyxy, signatures[i])
         return keys
 
-    def track_ids(self, stitch_fragments: bool = False) -> dict[int, int]:
+    def track_ids(self, stitch_fragments: bool = False, reidentify_people: bool = False) -> dict[int, int]:
         """Provisional key -> track id (1, 2, ... by first appearance), confirmed tracks only; with
-        `stitch_fragments`, the fragments `stitch` joins share an id (those `update` saw pixels of)."""
+        `stitch_fragments`, the fragments `stitch` joins share an id (those `update` saw pixels of),
+        and with `reidentify_people` too, the stitched tracks `reidentify` joins."""
         confirmed = [key for key in self._order if self._objects[key].id is not None]
         root = {key: key for key in confirmed}
+        seen = [self._fragments[key] for key in confirmed if key in self._fragments]
         if stitch_fragments:
-            root.update(stitch([self._fragments[key] for key in confirmed if key in self._fragments]))
+            root.update(stitch(seen))
+        if reidentify_people:
+            chains: dict[int, list[Fragment]] = {}
+            for fragment in seen:
+                chains.setdefault(root[fragment.key], []).append(fragment)
+            walks = []
+            for key, parts in chains.items():
+                walk = Fragment(key)
+                for part in sorted(parts, key=lambda f: f.times[0]):
+                    for time, box, signature in zip(part.times, part.boxes, part.signatures):
+                        walk.add(time, box, signature)
+                walks.append(walk)
+            person = reidentify(walks)
+            root = {key: person.get(root[key], root[key]) for key in confirmed}
         numbers: dict[int, int] = {}
         for key in confirmed:
             numbers.setdefault(root[key], len(numbers) + 1)
