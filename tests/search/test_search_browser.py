@@ -227,6 +227,23 @@ def test_a_track_card_shows_video_time_and_best_crop_and_opens_its_frame(track_s
     assert page.is_hidden("#frame-image")
 
 
+def test_a_track_of_a_person_who_came_back_shows_each_visit(tmp_path, encoder, browser):
+    from search_fakes import make_ingest_gallery
+
+    from partsearch.search.index import build_index
+
+    gallery = tmp_path / "gallery"
+    records = make_ingest_gallery(gallery, {("cam1.avi", 1): [("red", "blue")] * 4})
+    for record, t in zip(records, [0.5, 1.0, 30.0, 30.5]):  # seen, gone for 29 s, back: one re-identified track
+        record["time"], record["frame"] = t, round(10 * t)
+    build_index(encoder, gallery, tmp_path / "index", progress=False, video_records=records)
+    for url in _serve(Searcher(tmp_path / "index", encoder=encoder)):
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        _search(page, url, "red blue", 1)
+        assert "0:00.5–0:01.0, 0:30.0–0:30.5 · 4 crops" in page.locator("#results .card").first.inner_text()
+        page.screenshot(path=str(tmp_path / "visits.png"), full_page=True)
+
+
 def test_a_track_in_a_video_the_browser_cannot_play_offers_the_file_instead(track_server, browser):
     page = browser.new_page(viewport={"width": 1100, "height": 800})
     page.goto(track_server + "/")

@@ -177,3 +177,19 @@ def test_the_case_table_names_a_video_kept_outside_the_gallery_by_its_file_name(
     line = format_case(Case("c", sightings=[sighting])).splitlines()[1]
     assert "camera gate, gate.avi track 2 at 4.00 s (2026-01-31T08:00:04.000+00:00)" in line
     assert ".." not in line
+
+
+def test_a_track_seen_while_the_person_was_out_of_view_can_still_be_them(tmp_path, encoder):
+    # Track 1 is one person seen twice, 20 s apart (ingest re-identified them); track 2, in the same
+    # video, is seen only in between: not in two places at once, so it stays a candidate.
+    gallery = tmp_path / "gallery"
+    records = camera_gallery(gallery, {("cam1.avi", 1): [("red", "blue")] * 4, ("cam1.avi", 2): [("red", "blue")] * 2},
+                             {"cam1.avi": ("door", None)})
+    times = {1: [0.1, 0.6, 20.1, 20.6], 2: [10.2, 10.7]}
+    for track in (1, 2):
+        for record, t in zip([r for r in records if r["track"] == track], times[track]):
+            record["time"], record["frame"] = t, round(10 * t)
+    build_index(encoder, gallery, tmp_path / "index", progress=False, video_records=records)
+    searcher = Searcher(tmp_path / "index", encoder=encoder)
+    response = find_sightings(searcher, _crop(searcher, "cam1.avi", 1), k=5)
+    assert [(r.role, r.sighting.track) for r in response.results] == [("source", 1), ("found", 2)]

@@ -14,7 +14,7 @@ from partsearch.search.index import build_index
 from partsearch.search.searcher import Searcher
 from partsearch.search.service import create_app
 from partsearch.search.store import IndexStore
-from partsearch.search.tracks import aggregate
+from partsearch.search.tracks import aggregate, visits
 from partsearch.video.ingest import read_records
 
 LOCAL = "http://127.0.0.1"
@@ -239,3 +239,19 @@ def test_the_video_of_an_unknown_id_a_plain_image_or_a_moved_video_is_a_clear_40
     plain = TestClient(create_app(Searcher(index_dir, encoder=encoder)), base_url=LOCAL)
     assert "not a crop of a video" in plain.get("/api/images/0/video").json()["detail"]
     assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd/video").status_code == 404
+
+
+def test_a_track_splits_into_visits_where_the_person_was_unseen_for_over_4_s():
+    assert visits([0.0, 0.2, 4.2, 9.0, 9.2]) == [(0.0, 4.2), (9.0, 9.2)]
+    assert visits([3.0]) == [(3.0, 3.0)]
+
+
+def test_a_track_result_lists_the_visits_of_a_person_who_came_back(tmp_path, encoder):
+    gallery = tmp_path / "gallery"
+    records = make_ingest_gallery(gallery, {("cam.avi", 1): [("red", "blue")] * 4})
+    for record, t in zip(records, [0.5, 1.0, 30.0, 30.5]):
+        record["time"], record["frame"] = t, round(10 * t)
+    build_index(encoder, gallery, tmp_path / "index", progress=False, video_records=records)
+    response = Searcher(tmp_path / "index", encoder=encoder).query_tracks("red top", k=1)
+    assert response.results[0].visits == [(0.5, 1.0), (30.0, 30.5)]
+    assert "2 visits (s): 0.50-1.00, 30.00-30.50" in format_track_table(response)

@@ -76,6 +76,8 @@ def format_track_table(response: TrackResponse) -> str:
         b = r.best
         lines.append(f"{r.rank:>4}  {r.score:7.4f}  {r.track:>5}  {r.crops:>5}  {r.start:7.2f}-{r.end:<7.2f}  {r.video_path or r.video}")
         wall = f", {b.wall_time}" if b.wall_time else ""
+        if len(r.visits) > 1:
+            lines.append(f"      {len(r.visits)} visits (s): " + ", ".join(f"{a:.2f}-{b:.2f}" for a, b in r.visits))
         if r.start_wall_time and r.end_wall_time:
             lines.append(f"      seen {r.start_wall_time} to {r.end_wall_time}")
         lines.append(f"      camera {r.camera}; best crop {b.score:.4f} at {b.time:.2f} s{wall} (frame {b.frame}, "

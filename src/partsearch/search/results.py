@@ -77,6 +77,8 @@ class TrackResult:
     # ISO 8601 wall-clock times of its first and last crop when the camera's start is known, else None
     start_wall_time: str | None = None
     end_wall_time: str | None = None
+    # [(start, end)] seconds: one per visit, the person unseen for over `tracks.VISIT_GAP_S` between
+    visits: list[tuple[float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,7 +16,8 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
 - `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max", "filters",
   "literal"}` (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold",
   "filters", "parsed", "results": [{"rank", "video", "camera",
-  "track", "score", "crops", "start", "end", "best": {"id", "score", "name", "relpath", "frame",
+  "track", "score", "crops", "start", "end", "start_wall_time", "end_wall_time", "visits",
+  "best": {"id", "score", "name", "relpath", "frame",
   "time", "box", "url", "frame_url", "video_url", "video_type"}}]}`: tracks of an index of `partsearch ingest` crops
   (`Searcher.query_tracks`); an index without tracks, or an unknown aggregate -> 422.
 - `GET /api/images/{id}` the image file, by manifest id only (anything else -> 404).

@@ -7,8 +7,9 @@ case confirmed, less GAMMA times the mean of those it rejected, folded like a te
 track scores s(v, q) on the same levels as an image query (`Searcher.query_arrays`). Each track's
 score is its crops' scores aggregated by mean-top3 (`tracks.aggregate`), as in a track search.
 
-Plausibility rules [ours]: a track of the same video that overlaps a known sighting in time is
-another person (one person is in one place at a time) and is left out; with `max_gap` seconds, a
+Plausibility rules [ours]: a track of the same video that overlaps a known sighting in time (one
+of its visits, `tracks.visits`) is another person (one person is in one place at a time) and is
+left out; with `max_gap` seconds, a
 track further than that in time from every known sighting, where the two times can be compared
 (wall-clock time when both cameras know it, else video time within one video), is left out.
 Rejected tracks are never returned; the source and confirmed ones are, marked.
@@ -25,7 +26,7 @@ from partsearch.search.cases import Case, CaseStore, Sighting
 from partsearch.search.encoder import GalleryArrays
 from partsearch.search.searcher import MAX_TOP_K, TRACK_CANDIDATES, Searcher
 from partsearch.search.segments import Generation
-from partsearch.search.tracks import DEFAULT_AGGREGATE, aggregate, frame_with_box, wall_seconds
+from partsearch.search.tracks import DEFAULT_AGGREGATE, aggregate, frame_with_box, visits, wall_seconds
 
 GAMMA = 0.25  # weight of the rejected sightings' mean [ours]
 
@@ -78,23 +79,31 @@ def sighting_of(gen: Generation, key: tuple, rows: np.ndarray, scores: np.ndarra
                     query=query, relpath=entry.path)
 
 
-def _interval(gen: Generation, rows: np.ndarray) -> tuple[str | None, float, float, float | None, float | None]:
-    """(video, start, end in the video, wall start, wall end) of a track's rows."""
-    first, last = gen.entries[rows[0]].video, gen.entries[rows[-1]].video
-    if first is None:
-        return None, 0.0, 0.0, None, None
-    return first.video, first.time, last.time, wall_seconds(first.wall_time), wall_seconds(last.wall_time)
+def _interval(gen: Generation, rows: np.ndarray) -> tuple[str | None, list[tuple[float, float]],
+                                                        list[tuple[float, float]] | None]:
+    """(video, the track's visits in the video's seconds, the same in wall-clock seconds or None)
+    of a track's rows (`tracks.visits`: a person who left the view and came back is not there in
+    between)."""
+    records = [gen.entries[int(r)].video for r in rows]
+    if records[0] is None:
+        return None, [(0.0, 0.0)], None
+    spans = visits([v.time for v in records])
+    wall = wall_seconds(records[0].wall_time)
+    offset = None if wall is None else wall - records[0].time  # the wall clock runs with the video
+    return records[0].video, spans, None if offset is None else [(a + offset, b + offset) for a, b in spans]
 
 
 def _gap(a, b) -> float | None:
-    """Seconds between two intervals (0 when they overlap); None when their clocks differ."""
-    if a[3] is not None and b[3] is not None:
-        start_a, end_a, start_b, end_b = a[3], a[4], b[3], b[4]
+    """Seconds between two tracks' nearest visits (0 when two overlap); None when their clocks
+    differ."""
+    if a[2] is not None and b[2] is not None:
+        spans_a, spans_b = a[2], b[2]
     elif a[0] is not None and a[0] == b[0]:
-        start_a, end_a, start_b, end_b = a[1], a[2], b[1], b[2]
+        spans_a, spans_b = a[1], b[1]
     else:
         return None
-    return max(0.0, max(start_a, start_b) - min(end_a, end_b))
+    return min(max(0.0, max(start_a, start_b) - min(end_a, end_b))
+               for start_a, end_a in spans_a for start_b, end_b in spans_b)
 
 
 def appearance(gen: Generation, positive: list[np.ndarray], negative: list[np.ndarray]) -> GalleryArrays:

@@ -2,6 +2,7 @@
 the manifest, the crops of each track, and a track's score from its crops' scores.
 
 A track is one person as far as the tracker can tell, keyed by `(video, track)` (docs/VIDEO.md).
+A person who left the view and came back is one track with several visits (`visits`).
 Its score aggregates the model's similarity s(v, t) of its crops [ours]:
 
 - `max`: the best crop's score, so a track ranks where its best crop ranks;
@@ -34,6 +35,10 @@ from partsearch.files import regular_file_within
 TOP_K_MEAN = 3
 AGGREGATES = ("max", f"mean-top{TOP_K_MEAN}")
 DEFAULT_AGGREGATE = f"mean-top{TOP_K_MEAN}"
+# A track's crops farther apart than this are two visits: longer than ingest's stitching bridges a
+# person lost behind something (`partsearch.video.stitch.MAX_GAP_S`), so only re-identification
+# joins such tracks.
+VISIT_GAP_S = 4.0
 _RECORD_FIELDS = {"video": str, "frame": int, "time": (int, float), "box": list, "track": int}
 _CHECK_FIELDS = {"root": str, "size": int, "mtime_ns": int}
 
@@ -202,6 +207,18 @@ def group_tracks(records: Sequence[VideoRecord | None]) -> dict[tuple[str, int],
             groups.setdefault(record.key, []).append(row)
     return {key: np.array(sorted(rows, key=lambda r: (records[r].time, records[r].frame)), np.int64)
             for key, rows in groups.items()}
+
+
+def visits(times: Sequence[float]) -> list[tuple[float, float]]:
+    """A track's visits, `[(start, end)]` in seconds: its crops' times (in order) split where
+    the person was unseen for more than `VISIT_GAP_S`."""
+    spans: list[tuple[float, float]] = []
+    for t in times:
+        if spans and t - spans[-1][1] <= VISIT_GAP_S:
+            spans[-1] = (spans[-1][0], t)
+        else:
+            spans.append((t, t))
+    return spans
 
 
 def aggregate(scores: np.ndarray, method: str) -> float:

@@ -77,6 +77,13 @@ function clearResults(body) {
   return typeof body.match_threshold === "number" ? body.match_threshold : null;
 }
 
+// When a track was seen: "0:03–0:14", or each visit of a person who left and came back
+// ("0:00–0:14, 0:36–1:19").
+function seen(t, dash = "–") {
+  const spans = t.visits && t.visits.length > 1 ? t.visits : [[t.start, t.end]];
+  return spans.map(([a, b]) => `${clock(a)}${dash}${clock(b)}`).join(", ");
+}
+
 function renderTracks(body) {
   const grid = $("results");
   const threshold = clearResults(body);
@@ -85,11 +92,11 @@ function renderTracks(body) {
     const weak = threshold !== null && b.score < threshold;
     const video = t.video.split("/").pop();
     grid.appendChild(card(
-      `rank ${t.rank}, ${video} track ${t.track}, seen ${clock(t.start)} to ${clock(t.end)}, score ` +
+      `rank ${t.rank}, ${video} track ${t.track}, seen ${seen(t, " to ")}, score ` +
         `${t.score.toFixed(3)}${weak ? ", weak match" : ""}; show why`,
       b.url, `${video} track ${t.track}, best crop`, weak,
       [["rank", `#${t.rank}  ${t.score.toFixed(3)}`], ["bar", t.score],
-       ["name", `${t.camera} · ${video}`, t.video], ["when", `${clock(t.start)}–${clock(t.end)} · ${t.crops} crops`],
+       ["name", `${t.camera} · ${video}`, t.video], ["when", `${seen(t)} · ${t.crops} crops`],
        // the wall-clock span when the camera's start is known: "08:00:42–08:01:19"
        ...(t.start_wall_time && t.end_wall_time
          ? [["when", `${t.start_wall_time.slice(11, 19)}–${t.end_wall_time.slice(11, 19)}`,
@@ -180,7 +187,7 @@ function showFrame(track) {
   const b = track.best;
   $("frame-caption").textContent = `camera ${track.camera}, ${track.video}, frame ${b.frame} at ${clock(b.time)}` +
     (b.wall_time ? ` (${b.wall_time})` : "") + "; " +
-    `track ${track.track} seen ${clock(track.start)}–${clock(track.end)}`;
+    `track ${track.track} seen ${seen(track)}`;
   $("frame-image").hidden = false;
   $("frame-image").onerror = () => {
     $("frame-image").hidden = true;
