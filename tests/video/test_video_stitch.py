@@ -52,6 +52,21 @@ def test_fragments_too_far_apart_in_time_or_space_or_overlapping_stay_apart():
         assert stitch([a, other])[other.key] == other.key
 
 
+def test_a_walker_who_kept_going_while_lost_is_joined_beyond_where_a_stop_would_reach():
+    a = _fragment(1, 0, 2, 0, (RED, BLUE), speed=96)  # 1.2 box heights a second
+    b = _fragment(2, 5, 7, 0, (RED, BLUE), speed=96)  # lost for 3 s, found where the pace leads: 288 px on
+    assert stitch([a, b]) == {1: 1, 2: 1}
+
+
+def test_a_fragment_as_far_back_as_the_walker_went_on_is_not_their_continuation():
+    # As far from where the walker was lost as above (288 px), but behind them: on vtest.avi a man
+    # lost at the sign was joined to another coming in at the frame's edge.
+    a = _fragment(1, 0, 2, 300, (RED, BLUE), speed=96)
+    b = _fragment(2, 5, 7, 300 + 192 - 288 - 480, (RED, BLUE), speed=96)
+    assert b.boxes[0][0] == a.boxes[-1][0] - 288
+    assert stitch([a, b]) == {1: 1, 2: 2}
+
+
 def test_each_fragment_continues_into_at_most_one_the_closest_in_look():
     a = _fragment(1, 0, 2, 0, (RED, BLUE))
     near_look = _fragment(2, 3.0, 5, 0, (RED, BLUE))

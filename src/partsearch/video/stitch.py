@@ -8,9 +8,10 @@ Du et al., ICCV 2021 workshops; "StrongSORT"'s AFLink, Du et al., IEEE TMM 2023,
 
 Fragment `a` may continue as fragment `b` when
 - `b` starts after `a` ends, within `MAX_GAP_S` seconds;
-- `b`'s first box is where a walker could be: its centre within `reach` of `a`'s last box centre,
-  `reach` = (gap + 0.5 s) x `MAX_SPEED` box heights per second, and their heights within a factor
-  `MAX_SCALE`;
+- `b`'s first box is where a walker could be, with their heights within a factor `MAX_SCALE`: its
+  centre within (gap + 0.5 s) x `MAX_SPEED` box heights per second of `a`'s last box centre (a
+  walker who slowed, stopped or turned), or within (gap + 0.5 s) x `KEEP_GOING` of where `a`'s
+  velocity over its last second would have taken it (a walker who kept going);
 - they look alike: the Bhattacharyya distance between the fragments' mean colour histograms
   (`appearance`) is below `MAX_APPEARANCE`.
 Among the allowed pairs, each fragment gets at most one successor and one predecessor, by a
@@ -28,13 +29,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MAX_GAP_S = 4.0
-MAX_SPEED = 1.5
+# Box heights per second: about a walker's pace (1.4 m/s for 1.7 m), from where `a` was lost ...
+MAX_SPEED = 0.8
+# ... or a change of pace or direction, from where `a`'s own velocity leads.
+KEEP_GOING = 0.6
+VELOCITY_S = 1.0  # `a`'s velocity: a least-squares line through its box centres of its last second
 MAX_SCALE = 1.5
 MAX_APPEARANCE = 0.45
 HIST_BINS = (8, 4, 4)  # hue, saturation, value
 # Re-identification across any gap (`reidentify`): tracks with at least this many boxes, joined
 # while all their mean signatures are closer than this.
-REID_MIN_BOXES = 10
+REID_MIN_BOXES = 15
 REID_MAX_APPEARANCE = 0.35
 
 
@@ -89,6 +94,18 @@ def _centre_height(box) -> tuple[float, float, float]:
     return (x1 + x2) / 2, (y1 + y2) / 2, float(y2 - y1)
 
 
+def _velocity(fragment: Fragment) -> tuple[float, float]:
+    """Pixels per second of the fragment's box centre over its last `VELOCITY_S` (0 with fewer than
+    3 boxes there)."""
+    times = np.asarray(fragment.times)
+    last = times >= times[-1] - VELOCITY_S
+    if last.sum() < 3:
+        return 0.0, 0.0
+    centres = np.array([_centre_height(box)[:2] for box, keep in zip(fragment.boxes, last) if keep])
+    slope = np.polyfit(times[last], centres, 1)[0]
+    return float(slope[0]), float(slope[1])
+
+
 def link_cost(a: Fragment, b: Fragment) -> float | None:
     """The cost of `b` continuing `a`, or None when it may not."""
     gap = b.times[0] - a.times[-1]
@@ -98,8 +115,11 @@ def link_cost(a: Fragment, b: Fragment) -> float | None:
     bx, by, bh = _centre_height(b.boxes[0])
     if max(ah, bh) > MAX_SCALE * max(1.0, min(ah, bh)):
         return None
-    if np.hypot(bx - ax, by - ay) > (gap + 0.5) * MAX_SPEED * (ah + bh) / 2:
-        return None
+    height = (ah + bh) / 2
+    if np.hypot(bx - ax, by - ay) > (gap + 0.5) * MAX_SPEED * height:
+        vx, vy = _velocity(a)
+        if np.hypot(bx - ax - vx * gap, by - ay - vy * gap) > (gap + 0.5) * KEEP_GOING * height:
+            return None
     distance = bhattacharyya(a.signature(), b.signature())
     if distance >= MAX_APPEARANCE:
         return None
