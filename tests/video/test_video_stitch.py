@@ -5,8 +5,9 @@ re-identifying a person who comes back into view (`reidentify`), and the tracker
 import numpy as np
 
 from partsearch.video.detect import PersonBox
-from partsearch.video.stitch import (MAX_GAP_S, REID_MAX_APPEARANCE, REID_MIN_BOXES, Fragment, appearance, bhattacharyya,
-                                     bhattacharyya_to_all, link_cost, reidentify, stitch)
+from partsearch.video.stitch import (MAX_GAP_S, REID_MAX_APPEARANCE, REID_MAX_GAP_S, REID_MIN_BOXES, Fragment,
+                                     appearance, bhattacharyya, bhattacharyya_to_all, link_cost, reidentify,
+                                     stitch)
 from partsearch.video.track import PersonTracker
 
 RED, BLUE, GREEN = (40, 40, 200), (200, 60, 30), (40, 160, 40)  # BGR
@@ -156,5 +157,17 @@ def test_a_chain_of_look_alikes_does_not_join_its_two_ends():
     middle.signatures = [0.9 * red_blue + 0.1 * green] * len(middle.times)
     last.signatures = [0.6 * red_blue + 0.4 * green] * len(last.times)
     ab, bc = bhattacharyya(red_blue, middle.signatures[0]), bhattacharyya(middle.signatures[0], last.signatures[0])
-    assert ab < bc < REID_MAX_APPEARANCE < bhattacharyya(red_blue, last.signatures[0])  # the ends differ; each step is small
+    # each step is small, the ends differ
+    assert ab < bc < REID_MAX_APPEARANCE < bhattacharyya(red_blue, last.signatures[0])
     assert reidentify([first, middle, last]) == {1: 1, 2: 1, 3: 3}
+
+
+def test_a_look_alike_long_after_is_left_to_a_sightings_search():
+    first = _fragment(1, 0, 3, 0, (RED, BLUE))
+    much_later = _fragment(2, 3 + REID_MAX_GAP_S + 1, 6 + REID_MAX_GAP_S + 1, 0, (RED, BLUE))
+    assert reidentify([first, much_later]) == {1: 1, 2: 2}
+
+
+def test_a_person_who_keeps_coming_back_is_one_track_however_long_in_all():
+    visits = [_fragment(k, t, t + 3, 0, (RED, BLUE)) for k, t in enumerate(np.arange(0, 3 * REID_MAX_GAP_S, 60), 1)]
+    assert set(reidentify(visits).values()) == {1}

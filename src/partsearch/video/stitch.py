@@ -41,6 +41,9 @@ HIST_BINS = (8, 4, 4)  # hue, saturation, value
 # while all their mean signatures are closer than this.
 REID_MIN_BOXES = 15
 REID_MAX_APPEARANCE = 0.35
+# ... and only within this many seconds of one another: a return into view, not a look-alike hours
+# later (that is what a sightings search and a person's decision are for, docs/SEARCH.md).
+REID_MAX_GAP_S = 120.0
 
 
 def appearance(crop_bgr: np.ndarray) -> np.ndarray:
@@ -159,8 +162,9 @@ def reidentify(tracks: list[Fragment]) -> dict[int, int]:
 
     Agglomerative clustering with complete linkage, closest first: two groups of tracks are joined
     while every track of one is closer than `REID_MAX_APPEARANCE` to every track of the other (the
-    distance of their mean colour signatures), and no track of one is in view while a track of
-    the other is: one person is never in two places. Complete linkage keeps a group from drifting
+    distance of their mean colour signatures), no track of one is in view while a track of the
+    other is (one person is never in two places), and some track of one ends within
+    `REID_MAX_GAP_S` of where one of the other begins. Complete linkage keeps a group from drifting
     through a chain of look-alikes. Tracks with fewer than `REID_MIN_BOXES` boxes are left alone:
     their signature is too noisy to tell people apart. On vtest.avi the joins this makes are
     between passes of one person, IDF1 0.53 -> 0.81 (docs/VIDEO.md). People in alike clothes who
@@ -175,7 +179,9 @@ def reidentify(tracks: list[Fragment]) -> dict[int, int]:
     start = np.array([t.times[0] for t in groups])
     end = np.array([t.times[-1] for t in groups])
     apart = (start[:, None] > end[None, :]) | (start[None, :] > end[:, None])  # never in view together
-    joinable = np.where(apart, linkage, np.inf)
+    gap = np.maximum(start[:, None] - end[None, :], start[None, :] - end[:, None])
+    near = gap <= REID_MAX_GAP_S
+    joinable = np.where(apart & near, linkage, np.inf)
     alive = np.ones(n, bool)
     members = [[t.key] for t in groups]
     while True:
@@ -186,8 +192,9 @@ def reidentify(tracks: list[Fragment]) -> dict[int, int]:
         alive[j] = False
         linkage[i] = linkage[:, i] = np.maximum(linkage[i], linkage[j])
         apart[i] = apart[:, i] = apart[i] & apart[j]
+        near[i] = near[:, i] = near[i] | near[j]
         joinable[j] = joinable[:, j] = np.inf
-        joinable[i] = joinable[:, i] = np.where(apart[i] & alive, linkage[i], np.inf)
+        joinable[i] = joinable[:, i] = np.where(apart[i] & near[i] & alive, linkage[i], np.inf)
     first_seen = {t.key: t.times[0] for t in groups}
     for keys in (members[i] for i in np.flatnonzero(alive)):
         first = min(keys, key=first_seen.__getitem__)
