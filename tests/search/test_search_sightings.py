@@ -193,3 +193,21 @@ def test_a_track_seen_while_the_person_was_out_of_view_can_still_be_them(tmp_pat
     searcher = Searcher(tmp_path / "index", encoder=encoder)
     response = find_sightings(searcher, _crop(searcher, "cam1.avi", 1), k=5)
     assert [(r.role, r.sighting.track) for r in response.results] == [("source", 1), ("found", 2)]
+
+
+def test_the_clip_of_a_person_who_came_back_shows_the_visit_of_the_sighting(tmp_path, encoder):
+    import cv2
+
+    gallery = tmp_path / "gallery"
+    records = camera_gallery(gallery, {("cam1.avi", 1): [("red", "blue")] * 4}, {"cam1.avi": ("door", None)})
+    for record, t in zip(records, [0.1, 0.2, 4.5, 4.6]):  # out of view for 4.3 s: two visits
+        record["time"], record["frame"] = t, round(10 * t)
+    write_video_for(gallery, "cam1.avi", frames=50)
+    build_index(encoder, gallery, tmp_path / "index", progress=False, video_records=records)
+    searcher = Searcher(tmp_path / "index", encoder=encoder)
+    add_sighting(searcher, "c", _crop(searcher, "cam1.avi", 1), "confirmed")  # its first crop, at 0.1 s
+    data = export_case(searcher, "c", tmp_path / "export")
+    clip = cv2.VideoCapture(str(tmp_path / "export" / data["sightings"][0]["clip"]))
+    frames = clip.get(cv2.CAP_PROP_FRAME_COUNT)
+    clip.release()
+    assert frames == 13  # 0.1-0.2 s and 1 s either side, cut at the video's start; not on to 4.6 s

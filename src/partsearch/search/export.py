@@ -9,7 +9,9 @@ holds the evidence on its own.
     DIR/frames/NNNN.jpg  the frame it was seen in, with its box drawn (re-read from the video, else
                          the case's copy)
     DIR/clips/NNNN.mp4   the track's clip, CLIP_MARGIN s either side, with the box drawn on the
-                         frames its crops came from (cut with OpenCV, MPEG-4 part 2)
+                         frames its crops came from (cut with OpenCV, MPEG-4 part 2); of a person
+                         who left the view and came back (`tracks.visits`), the visit the
+                         sighting's crop is from
 
 The folder is written under a temporary name beside DIR and renamed when complete: a crash or
 a refused write leaves no half-written export (and an existing DIR is never overwritten). A
@@ -29,7 +31,7 @@ from partsearch.errors import DataError
 from partsearch.search.cases import CaseStore, Sighting
 from partsearch.search.searcher import Searcher
 from partsearch.search.store import storage
-from partsearch.search.tracks import VideoRecord, frame_with_box
+from partsearch.search.tracks import VideoRecord, frame_with_box, visits
 
 CLIP_MARGIN = 1.0  # seconds of video kept before the first and after the last crop [ours]
 CSV_FIELDS = ("number", "camera", "video", "time", "wall_time", "frame", "box", "track", "start", "end", "score",
@@ -78,6 +80,20 @@ def _track_boxes(searcher: Searcher, sighting: Sighting) -> dict[int, list[int]]
     return {gen.entries[r].video.frame: list(gen.entries[r].video.box) for r in rows}
 
 
+def _clip_span(searcher: Searcher, sighting: Sighting) -> tuple[float, float]:
+    """Seconds of the video the clip shows: the visit of the track that holds the sighting's crop
+    (the track's first to last crop when the index no longer holds it)."""
+    gen = searcher.current()
+    rows = gen.tracks.get((sighting.video, sighting.track), [])
+    time = sighting.time if sighting.time is not None else sighting.start
+    if len(rows) and time is not None:
+        for start, end in visits([gen.entries[r].video.time for r in rows]):
+            if start <= time <= end:
+                return start, end
+    start = sighting.start if sighting.start is not None else sighting.time
+    return start, sighting.end if sighting.end is not None else sighting.time
+
+
 def export_case(searcher: Searcher, name: str, out_dir: str | Path) -> dict:
     """Write case `name` of the searcher's index to `out_dir` (module docstring); returns what
     case.json holds."""
@@ -112,8 +128,8 @@ def export_case(searcher: Searcher, name: str, out_dir: str | Path) -> dict:
                         missing.append(f"sighting {number}: frame {s.frame} of {s.video} (video gone, no copy)")
                     clip = f"clips/{number:04d}.mp4"
                     try:
-                        cut_clip(images_root / s.video, partial / clip, s.start if s.start is not None else s.time,
-                                 s.end if s.end is not None else s.time, _track_boxes(searcher, s))
+                        cut_clip(images_root / s.video, partial / clip, *_clip_span(searcher, s),
+                                 _track_boxes(searcher, s))
                         files["clip"] = clip
                     except FileNotFoundError:
                         missing.append(f"sighting {number}: clip of {s.video} (the video is gone or unreadable)")
