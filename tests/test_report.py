@@ -157,3 +157,12 @@ def test_a_results_part_bars_show_its_score_relative_to_the_gallery():
     page = render_report(Report(title="t", summary=[], metrics={}, curves={}, queries=[
         QueryExample(text="a red tee", target="1", results=[item])]))
     assert "+2.4 sd" in page and "-1.2 sd" in page and "in standard deviations" in page
+
+
+def test_a_video_answer_of_a_person_who_came_back_shows_each_visit():
+    from partsearch.report import VideoQuery, VideoSection
+
+    report = _report()
+    answer = _video_answer(start=4.8, end=83.4, visits=[(4.8, 20.0), (61.2, 83.4)])
+    report.video = VideoSection(videos=["cam.avi"], summary="s", queries=[VideoQuery("a man in red", [answer], "max")])
+    assert "seen 0:04.8&ndash;0:20.0, 1:01.2&ndash;1:23.4" in render_report(report)

@@ -63,7 +63,8 @@ def search_video(encoder, videos: list[str], out: Path, queries: list[str],
                 rank=t.rank, score=t.score, video=Path(t.video).name, track=t.track, crops=t.crops,
                 start=t.start, end=t.end, time=b.time, frame=b.frame, box=tuple(b.box),
                 crop_url=data_url(Path(b.path).read_bytes(), "image/jpeg"),
-                frame_url=data_url(frame, "image/jpeg") if frame is not None else None, best_score=b.score))
+                frame_url=data_url(frame, "image/jpeg") if frame is not None else None, best_score=b.score,
+                visits=list(t.visits)))
         answers.append(VideoQuery(text=response.query, answers=found, aggregate=response.aggregate,
                                   match_threshold=response.match_threshold))
     done = [v for v in report.videos if v.status != "failed"]

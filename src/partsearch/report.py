@@ -67,6 +67,8 @@ class VideoAnswer:
     crop_url: str
     frame_url: str | None
     best_score: float = float("nan")  # s(v, t) of the best crop
+    # [(start, end)] seconds, one per visit when the person left the view and came back
+    visits: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -316,6 +318,7 @@ def clock(seconds: float) -> str:
 
 def _video_answer(a: VideoAnswer) -> str:
     esc = html.escape
+    seen = ", ".join(f"{clock(start)}&ndash;{clock(end)}" for start, end in (a.visits or [(a.start, a.end)]))
     x1, y1, x2, y2 = a.box
     frame = (f'<figure class="frame"><img src="{esc(a.frame_url)}" alt="frame {a.frame} of {esc(a.video)} with the '
              f'box of track {a.track}"><figcaption>frame {a.frame} at {clock(a.time)}, box ({x1}, {y1})&ndash;({x2}, '
@@ -325,7 +328,7 @@ def _video_answer(a: VideoAnswer) -> str:
             f'{a.track}"><figcaption>best crop</figcaption></figure><div class="facts">'
             f'<div class="head">#{a.rank} <b>{a.score:.3f}</b></div>'
             f"<div>{esc(a.video)}, track {a.track}</div>"
-            f"<div>seen {clock(a.start)}&ndash;{clock(a.end)}</div><div>{a.crops} crops</div></div>{frame}</div>")
+            f"<div>seen {seen}</div><div>{a.crops} crops</div></div>{frame}</div>")
 
 
 def _video_section(section: VideoSection) -> str:
