@@ -31,7 +31,7 @@ from partsearch.errors import DataError
 from partsearch.search.cases import CaseStore, Sighting
 from partsearch.search.searcher import Searcher
 from partsearch.search.store import storage
-from partsearch.search.tracks import VideoRecord, frame_with_box, visits
+from partsearch.search.tracks import VideoRecord, frame_with_box, track_visits
 
 CLIP_MARGIN = 1.0  # seconds of video kept before the first and after the last crop [ours]
 CSV_FIELDS = ("number", "camera", "video", "time", "wall_time", "frame", "box", "track", "start", "end", "score",
@@ -87,7 +87,7 @@ def _clip_span(searcher: Searcher, sighting: Sighting) -> tuple[float, float]:
     rows = gen.tracks.get((sighting.video, sighting.track), [])
     time = sighting.time if sighting.time is not None else sighting.start
     if len(rows) and time is not None:
-        for start, end in visits([gen.entries[r].video.time for r in rows]):
+        for start, end in track_visits(gen.entries, rows):
             if start <= time <= end:
                 return start, end
     start = sighting.start if sighting.start is not None else sighting.time

@@ -36,7 +36,7 @@ from partsearch.search import threshold as match_threshold
 from partsearch.search.encoder import Encoder, GalleryArrays
 from partsearch.search.segments import Entry, Generation
 from partsearch.search.store import IndexStore, check_model
-from partsearch.search.tracks import AGGREGATES, DEFAULT_AGGREGATE, visits
+from partsearch.search.tracks import AGGREGATES, DEFAULT_AGGREGATE, track_visits
 from partsearch.search.tracks import aggregate as aggregate_scores
 from partsearch.search.vectors import VectorIndex, exact_search
 
@@ -360,7 +360,7 @@ class Searcher:
                            start=first.video.time, end=last.video.time, best=best,
                            video_path=self._video_path(gen, entry), start_wall_time=first.video.wall_time,
                            end_wall_time=last.video.wall_time,
-                           visits=visits([gen.entries[int(r)].video.time for r in rows]))
+                           visits=track_visits(gen.entries, rows))
 
     def __len__(self) -> int:
         return len(self.current().entries)

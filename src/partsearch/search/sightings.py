@@ -26,7 +26,7 @@ from partsearch.search.cases import Case, CaseStore, Sighting
 from partsearch.search.encoder import GalleryArrays
 from partsearch.search.searcher import MAX_TOP_K, TRACK_CANDIDATES, Searcher
 from partsearch.search.segments import Generation
-from partsearch.search.tracks import DEFAULT_AGGREGATE, aggregate, frame_with_box, visits, wall_seconds
+from partsearch.search.tracks import DEFAULT_AGGREGATE, aggregate, frame_with_box, track_visits, wall_seconds
 
 GAMMA = 0.25  # weight of the rejected sightings' mean [ours]
 
@@ -84,13 +84,13 @@ def _interval(gen: Generation, rows: np.ndarray) -> tuple[str | None, list[tuple
     """(video, the track's visits in the video's seconds, the same in wall-clock seconds or None)
     of a track's rows (`tracks.visits`: a person who left the view and came back is not there in
     between)."""
-    records = [gen.entries[int(r)].video for r in rows]
-    if records[0] is None:
+    first = gen.entries[int(rows[0])].video
+    if first is None:
         return None, [(0.0, 0.0)], None
-    spans = visits([v.time for v in records])
-    wall = wall_seconds(records[0].wall_time)
-    offset = None if wall is None else wall - records[0].time  # the wall clock runs with the video
-    return records[0].video, spans, None if offset is None else [(a + offset, b + offset) for a, b in spans]
+    spans = track_visits(gen.entries, rows)
+    wall = wall_seconds(first.wall_time)
+    offset = None if wall is None else wall - first.time  # the wall clock runs with the video
+    return first.video, spans, None if offset is None else [(a + offset, b + offset) for a, b in spans]
 
 
 def _gap(a, b) -> float | None:

@@ -221,6 +221,11 @@ def visits(times: Sequence[float]) -> list[tuple[float, float]]:
     return spans
 
 
+def track_visits(entries: Sequence, rows: Iterable[int]) -> list[tuple[float, float]]:
+    """`visits` of a track's rows of an index (`Generation.entries`, each with its `video` record)."""
+    return visits([entries[int(r)].video.time for r in rows])
+
+
 def aggregate(scores: np.ndarray, method: str) -> float:
     """A track's score from its crops' scores `(n,)`, n >= 1 (`AGGREGATES`)."""
     if method == "max":

@@ -62,8 +62,10 @@ def appearance(crop_bgr: np.ndarray) -> np.ndarray:
 
 
 def bhattacharyya(a: np.ndarray, b: np.ndarray) -> float:
-    """Distance in [0, 1] between two signatures of `appearance` (0: the same histograms)."""
-    return float(bhattacharyya_to_all(a, np.asarray(b)[None])[0])
+    """Distance in [0, 1] between two signatures of `appearance` (0: the same histograms): from the
+    mean of the two halves' Bhattacharyya coefficients (each half sums to 1). The tracker calls it
+    for every detection and track, so it stays one product and one sum."""
+    return float(np.sqrt(max(0.0, 1.0 - float(np.sqrt(a * b).sum()) / 2)))
 
 
 def bhattacharyya_to_all(a: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -90,6 +92,16 @@ class Fragment:
 
     def signature(self) -> np.ndarray:
         return np.mean(self.signatures, axis=0)
+
+    @classmethod
+    def joined(cls, key: int, parts: list["Fragment"]) -> "Fragment":
+        """One fragment of `parts`' boxes in time order (a stitched walk), keyed `key`."""
+        walk = cls(key)
+        for part in sorted(parts, key=lambda f: f.times[0]):
+            walk.times += part.times
+            walk.boxes += part.boxes
+            walk.signatures += part.signatures
+        return walk
 
 
 def _centre_height(box) -> tuple[float, float, float]:

@@ -8,7 +8,7 @@ without losing it; detections that never reach a confirmed track (a false positi
 up for a frame) get no track id, and ingest drops them. Confirmed tracks are numbered 1, 2, ...
 in the order they first appear. Given the frames' pixels, the tracker also keeps each box's colour
 signature, and `track_ids(stitch_fragments=True)` joins the fragments of one person's walk
-(`partsearch.video.stitch`) before numbering; `reidentify=True` then joins the walks of a person
+(`partsearch.video.stitch`) before numbering; `reidentify_people=True` then joins the walks of a person
 who comes back into view.
 """
 
@@ -112,14 +112,7 @@ class PersonTracker:
             chains: dict[int, list[Fragment]] = {}
             for fragment in seen:
                 chains.setdefault(root[fragment.key], []).append(fragment)
-            walks = []
-            for key, parts in chains.items():
-                walk = Fragment(key)
-                for part in sorted(parts, key=lambda f: f.times[0]):
-                    for time, box, signature in zip(part.times, part.boxes, part.signatures):
-                        walk.add(time, box, signature)
-                walks.append(walk)
-            person = reidentify(walks)
+            person = reidentify([Fragment.joined(key, parts) for key, parts in chains.items()])
             root = {key: person.get(root[key], root[key]) for key in confirmed}
         numbers: dict[int, int] = {}
         for key in confirmed:
