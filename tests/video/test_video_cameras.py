@@ -110,3 +110,27 @@ def test_a_record_of_an_older_gallery_gets_the_file_stem_as_camera_and_no_wall_t
     old = {"crop": "crops/cam1/x_avi/t0001_f000000.jpg", "video": "../videos/cam1/x.avi", "frame": 0, "time": 0.0,
            "box": [0, 0, 10, 20], "track": 1}
     assert with_source_fields(old) == {**old, "camera": "x", "wall_time": None}
+
+
+def test_a_camera_name_that_is_not_valid_text_is_refused_before_anything_is_written(street, tmp_path, capsys):
+    # bytes that are not UTF-8 on a command line reach Python as lone surrogates
+    assert main(["ingest", str(street.path), "--out", str(tmp_path / "g"), "--camera", "gate\udcff"]) == 2
+    err = capsys.readouterr().err
+    assert "--camera: the camera name" in err and "not valid text" in err and "Traceback" not in err
+    assert not (tmp_path / "g").exists()
+
+
+def test_a_sidecar_camera_that_is_not_valid_text_is_refused_naming_the_sidecar(street, tmp_path):
+    from partsearch.video.cameras import resolve_sources
+
+    video = tmp_path / "gate.avi"
+    shutil.copy(street.path, video)
+    (tmp_path / "gate.avi.json").write_text('{"camera": "gate\\udcff"}')
+    with pytest.raises(DataError, match=r"gate\.avi\.json: the camera name .* not valid text"):
+        resolve_sources([video])
+
+
+def test_a_file_stem_that_is_not_valid_text_names_its_camera_with_replacement_characters(tmp_path):
+    from partsearch.video.cameras import resolve_sources
+
+    assert resolve_sources([tmp_path / "gate\udcff.avi"])[0].camera == "gate\ufffd"

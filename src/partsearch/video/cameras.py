@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -78,10 +79,25 @@ def read_sidecar(video: Path) -> dict:
     return data
 
 
+def _text(name: str, where: str) -> str:
+    """`name` if it is valid text; a DataError naming `where` if it holds bytes that are not UTF-8
+    (Python reads them from a command line or a JSON escape as lone surrogates, which no output can
+    write later)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataError(f"{where}: the camera name {name!r} is not valid text (character {err.start + 1} is not "
+                        "UTF-8); give the name in UTF-8") from None
+    return name
+
+
 def resolve_sources(videos: list[Path], camera: str | None = None, start: str | None = None) -> list[VideoSource]:
-    """One `VideoSource` per video, by the precedence in this module's docstring."""
+    """One `VideoSource` per video, by the precedence in this module's docstring. A file stem that
+    is not valid text names its camera with U+FFFD in place of the bytes that are not UTF-8."""
     if camera is not None and not camera.strip():
         raise DataError("--camera: give a non-empty name")
+    if camera is not None:
+        _text(camera, "--camera")
     if start is not None and len(videos) != 1:
         raise DataError(f"--start gives the start of one video, but {len(videos)} were given; write a sidecar "
                         "VIDEO.json beside each video instead (docs/VIDEO.md)")
@@ -89,7 +105,10 @@ def resolve_sources(videos: list[Path], camera: str | None = None, start: str | 
     sources = []
     for video in videos:
         sidecar = read_sidecar(video)
-        name = camera or sidecar.get("camera") or video.stem
+        if sidecar.get("camera"):
+            _text(sidecar["camera"], str(sidecar_path(video)))
+        stem = os.fsencode(video.stem).decode("utf-8", "replace")
+        name = camera or sidecar.get("camera") or stem
         when = start_time
         if when is None and sidecar.get("start"):
             when = parse_start(sidecar["start"], str(sidecar_path(video)))
