@@ -351,3 +351,13 @@ def test_a_video_slower_than_real_time_gets_a_hint_that_names_the_motion_gate():
     assert "--motion-gate" not in pace_hint(80.0, 100.0, IngestSettings(motion_gate=True))
     assert pace_hint(80.0, 40.0, IngestSettings()) is None  # faster than real time: nothing to say
     assert pace_hint(0.0, 40.0, IngestSettings()) is None  # the video's length is unknown
+
+
+def test_a_rerun_rewrites_a_video_whose_records_have_a_broken_line(street, tmp_path):
+    ingest([street.path], tmp_path / "g", IngestSettings(fps=FPS), detector=_replay(street), progress=False)
+    path = tmp_path / "g" / "crops" / "street_avi" / "records.jsonl"
+    before = path.read_text()
+    path.write_text(before + "{not json\n")
+    report = ingest([street.path], tmp_path / "g", IngestSettings(fps=FPS), detector=_replay(street), progress=False)
+    assert [v.status for v in report.videos] == ["ingested"]
+    assert path.read_text() == before

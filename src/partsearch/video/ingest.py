@@ -169,6 +169,20 @@ def read_marker(folder: Path) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("format") == FORMAT else None
 
 
+def _record_lines(path: Path) -> Iterator[tuple[int, dict | None]]:
+    """(line number, the record, or None for a line that is not a JSON object) of a records file,
+    blank lines left out."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            yield number, record if isinstance(record, dict) else None
+
+
 def read_records(out_dir: str | Path) -> list[dict]:
     """Every record of every finished video of a gallery, in video-name then frame order.
 
@@ -181,25 +195,27 @@ def read_records(out_dir: str | Path) -> list[dict]:
     for folder in finished_videos(out_dir):
         expected = read_marker(folder).get("video")
         path, others = folder / RECORDS, set()
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    record = None
-                if not isinstance(record, dict):
-                    print(f"warning: {path} line {number}: not a JSON object, skipped; run `partsearch ingest` "
-                          "on this video again to rewrite it", file=sys.stderr)
-                elif record.get("video") != expected:
-                    others.add(str(record.get("video")))
-                else:
-                    records.append(with_source_fields(record))
+        for number, record in _record_lines(path):
+            if record is None:
+                print(f"warning: {path} line {number}: not a JSON object, skipped; run `partsearch ingest` "
+                      "on this video again to rewrite it", file=sys.stderr)
+            elif record.get("video") != expected:
+                others.add(str(record.get("video")))
+            else:
+                records.append(with_source_fields(record))
         if others:
             print(f"warning: {path}: left out the records naming {', '.join(sorted(others))}, not the video "
                   f"{expected!r} that {folder / MARKER} names", file=sys.stderr)
     return records
+
+
+def _records_intact(folder: Path) -> bool:
+    """Whether a finished video's records file is there and every line of it is a JSON object: a
+    damaged one is ingested again rather than skipped."""
+    try:
+        return all(record is not None for _, record in _record_lines(folder / RECORDS))
+    except OSError:
+        return False
 
 
 def finished_videos(out_dir: Path) -> list[Path]:
@@ -323,7 +339,7 @@ def _ingest_all(keys: dict[str, Path], sources: dict[str, VideoSource], out_dir:
         final = out_dir / "crops" / key
         marker = read_marker(final)
         if (marker is not None and marker.get("settings") == wanted and marker.get("file") == _stat(path)
-                and marker.get("source") == sources[key].as_dict()):
+                and marker.get("source") == sources[key].as_dict() and _records_intact(final)):
             report.videos.append(VideoReport(key, str(path), "skipped"))
             continue
         try:
