@@ -79,6 +79,35 @@ def test_each_fragment_continues_into_at_most_one_the_closest_in_look():
     assert roots[2] == 1 and roots[3] == 3
 
 
+def _leaving_and_entering():
+    """A walker who goes out of a 300 px wide frame at its right border, heading right, and one
+    in the same clothes who comes in there 1 s later, heading left."""
+    a = _fragment(1, 0, 2, 230, (RED, BLUE))  # last box 270-300
+    b = _fragment(2, 3, 5, 328, (RED, BLUE), speed=-20)  # first box 268-298
+    return [a, b]
+
+
+def test_a_walker_who_left_the_view_does_not_continue_as_one_coming_in_where_they_left():
+    # vtest.avi: a man in a leather jacket leaves at the right edge, and 2 s later a man in a long
+    # black coat comes in at the same spot; stitching made them one track.
+    assert stitch(_leaving_and_entering(), frame=(300, 400)) == {1: 1, 2: 2}
+
+
+def test_a_walker_as_tall_as_the_frame_drifting_down_a_little_is_joined_across_a_gap():
+    # The synthetic street's figures fill half the frame's height: their boxes touch the bottom
+    # border, and HOG's boxes wobble down a few pixels a second as they walk sideways.
+    a, b = _fragment(1, 0, 2, 0, (RED, BLUE)), _fragment(2, 3, 5, 0, (RED, BLUE))
+    for fragment in (a, b):
+        fragment.boxes = [(x1, y1 + int(4 * t), x2, y2 + int(4 * t))
+                          for t, (x1, y1, x2, y2) in zip(fragment.times, fragment.boxes)]
+    assert stitch([a, b], frame=(400, 190)) == {1: 1, 2: 1}
+
+
+def test_the_same_walks_away_from_the_border_are_joined():
+    assert stitch(_leaving_and_entering(), frame=(600, 400)) == {1: 1, 2: 1}
+    assert stitch(_leaving_and_entering()) == {1: 1, 2: 1}  # frame size unknown
+
+
 def _frame(boxes_colours, size=(300, 400)):
     image = np.full((*size, 3), 128, np.uint8)
     for (x1, y1, x2, y2), (top, bottom) in boxes_colours:
@@ -100,6 +129,22 @@ def test_the_tracker_gives_a_person_missed_for_two_seconds_one_track_when_stitch
         keys += tracker.update([box], _frame([(box.xyxy, (RED, BLUE))]), t)
     assert len(set(tracker.track_ids().values())) == 2
     assert set(tracker.track_ids(stitch_fragments=True).values()) == {1}
+
+
+def test_the_tracker_keeps_apart_a_walker_who_left_at_the_border_and_one_who_came_in_there():
+    fps, tracker = 5.0, PersonTracker(5.0)  # frames 400 px wide
+    for n in range(40):
+        t = n / fps
+        if t < 3.0:
+            x = int(254 + 40 * t)  # out at the right border: the last box ends at 396
+        elif t >= 5.0:
+            x = int(368 - 40 * (t - 5.0))  # in at the same border 2 s later: the first ends at 398
+        else:
+            tracker.update([], _frame([]), t)
+            continue
+        box = PersonBox(x, 100, x + 30, 180, 1.0)
+        tracker.update([box], _frame([(box.xyxy, (RED, BLUE))]), t)
+    assert len(set(tracker.track_ids(stitch_fragments=True).values())) == 2
 
 
 def test_the_distance_to_all_rows_is_the_distance_to_each():

@@ -13,7 +13,10 @@ Fragment `a` may continue as fragment `b` when
   walker who slowed, stopped or turned), or within (gap + 0.5 s) x `KEEP_GOING` of where `a`'s
   velocity over its last second would have taken it (a walker who kept going);
 - they look alike: the Bhattacharyya distance between the fragments' mean colour histograms
-  (`appearance`) is below `MAX_APPEARANCE`.
+  (`appearance`) is below `MAX_APPEARANCE`;
+- `a` did not leave the view [ours]: when `a`'s last box is at a border of the frame, heading out
+  through it, and `b`'s first box is at the same border, `a`'s walker went out and `b`'s came in.
+  Someone who turns back just outside is joined later by `reidentify`, which asks a closer look.
 Among the allowed pairs, each fragment gets at most one successor and one predecessor, by a
 minimum-cost assignment (Hungarian, scipy) on appearance distance plus gap/`MAX_GAP_S`; chains of
 pairs are one track.
@@ -36,6 +39,11 @@ KEEP_GOING = 0.6
 VELOCITY_S = 1.0  # `a`'s velocity: a least-squares line through its box centres of its last second
 MAX_SCALE = 1.5
 MAX_APPEARANCE = 0.45
+# A box is at a border of the frame when it is within this many of its widths of it (HOG's boxes
+# pad the person, and a person half out of view is missed), and a walk heads out through it at
+# this many box heights per second or more.
+AT_BORDER = 0.5
+HEADING_OUT = 0.1
 HIST_BINS = (8, 4, 4)  # hue, saturation, value
 # Re-identification across any gap (`reidentify`): tracks with at least this many boxes, joined
 # while all their mean signatures are closer than this.
@@ -121,8 +129,24 @@ def _velocity(fragment: Fragment) -> tuple[float, float]:
     return float(slope[0]), float(slope[1])
 
 
-def link_cost(a: Fragment, b: Fragment) -> float | None:
-    """The cost of `b` continuing `a`, or None when it may not."""
+def _left_view(a: Fragment, b: Fragment, frame: tuple[int, int]) -> bool:
+    """Whether `a` ends at a border of a `frame` (width, height) heading out through it and `b`
+    begins at the same border."""
+    width, height = frame
+    vx, vy = np.array(_velocity(a)) / max(1.0, _centre_height(a.boxes[-1])[2])
+
+    def borders(box) -> tuple[bool, bool, bool, bool]:  # left, right, top, bottom
+        x1, y1, x2, y2 = box
+        margin = AT_BORDER * (x2 - x1)
+        return x1 <= margin, x2 >= width - margin, y1 <= margin, y2 >= height - margin
+
+    heading_out = (vx <= -HEADING_OUT, vx >= HEADING_OUT, vy <= -HEADING_OUT, vy >= HEADING_OUT)
+    return any(x and y and z for x, y, z in zip(borders(a.boxes[-1]), heading_out, borders(b.boxes[0])))
+
+
+def link_cost(a: Fragment, b: Fragment, frame: tuple[int, int] | None = None) -> float | None:
+    """The cost of `b` continuing `a`, or None when it may not; `frame` (width, height) is the
+    frame's size, when known."""
     gap = b.times[0] - a.times[-1]
     if not 0 < gap <= MAX_GAP_S:
         return None
@@ -136,13 +160,14 @@ def link_cost(a: Fragment, b: Fragment) -> float | None:
         if np.hypot(bx - ax - vx * gap, by - ay - vy * gap) > (gap + 0.5) * KEEP_GOING * height:
             return None
     distance = bhattacharyya(a.signature(), b.signature())
-    if distance >= MAX_APPEARANCE:
+    if distance >= MAX_APPEARANCE or (frame is not None and _left_view(a, b, frame)):
         return None
     return distance + gap / MAX_GAP_S
 
 
-def stitch(fragments: list[Fragment]) -> dict[int, int]:
-    """Fragment key -> the key of the first fragment of its chain (itself when not joined)."""
+def stitch(fragments: list[Fragment], frame: tuple[int, int] | None = None) -> dict[int, int]:
+    """Fragment key -> the key of the first fragment of its chain (itself when not joined);
+    `frame` is the frames' (width, height), when known (`link_cost`)."""
     from scipy.optimize import linear_sum_assignment
 
     n = len(fragments)
@@ -153,7 +178,7 @@ def stitch(fragments: list[Fragment]) -> dict[int, int]:
     cost = np.full((n, n), big)
     for i, a in enumerate(fragments):
         for j, b in enumerate(fragments):
-            if i != j and (c := link_cost(a, b)) is not None:
+            if i != j and (c := link_cost(a, b, frame)) is not None:
                 cost[i, j] = c
     rows, cols = linear_sum_assignment(cost)
     successor = {fragments[i].key: fragments[j].key for i, j in zip(rows, cols) if cost[i, j] < big}

@@ -77,11 +77,14 @@ class PersonTracker:
         self._objects: dict[int, object] = {}
         self._order: list[int] = []
         self._fragments: dict[int, Fragment] = {}
+        self._frame: tuple[int, int] | None = None  # (width, height) of the frames `update` saw
 
     def update(self, boxes: list[PersonBox], image: np.ndarray | None = None, time: float = 0.0) -> list[int]:
         """Provisional keys of `boxes` (-1: not tracked); `image` (BGR `(H, W, 3)`, the frame the
         boxes are in, at `time` seconds) gives them colour signatures for stitching."""
         signatures = [None if image is None else appearance(image[b.y1:b.y2, b.x1:b.x2]) for b in boxes]
+        if image is not None:
+            self._frame = (image.shape[1], image.shape[0])
         detections = [Detection(np.array([[b.x1, b.y1], [b.x2, b.y2]], dtype=np.float64), embedding=sig)
                       for b, sig in zip(boxes, signatures)]
         self._tracker.update(detections=detections)
@@ -107,7 +110,7 @@ class PersonTracker:
         root = {key: key for key in confirmed}
         seen = [self._fragments[key] for key in confirmed if key in self._fragments]
         if stitch_fragments:
-            root.update(stitch(seen))
+            root.update(stitch(seen, self._frame))
         if reidentify_people:
             chains: dict[int, list[Fragment]] = {}
             for fragment in seen:
