@@ -204,7 +204,7 @@ def reidentify(tracks: list[Fragment]) -> dict[int, int]:
     `REID_MAX_GAP_S` of where one of the other begins. Complete linkage keeps a group from drifting
     through a chain of look-alikes. Tracks with fewer than `REID_MIN_BOXES` boxes are left alone:
     their signature is too noisy to tell people apart. On vtest.avi the joins this makes are
-    between passes of one person, IDF1 0.53 -> 0.81 (docs/VIDEO.md). People in alike clothes who
+    between passes of one person, IDF1 0.53 -> 0.82 (docs/VIDEO.md). People in alike clothes who
     are never in view together may be joined."""
     root = {t.key: t.key for t in tracks}
     groups = [t for t in tracks if len(t.times) >= REID_MIN_BOXES]
