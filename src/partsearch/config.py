@@ -68,6 +68,9 @@ class ModelConfig:
     decoder_layers: int = 2  # [ours]
     decoder_heads: int = 8
     dropout: float = 0.1
+    # [ours] dropout on the attention weights of the heads' encoders and decoder; None = `dropout`.
+    # 0 in the demo's config: the coarse tokens' maps lie more on the person (METHOD.md).
+    attention_dropout: float | None = None
     similarity_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (w_g, w_c, w_f) [ours]
     # [ours] std of the learnable coarse and fine query tokens at initialisation (METHOD.md, "Making
     # the parts form"): at 0.02 the decoder's self-attention averaged them into one token before
@@ -223,6 +226,7 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "model.num_coarse": (1, None),
     "model.num_fine": (1, None),
     "model.dropout": (0, 1),
+    "model.attention_dropout": (0, 1),
     "loss.margin": (0, None),
     "train.backbone_lr_factor": (0, None),
     "train.weight_decay": (0, None),
@@ -240,6 +244,8 @@ def check_limits(cfg: Config) -> None:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         for v in value if isinstance(value, tuple) else (value,):
+            if v is None:  # an optional value left to its default
+                continue
             if (low is not None and v < low) or (high is not None and v > high):
                 wanted = f">= {low}" if high is None else f"between {low} and {high}"
                 raise ConfigError(f"{key}: every value must be {wanted}, got {list(value)}" if isinstance(value, tuple)

@@ -220,3 +220,22 @@ def test_query_init_std_and_encoder_layers_build_what_they_say():
     queries = torch.cat([model.shared_decoder.coarse_queries, model.fine_text_queries]).detach()
     assert 0.35 < queries.std().item() < 0.5  # a normal at 0.5 cut at 2 std
     assert len(model.image_encoder.layers) == len(model.text_encoder.layers) == 3
+
+
+def _attention_and_other_dropouts(model: PartSearchModel) -> tuple[set[float], set[float]]:
+    from partsearch.model.encoders import Attention, Dropout
+
+    heads = [model.image_encoder, model.text_encoder, model.shared_decoder]
+    attention = {m.dropout for h in heads for m in h.modules() if isinstance(m, Attention)}
+    other = {m.p for h in heads for m in h.modules() if isinstance(m, Dropout)}
+    return attention, other
+
+
+def test_attention_dropout_sets_the_attention_weights_dropout_of_encoders_and_decoder_alone():
+    model = PartSearchModel(tiny_config(dropout=0.1, attention_dropout=0.0), vocab_size=BERT_VOCAB, image_size=(64, 32))
+    assert _attention_and_other_dropouts(model) == ({0.0}, {0.1})
+
+
+def test_attention_dropout_left_unset_is_the_model_dropout():
+    model = PartSearchModel(tiny_config(dropout=0.1), vocab_size=BERT_VOCAB, image_size=(64, 32))
+    assert _attention_and_other_dropouts(model) == ({0.1}, {0.1})

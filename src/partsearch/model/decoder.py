@@ -40,12 +40,13 @@ def query_tokens(count: int, dim: int, std: float) -> nn.Parameter:
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float | None = None) -> None:
         super().__init__()
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.norm1 = nn.LayerNorm(dim)
-        self.self_attn = Attention(dim, heads, dropout)
+        self.self_attn = Attention(dim, heads, attention_dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.cross_attn = Attention(dim, heads, dropout)
+        self.cross_attn = Attention(dim, heads, attention_dropout)
         self.norm3 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, dropout)
         self.drop = Dropout(dropout)
@@ -63,13 +64,14 @@ class DecoderLayer(nn.Module):
 
 class SharedDecoder(nn.Module):
     """`forward(memory (B, N, d), memory_mask (B, N) | None, fine_queries (P, d) | None,
-    need_weights) -> DecoderOutput`; `coarse_queries` `(N_c, d)` are the shared tokens Q_c."""
+    need_weights) -> DecoderOutput`; `coarse_queries` `(N_c, d)` are the shared tokens Q_c;
+    `attention_dropout` (None: `dropout`) is the dropout on the attention weights."""
 
     def __init__(self, dim: int, num_coarse: int, layers: int, heads: int, dropout: float,
-                 query_init_std: float = 0.02) -> None:
+                 query_init_std: float = 0.02, attention_dropout: float | None = None) -> None:
         super().__init__()
         self.coarse_queries = query_tokens(num_coarse, dim, query_init_std)
-        self.layers = nn.ModuleList(DecoderLayer(dim, heads, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, dropout, attention_dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
     def forward(

@@ -112,12 +112,13 @@ class FeedForward(nn.Sequential):
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm self-attention + feed-forward, with residuals [ours: pre-norm]."""
+    """Pre-norm self-attention + feed-forward, with residuals [ours: pre-norm]; `attention_dropout`
+    (None: `dropout`) is the dropout on the attention weights."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
+        self.attn = Attention(dim, heads, dropout if attention_dropout is None else attention_dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, dropout)
         self.drop = Dropout(dropout)
@@ -136,7 +137,8 @@ class ModalityEncoder(nn.Module):
     `grid=(h, w)` makes it an image encoder with a positional encoding of `h*w` positions.
     """
 
-    def __init__(self, in_dim: int, dim: int, layers: int, heads: int, dropout: float, grid: tuple[int, int] | None = None) -> None:
+    def __init__(self, in_dim: int, dim: int, layers: int, heads: int, dropout: float, grid: tuple[int, int] | None = None,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
         self.grid = grid
@@ -144,7 +146,7 @@ class ModalityEncoder(nn.Module):
         if grid is not None:
             self.pos = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim))
             nn.init.trunc_normal_(self.pos, std=0.02)
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, dropout, attention_dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,16 +74,19 @@ class PartSearchModel(nn.Module):
         self.text_backbone = build_text_backbone(cfg, vocab_size)
         self.grid: tuple[int, int] = self.image_backbone.grid
         self.image_encoder = ModalityEncoder(
-            self.image_backbone.out_dim, cfg.dim, cfg.encoder_layers, cfg.encoder_heads, cfg.dropout, grid=self.grid
+            self.image_backbone.out_dim, cfg.dim, cfg.encoder_layers, cfg.encoder_heads, cfg.dropout, grid=self.grid,
+            attention_dropout=cfg.attention_dropout,
         )
-        self.text_encoder = ModalityEncoder(self.text_backbone.out_dim, cfg.dim, cfg.encoder_layers, cfg.encoder_heads, cfg.dropout)
+        self.text_encoder = ModalityEncoder(self.text_backbone.out_dim, cfg.dim, cfg.encoder_layers, cfg.encoder_heads,
+                                            cfg.dropout, attention_dropout=cfg.attention_dropout)
         if cfg.fine_source not in FINE_SOURCES:
             raise ConfigError(f"model.fine_source: unknown value {cfg.fine_source!r}; use one of {', '.join(FINE_SOURCES)}")
         if not cfg.query_init_std > 0:
             raise ConfigError(f"model.query_init_std must be > 0, got {cfg.query_init_std}")
         self.fine_source = cfg.fine_source
         self.shared_decoder = SharedDecoder(
-            cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std)
+            cfg.dim, cfg.num_coarse, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.query_init_std,
+            attention_dropout=cfg.attention_dropout)
         self.fine_foreground = cfg.fine_foreground
         self.fine_text_queries = query_tokens(cfg.num_fine, cfg.dim, cfg.query_init_std)
 
