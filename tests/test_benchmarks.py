@@ -415,3 +415,13 @@ def test_step_profile_gives_the_before_variant_torch_s_own_dropout_for_its_step_
     before._step = lambda record: seen.append(encoders.CPU_WORD_DROPOUT)
     before.step()
     assert seen == [False] and encoders.CPU_WORD_DROPOUT is True
+
+
+def test_step_profile_s_before_variant_is_the_demo_config_as_issue_25_found_it():
+    from benchmarks.step_profile import BEFORE
+    from partsearch.config import load_config
+
+    shipped = load_config(Path(__file__).resolve().parent.parent / "configs" / "synth_cpu.yaml")
+    before = load_config(Path(__file__).resolve().parent.parent / "configs" / "synth_cpu.yaml", BEFORE)
+    assert before.train.cache_frozen_text is False and before.model.attention_dropout == 0.1
+    assert shipped.train.cache_frozen_text is True and shipped.model.attention_dropout == 0.0
