@@ -16,7 +16,8 @@ Fragment `a` may continue as fragment `b` when
   (`appearance`) is below `MAX_APPEARANCE`;
 - `a` did not leave the view [ours]: when `a`'s last box is at a border of the frame, heading out
   through it, and `b`'s first box is at the same border, `a`'s walker went out and `b`'s came in.
-  Someone who turns back just outside is joined later by `reidentify`, which asks a closer look.
+  Someone who turns back just outside may be joined later by `reidentify`, which asks for closer
+  colours.
 Among the allowed pairs, each fragment gets at most one successor and one predecessor, by a
 minimum-cost assignment (Hungarian, scipy) on appearance distance plus gap/`MAX_GAP_S`; chains of
 pairs are one track.
