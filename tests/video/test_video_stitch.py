@@ -1,13 +1,14 @@
 """Joining the fragments of one person's walk by motion and colour (`partsearch.video.stitch`),
-re-identifying a person who comes back into view (`reidentify`), and the tracker that feeds them
+cutting a track where it passed from one person to another (`split_handoffs`), re-identifying a person who comes back into view (`reidentify`), and the tracker that feeds them
 (`PersonTracker.track_ids`)."""
 
 import numpy as np
+import pytest
 
 from partsearch.video.detect import PersonBox
 from partsearch.video.stitch import (MAX_GAP_S, REID_MAX_APPEARANCE, REID_MAX_GAP_S, REID_MIN_BOXES, Fragment,
                                      appearance, bhattacharyya, bhattacharyya_to_all, link_cost, reidentify,
-                                     stitch)
+                                     split_handoffs, stitch)
 from partsearch.video.track import PersonTracker
 
 RED, BLUE, GREEN = (40, 40, 200), (200, 60, 30), (40, 160, 40)  # BGR
@@ -216,3 +217,61 @@ def test_a_look_alike_long_after_is_left_to_a_sightings_search():
 def test_a_person_who_keeps_coming_back_is_one_track_however_long_in_all():
     visits = [_fragment(k, t, t + 3, 0, (RED, BLUE)) for k, t in enumerate(np.arange(0, 3 * REID_MAX_GAP_S, 60), 1)]
     assert set(reidentify(visits).values()) == {1}
+
+
+def _met(colours_after, lost_colours, lost_x0=400):
+    """A walker who stands at x 200 for 6 s in red over blue and, from 3 s, a box there in
+    `colours_after` (the tracker followed it on to someone else); and a walker in `lost_colours`
+    coming from `lost_x0` towards them, lost at 2 s."""
+    stands = _fragment(1, 0, 6, 200, (RED, BLUE), speed=0)
+    later = appearance(_crop(*colours_after))
+    stands.signatures = [s if t < 3 else later for t, s in zip(stands.times, stands.signatures)]
+    comes = _fragment(2, 0, 2, lost_x0, lost_colours, speed=-80)  # 80 px/s, one box height
+    return stands, comes
+
+
+def test_a_track_that_passed_to_the_walker_lost_there_is_cut_where_it_did():
+    stands, comes = _met((GREEN, GREEN), (GREEN, GREEN))
+    fragments, cuts = split_handoffs([stands, comes], next_key=10)
+    assert list(cuts) == [1] and cuts[1] == (pytest.approx(3.0), 10)
+    assert [(f.key, len(f.times)) for f in fragments] == [(1, 15), (10, 16), (2, 11)]  # 0-2.8 s, 3-6 s
+
+
+def test_the_later_part_of_a_cut_track_joins_the_walker_it_passed_to_and_not_its_own_earlier_part():
+    stands, comes = _met((GREEN, GREEN), (GREEN, GREEN))
+    fragments, cuts = split_handoffs([stands, comes], next_key=10)
+    assert stitch(fragments, apart={(1, 10)}) == {1: 1, 10: 2, 2: 2}
+
+
+def test_a_track_whose_colours_change_is_not_cut_when_no_walker_like_the_change_was_lost_there():
+    stands, comes = _met((GREEN, GREEN), (RED, BLUE))  # the lost walker is dressed as the first
+    assert split_handoffs([stands, comes], next_key=10)[1] == {}
+    stands, far = _met((GREEN, GREEN), (GREEN, GREEN), lost_x0=2000)  # lost far away
+    assert split_handoffs([stands, far], next_key=10)[1] == {}
+
+
+def test_two_people_kept_apart_are_not_reidentified_however_alike():
+    first, back = _fragment(1, 0, 3, 0, (RED, BLUE)), _fragment(2, 20, 23, 600, (RED, BLUE))
+    assert reidentify([first, back], apart={(1, 2)}) == {1: 1, 2: 2}
+
+
+def test_the_tracker_gives_the_boxes_after_a_handoff_the_track_of_the_walker_they_show():
+    fps, tracker = 5.0, PersonTracker(5.0)  # a man stands at x 200; a woman in green walks up to him
+    seen = []
+    for n in range(31):
+        t = n / fps
+        man = PersonBox(200, 100, 230, 180, 1.0)
+        colours = [(man.xyxy, (RED, BLUE) if t < 3 else (GREEN, GREEN))]  # from 3 s the box is her
+        boxes = [man]
+        if t <= 2.0:
+            x = int(400 - 80 * t)
+            boxes.append(PersonBox(x, 100, x + 30, 180, 1.0))
+            colours.append((boxes[-1].xyxy, (GREEN, GREEN)))
+        keys = tracker.update(boxes, _frame(colours, size=(300, 640)), t)
+        seen += [(t, box.x1, key) for box, key in zip(boxes, keys)]
+    ids = tracker.track_ids(stitch_fragments=True)
+    track = {(t, x): ids[tracker.key_at(key, t)] for t, x, key in seen if key >= 0}
+    man_first, woman = track[(1.0, 200)], track[(1.0, int(400 - 80))]
+    assert man_first != woman
+    assert track[(2.8, 200)] == man_first
+    assert track[(3.0, 200)] == track[(6.0, 200)] == woman

@@ -446,7 +446,7 @@ def _ingest_video(path: Path, key: str, source: VideoSource, out_dir: Path, sett
     rel_video = Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
     records = []
     for frame_index, t, box, provisional, name in pending:
-        track = ids.get(provisional)
+        track = ids.get(tracker.key_at(provisional, t))
         if track is None:
             (work / name).unlink()  # never a confirmed track: a detector flash
             continue

@@ -7,9 +7,11 @@ A track is confirmed once Norfair has matched it in `INITIALIZATION_DELAY` + 1 s
 without losing it; detections that never reach a confirmed track (a false positive that flashes
 up for a frame) get no track id, and ingest drops them. Confirmed tracks are numbered 1, 2, ...
 in the order they first appear. Given the frames' pixels, the tracker also keeps each box's colour
-signature, and `track_ids(stitch_fragments=True)` joins the fragments of one person's walk
-(`partsearch.video.stitch`) before numbering; `reidentify_people=True` then joins the walks of a person
-who comes back into view.
+signature, and `track_ids(stitch_fragments=True)` cuts a track where it passed from one person to
+another who met them and joins the fragments of one person's walk (`partsearch.video.stitch`) before
+numbering; `reidentify_people=True` then joins the walks of a person who comes back into view. A
+box's track is then `ids[tracker.key_at(key, time)]`: after a cut, the later boxes of a
+provisional key have a key of their own.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from partsearch.errors import UserError
 from partsearch.video.detect import PersonBox
-from partsearch.video.stitch import Fragment, appearance, bhattacharyya, reidentify, stitch
+from partsearch.video.stitch import Fragment, appearance, bhattacharyya, reidentify, split_handoffs, stitch
 
 try:
     from norfair import Detection, Tracker
@@ -78,6 +80,8 @@ class PersonTracker:
         self._order: list[int] = []
         self._fragments: dict[int, Fragment] = {}
         self._frame: tuple[int, int] | None = None  # (width, height) of the frames `update` saw
+        self._first: dict[int, float] = {}  # provisional key -> the time it was first tracked
+        self._cuts: dict[int, tuple[float, int]] = {}  # the last `track_ids`' `split_handoffs`
 
     def update(self, boxes: list[PersonBox], image: np.ndarray | None = None, time: float = 0.0) -> list[int]:
         """Provisional keys of `boxes` (-1: not tracked); `image` (BGR `(H, W, 3)`, the frame the
@@ -97,27 +101,45 @@ class PersonTracker:
                 if obj.initializing_id not in self._objects:
                     self._objects[obj.initializing_id] = obj
                     self._order.append(obj.initializing_id)
+                    self._first[obj.initializing_id] = time
                 if signatures[i] is not None:
                     self._fragments.setdefault(obj.initializing_id, Fragment(obj.initializing_id)).add(
                         time, boxes[i].xyxy, signatures[i])
         return keys
 
     def track_ids(self, stitch_fragments: bool = False, reidentify_people: bool = False) -> dict[int, int]:
-        """Provisional key -> track id (1, 2, ... by first appearance), confirmed tracks only; with
-        `stitch_fragments`, the fragments `stitch` joins share an id (those `update` saw pixels of),
-        and with `reidentify_people` too, the stitched tracks `reidentify` joins."""
+        """Key -> track id (1, 2, ... by first appearance), confirmed tracks only; with
+        `stitch_fragments`, a fragment that passed from one person to another is cut in two, the
+        later part under a key of its own (`key_at`), and the fragments `stitch` joins share an id
+        (those `update` saw pixels of); with `reidentify_people` too, the stitched tracks
+        `reidentify` joins."""
         confirmed = [key for key in self._order if self._objects[key].id is not None]
-        root = {key: key for key in confirmed}
+        start = {key: self._first[key] for key in confirmed}
         seen = [self._fragments[key] for key in confirmed if key in self._fragments]
+        self._cuts, apart = {}, set()
         if stitch_fragments:
-            root.update(stitch(seen, self._frame))
+            seen, self._cuts = split_handoffs(seen, max(self._objects, default=0) + 1, self._frame)
+            for key, (time, later) in self._cuts.items():
+                start[later] = time
+                apart.add((key, later))
+        units = sorted(start, key=start.__getitem__)  # stable: ties keep the order they were tracked in
+        root = {key: key for key in units}
+        if stitch_fragments:
+            root.update(stitch(seen, self._frame, apart))
         if reidentify_people:
             chains: dict[int, list[Fragment]] = {}
             for fragment in seen:
                 chains.setdefault(root[fragment.key], []).append(fragment)
-            person = reidentify([Fragment.joined(key, parts) for key, parts in chains.items()])
-            root = {key: person.get(root[key], root[key]) for key in confirmed}
+            person = reidentify([Fragment.joined(key, parts) for key, parts in chains.items()],
+                                {(root[a], root[b]) for a, b in apart})
+            root = {key: person.get(root[key], root[key]) for key in units}
         numbers: dict[int, int] = {}
-        for key in confirmed:
+        for key in units:
             numbers.setdefault(root[key], len(numbers) + 1)
-        return {key: numbers[root[key]] for key in confirmed}
+        return {key: numbers[root[key]] for key in units}
+
+    def key_at(self, key: int, time: float) -> int:
+        """The key under which the last `track_ids` numbered the box of provisional `key` at `time`:
+        `key`, or the key of its later part when `track_ids` cut it before `time`."""
+        cut = self._cuts.get(key)
+        return cut[1] if cut is not None and time >= cut[0] else key
