@@ -275,3 +275,11 @@ def test_the_tracker_gives_the_boxes_after_a_handoff_the_track_of_the_walker_the
     assert man_first != woman
     assert track[(2.8, 200)] == man_first
     assert track[(3.0, 200)] == track[(6.0, 200)] == woman
+
+
+def test_the_earlier_part_of_a_cut_track_is_not_continued_by_whoever_appears_where_it_ended():
+    stands, comes = _met((GREEN, GREEN), (GREEN, GREEN))
+    fragments, cuts = split_handoffs([stands, comes], next_key=10)
+    nearby = _fragment(3, 3.6, 6, 240, (RED, BLUE), speed=0)  # someone in his colours, beside him
+    assert stitch(fragments + [nearby], apart={(1, 10)})[3] == 1  # what it would join without `last`
+    assert stitch(fragments + [nearby], apart={(1, 10)}, last=cuts)[3] == 3

@@ -23,7 +23,7 @@ minimum-cost assignment (Hungarian, scipy) on appearance distance plus gap/`MAX_
 pairs are one track.
 
 Before that, `split_handoffs` cuts a fragment where the tracker followed one box from a walker to
-another who met them, and the two parts are kept apart.
+another who met them; the two parts are kept apart, and the earlier one is not continued.
 
 `reidentify` then joins the tracks of a person who leaves the view and comes back, by colour alone:
 people walk loops through a fixed camera's view, and each return would otherwise be a new track.
@@ -226,7 +226,7 @@ def split_handoffs(fragments: list[Fragment], next_key: int,
     """`fragments` with each that took over another walker (`handoff`) cut in two, the later part
     keyed `next_key`, `next_key + 1`, ...; and the key of each fragment cut -> (the time of its later
     part's first box, that part's key). The two parts are two people: `stitch` and `reidentify` take
-    them as `apart`."""
+    them as `apart`, and `stitch` does not continue the earlier part (`last`)."""
     out: list[Fragment] = []
     cuts: dict[int, tuple[float, int]] = {}
     by_end = sorted(fragments, key=lambda f: f.times[-1])
@@ -246,10 +246,13 @@ def split_handoffs(fragments: list[Fragment], next_key: int,
 
 
 def stitch(fragments: list[Fragment], frame: tuple[int, int] | None = None,
-           apart: Collection[tuple[int, int]] = ()) -> dict[int, int]:
+           apart: Collection[tuple[int, int]] = (), last: Collection[int] = ()) -> dict[int, int]:
     """Fragment key -> the key of the first fragment of its chain (itself when not joined);
     `frame` is the frames' (width, height), when known (`link_cost`); the pairs of keys in `apart`
-    are two people (`split_handoffs`) and are never linked."""
+    are two people (`split_handoffs`) and are never linked, and the fragments keyed in `last` are
+    not continued: the earlier part of a track `split_handoffs` cut ends where its walker was hidden
+    by the one who took their place, and the next fragment to begin there within seconds is as
+    likely another of the people who met (their return is left to `reidentify`)."""
     from scipy.optimize import linear_sum_assignment
 
     n = len(fragments)
@@ -257,11 +260,12 @@ def stitch(fragments: list[Fragment], frame: tuple[int, int] | None = None,
     if n < 2:
         return root
     big = 1e6
-    never = {frozenset(pair) for pair in apart}
+    never, ended = {frozenset(pair) for pair in apart}, set(last)
     cost = np.full((n, n), big)
     for i, a in enumerate(fragments):
         for j, b in enumerate(fragments):
-            if i != j and frozenset((a.key, b.key)) not in never and (c := link_cost(a, b, frame)) is not None:
+            if (i != j and a.key not in ended and frozenset((a.key, b.key)) not in never
+                    and (c := link_cost(a, b, frame)) is not None):
                 cost[i, j] = c
     rows, cols = linear_sum_assignment(cost)
     successor = {fragments[i].key: fragments[j].key for i, j in zip(rows, cols) if cost[i, j] < big}

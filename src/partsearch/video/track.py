@@ -125,7 +125,7 @@ class PersonTracker:
         units = sorted(start, key=start.__getitem__)  # stable: ties keep the order they were tracked in
         root = {key: key for key in units}
         if stitch_fragments:
-            root.update(stitch(seen, self._frame, apart))
+            root.update(stitch(seen, self._frame, apart, last=self._cuts))
         if reidentify_people:
             chains: dict[int, list[Fragment]] = {}
             for fragment in seen:
