@@ -8,7 +8,9 @@ code's own explanation (`search.explain.part_baseline` and `searcher.part_cosine
 INDEX_DIR as the baseline), and the check asks whether the stripe whose bar drops most belongs to
 the changed region (upper colour: shoulders or torso; lower colour: hips or legs; shoes: feet).
 It reports the share of such cases per region, for the relative bars the page and the report show
-(relative = (cos - gallery mean) / gallery std per stripe) and for the raw cosines.
+(relative = (cos - the stripe's gallery mean) / the stripes' typical gallery standard deviation,
+one scale per query) and for the raw cosines. With one scale the two rank a pair's drops alike; the
+raw column stays so that a change of the bars' formula shows against it.
 
     python -m benchmarks explain-check INDEX_DIR --data SYNTH_DIR [--cases 60] [--json OUT]
 

@@ -156,7 +156,7 @@ def test_a_results_part_bars_show_its_score_relative_to_the_gallery():
                       relative_parts=[("torso", 2.4), ("feet", -1.2)])
     page = render_report(Report(title="t", summary=[], metrics={}, curves={}, queries=[
         QueryExample(text="a red tee", target="1", results=[item])]))
-    assert "+2.4 sd" in page and "-1.2 sd" in page and "in standard deviations" in page
+    assert "+2.4 sd" in page and "-1.2 sd" in page and "typical standard deviation" in page
 
 
 def test_a_video_answer_of_a_person_who_came_back_shows_each_visit():

@@ -28,7 +28,8 @@ class ResultItem:
     image_url: str  # a data: URL (PNG or JPEG)
     heatmaps: list[tuple[str, str]] = field(default_factory=list)  # (label, data: URL) overlays
     part_scores: list[tuple[str, float]] = field(default_factory=list)  # (label, cosine)
-    # (region, score relative to the gallery for this query, in standard deviations; search/explain.py)
+    # (region, score relative to the gallery for this query, in the parts' typical standard deviation
+    # there; search/explain.py)
     relative_parts: list[tuple[str, float]] = field(default_factory=list)
 
 
@@ -179,7 +180,7 @@ def _metrics_table(metrics: dict, chance_r1: float | None = None) -> str:
 
 
 def _bar(label: str, value: float, scale: float = 1.0, unit: str = "") -> str:
-    """`value` in [-scale, scale] (a cosine, or a relative score in standard deviations with
+    """`value` in [-scale, scale] (a cosine, or a relative score in typical standard deviations with
     scale 3) as a bar on a fixed track whose middle is 0."""
     v = max(-1.0, min(1.0, value / scale))
     left, width = (50.0, 50.0 * v) if v >= 0 else (50.0 + 50.0 * v, -50.0 * v)
@@ -379,7 +380,8 @@ def render_report(report: Report) -> str:
             f"over coarse tokens, mean over fine parts), so it lies in [-3, 3]. Each result shows the image, "
             f"its foreground map and the map on each body stripe. A stripe's bar is how well it matches the "
             f"query's fine token for that stripe against the gallery: its cosine minus that stripe's mean over the gallery "
-            f"for this query, in standard deviations (a full bar is 3), so a described part that matches reads "
+            f"for this query, in the stripes' typical standard deviation over it (one scale for all stripes, so a bar's "
+            f"length follows the score; a full bar is 3), so a described part that matches reads "
             f"positive and one that does not reads negative; the coarse tokens' cosines follow (from -1 to +1).</p>{''.join(queries)}"
             f"{video}</body></html>")
 

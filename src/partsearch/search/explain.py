@@ -10,11 +10,15 @@ next to cos(f_v^i, f_t^i). The overlays are PNG data URLs so one JSON answer car
 A part's cosine alone does not explain: for one query every image's stripes read about the same
 (+0.13 to +0.21 for a hit and its misses alike on the demo), because much of a part's cosine is
 what any person shares with the sentence. So each part also gets its score relative to the
-gallery for this query [ours]: `relative` = (cos - mean) / std of that part's cosine over the
-gallery (`part_baseline`: up to BASELINE_ROWS rows, evenly spaced), in standard deviations. A part
-that matches better than most of the gallery reads clearly positive, one that does not reads
-negative; `python -m benchmarks explain-check` measures how often the part that differs between
-two people is the one whose bar drops most.
+gallery for this query [ours]: `relative` = (cos - mean) / spread, the mean of that part's cosine
+over the gallery (`part_baseline`: up to BASELINE_ROWS rows, evenly spaced) and the parts' typical
+standard deviation there (the root mean square of the P parts' own). A part that matches better
+than most of the gallery reads positive, one that does not reads negative, and one scale for all
+parts keeps a bar's length to what the part adds to the score: a part's own standard deviation
+would blow up a stripe where the gallery hardly varies (shoes), and `python -m benchmarks
+explain-check`, which measures how often the part that differs between two people is the one whose
+bar drops most, found that in 56.7% of cases with each part's own against 67.2% with one scale
+(docs/BENCHMARKS.md section 13).
 """
 
 from __future__ import annotations
@@ -73,13 +77,14 @@ def png_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def part_baseline(gen, emb, rows: int = BASELINE_ROWS) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation `(P,)` of each fine part's cosine with the query `emb` over the
-    gallery of `gen` (at most `rows` rows, evenly spaced, so a million images cost as 4,096)."""
+def part_baseline(gen, emb, rows: int = BASELINE_ROWS) -> tuple[np.ndarray, float]:
+    """The mean `(P,)` of each fine part's cosine with the query `emb` over the gallery of `gen`,
+    and the parts' typical standard deviation there (the root mean square of the P parts' own), at
+    most `rows` rows, evenly spaced, so a million images cost as 4,096."""
     total = len(gen.entries)
     picked = np.unique(np.linspace(0, total - 1, min(total, rows)).round().astype(np.int64))
     _, _, fine = part_cosines(gen.arrays, picked, emb)
-    return fine.mean(axis=0), np.maximum(fine.std(axis=0), 1e-6)
+    return fine.mean(axis=0), max(float(np.sqrt(np.mean(fine.var(axis=0)))), 1e-6)
 
 
 def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
@@ -89,8 +94,9 @@ def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX
 
     Returns `{"id", "name", "query", "truncated", "score", "levels", "coarse": [N_c floats],
     "coarse_display": [[label, cosine]] (the tokens as far as they differ), "fine": [{"part",
-    "region" (body region of the stripe: head ... feet), "score", "relative" (the score in standard
-    deviations from this part's mean over the gallery for the query), "gallery_mean", "rows": [start, end) in the map,
+    "region" (body region of the stripe: head ... feet), "score", "relative" (the score's distance from
+    this part's mean over the gallery for the query, in the parts' typical standard deviation there),
+    "gallery_mean", "rows": [start, end) in the map,
     "overlay": PNG data URL}] (P), "foreground": PNG data URL, "map_size": [h, w]}`.
     """
     query = validate_query(query, 1)
@@ -107,12 +113,12 @@ def explain(searcher: Searcher, image_id: int, query: str, max_pixels: int = MAX
     shown = display_map(foreground)
     bounds = searcher.encoder.stripe_bounds(foreground.shape[0])
     regions = stripe_regions(len(bounds))
-    mean, std = part_baseline(gen, emb)
+    mean, spread = part_baseline(gen, emb)
     for part, (start, end) in enumerate(bounds):
         stripe = np.zeros_like(shown)
         stripe[start:end] = shown[start:end]
         fine.append({"part": part, "region": regions[part], "score": float(f[0, part]),
-                     "relative": float((f[0, part] - mean[part]) / std[part]), "gallery_mean": float(mean[part]),
+                     "relative": float((f[0, part] - mean[part]) / spread), "gallery_mean": float(mean[part]),
                      "rows": [int(start), int(end)], "overlay": png_data_url(overlay(image, stripe))})
     return {
         "id": entry.id, "name": entry.name, "query": query[:MAX_QUERY_CHARS], "truncated": truncated, "score": score,

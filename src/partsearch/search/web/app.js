@@ -157,8 +157,8 @@ function scoreRow(label, value) {
 }
 
 function mapTile(label, src, score, relative) {
-  // A part's bar is its score relative to the gallery for this query, in standard deviations
-  // (+3 fills it): a part that matches better than most people's reads positive, one that does not, negative.
+  // A part's bar is its score relative to the gallery for this query, in the parts' typical standard
+  // deviation there (+3 fills it; search/explain.py): a part that matches better than most people's reads positive, one that does not, negative.
   const tile = document.createElement("figure");
   tile.className = "map";
   tile.style.margin = "0";
@@ -170,7 +170,7 @@ function mapTile(label, src, score, relative) {
   const sd = relative === undefined ? "" : ` (${relative >= 0 ? "+" : ""}${relative.toFixed(1)} sd)`;
   caption.textContent = score === undefined ? label : `${label} ${score.toFixed(3)}${sd}`;
   caption.title = "the part's cosine with the sentence; in brackets, how far above or below the gallery's mean " +
-    "for this sentence it is, in standard deviations";
+    "for this sentence it is, in the parts' typical standard deviation over the gallery";
   tile.append(img, caption);
   if (score !== undefined) tile.appendChild(relative === undefined ? bar(score, 1) : bar(relative / 3, 1));
   return tile;
