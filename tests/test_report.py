@@ -166,3 +166,11 @@ def test_a_video_answer_of_a_person_who_came_back_shows_each_visit():
     answer = _video_answer(start=4.8, end=83.4, visits=[(4.8, 20.0), (61.2, 83.4)])
     report.video = VideoSection(videos=["cam.avi"], summary="s", queries=[VideoQuery("a man in red", [answer], "max")])
     assert "seen 0:04.8&ndash;0:20.0, 1:01.2&ndash;1:23.4" in render_report(report)
+
+
+def test_the_examples_say_the_score_is_weighted_by_the_level_weights_and_its_range():
+    report = _report()
+    report.level_weights = (1.0, 0.5, 2.0)
+    page = render_report(report)
+    assert "1 x the global cosine + 0.5 x the mean over coarse tokens + 2 x the mean over fine parts" in page
+    assert "[-3.5, 3.5]" in page and "[-3, 3]" not in page

@@ -102,6 +102,15 @@ class Report:
     token_maps: TokenMaps | None = None
     video: VideoSection | None = None
     warning: str | None = None  # shown in red above everything (a demo cut short by its time limit)
+    level_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (global, coarse, fine) the scores use
+
+
+def _score_note(weights: tuple[float, float, float]) -> str:
+    """What an example's score is, with the level weights it uses."""
+    w_g, w_c, w_f = (float(w) for w in weights)
+    return (f"The score is {w_g:g} x the global cosine + {w_c:g} x the mean over coarse tokens + {w_f:g} x the "
+            f"mean over fine parts (the level weights), so it lies in [{-(abs(w_g) + abs(w_c) + abs(w_f)):g}, "
+            f"{abs(w_g) + abs(w_c) + abs(w_f):g}].")
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
@@ -376,8 +385,7 @@ def render_report(report: Report) -> str:
             + f'<table class="summary">{summary}</table>'
             f"<h2>Test metrics</h2>{_metrics_table(report.metrics, report.chance_r1)}"
             f'<h2>Training</h2><div class="plots">{plots}</div>{parts}'
-            f"<h2>Example queries</h2><p class=\"note\">The score is the sum of three cosines (global, mean "
-            f"over coarse tokens, mean over fine parts), so it lies in [-3, 3]. Each result shows the image, "
+            f"<h2>Example queries</h2><p class=\"note\">{esc(_score_note(report.level_weights))} Each result shows the image, "
             f"its foreground map and the map on each body stripe. A stripe's bar is how well it matches the "
             f"query's fine token for that stripe against the gallery: its cosine minus that stripe's mean over the gallery "
             f"for this query, in the stripes' typical standard deviation over it (one scale for all stripes, so a bar's "

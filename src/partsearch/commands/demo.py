@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         parts=parts,
         token_maps=token_maps(run, splits.test[0], splits.image_root, parts),
         video=video,
+        level_weights=tuple(run.cfg.model.similarity_weights),
     )
     report_path = write_report(report, out / "report.html")
     print(f"report: {report_path.resolve()}")
