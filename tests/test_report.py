@@ -174,3 +174,13 @@ def test_the_examples_say_the_score_is_weighted_by_the_level_weights_and_its_ran
     page = render_report(report)
     assert "1 x the global cosine + 0.5 x the mean over coarse tokens + 2 x the mean over fine parts" in page
     assert "[-3.5, 3.5]" in page and "[-3, 3]" not in page
+
+
+def test_a_weak_video_answer_says_the_threshold_stands_out_from_the_footage_not_the_validation_split():
+    from partsearch.report import VideoQuery, VideoSection
+
+    report = _report()
+    weak = VideoQuery("a red coat", [_video_answer(best_score=0.9)], "max", match_threshold=1.1, match_rule="gallery")
+    report.video = VideoSection(videos=["cam.avi"], summary="s", queries=[weak])
+    page = render_report(report)
+    assert "stands out from this gallery" in page and "validation split" not in page.split("Searching")[1]

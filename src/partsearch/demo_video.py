@@ -66,7 +66,7 @@ def search_video(encoder, videos: list[str], out: Path, queries: list[str],
                 frame_url=data_url(frame, "image/jpeg") if frame is not None else None, best_score=b.score,
                 visits=list(t.visits)))
         answers.append(VideoQuery(text=response.query, answers=found, aggregate=response.aggregate,
-                                  match_threshold=response.match_threshold))
+                                  match_threshold=response.match_threshold, match_rule=response.match_rule))
     done = [v for v in report.videos if v.status != "failed"]
     return VideoSection(
         videos=[Path(v.path).name for v in done],

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from partsearch.files import write_text_atomic
+from partsearch.search.threshold import describe as describe_threshold
 
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 
@@ -77,7 +78,8 @@ class VideoQuery:
     text: str
     answers: list[VideoAnswer]
     aggregate: str  # how a track's score is made from its crops' scores
-    match_threshold: float | None = None  # for a best crop's score, from the validation split
+    match_threshold: float | None = None  # for a best crop's score
+    match_rule: str | None = None  # what the threshold is (`search.threshold.rule`)
 
 
 @dataclass
@@ -353,8 +355,8 @@ def _video_section(section: VideoSection) -> str:
         answers = "".join(_video_answer(a) for a in q.answers) or '<p class="note">no track</p>'
         if q.match_threshold is not None and q.answers and q.answers[0].best_score < q.match_threshold:
             answers = (f'<p class="note weak">No track is a good match: the best crop scores '
-                       f"{q.answers[0].best_score:.3f}, below {q.match_threshold:.3f}, where matching and "
-                       f"non-matching pairs part on the validation split.</p>{answers}")
+                       f"{q.answers[0].best_score:.3f}, below {q.match_threshold:.3f}, "
+                       f"{esc(describe_threshold(q.match_rule))}.</p>{answers}")
         out.append(f'<div class="query"><p><b>Query:</b> &ldquo;{esc(q.text)}&rdquo; <span class="note">(a track\'s '
                    f"score is {esc(how)} of its crops' scores)</span></p>{answers}</div>")
     return "".join(out)

@@ -227,6 +227,15 @@ def test_a_track_card_shows_video_time_and_best_crop_and_opens_its_frame(track_s
     assert page.is_hidden("#frame-image")
 
 
+def test_the_page_says_a_footage_threshold_is_where_a_score_stands_out_from_the_gallery(track_server, browser):
+    page = browser.new_page()
+    page.goto(track_server + "/")
+    page.wait_for_selector("#tracks-toggle:not([hidden])")
+    _search(page, track_server, "red blue", 3)
+    note = page.inner_text("#weak-note")
+    assert "stands out from this gallery" in note and "validation" not in note
+
+
 def test_a_track_of_a_person_who_came_back_shows_each_visit(tmp_path, encoder, browser):
     from search_fakes import make_ingest_gallery
 

@@ -61,3 +61,30 @@ def test_a_gallery_of_plain_crops_keeps_the_models_threshold(tmp_path, encoder, 
         make_crop(tmp_path / "images" / f"{i}.png", top, bottom)
     build_index(encoder, tmp_path / "images", tmp_path / "index", progress=False)
     assert Searcher(tmp_path / "index", encoder=encoder).query("a red top", 3).match_threshold == 10.0
+
+
+def test_the_answer_says_which_threshold_it_gives():
+    assert threshold.rule(range(4), 2.5, footage=True) == "gallery"
+    assert threshold.rule(range(4), 2.5, footage=False) == "model"
+    assert threshold.rule([], 2.5, footage=True) == "model"  # no crops to calibrate on: the model's
+    assert threshold.rule(range(4), None, footage=False) is None
+
+
+def test_a_footage_answer_says_its_threshold_stands_out_from_the_gallery_and_a_crops_answer_the_models(
+        tmp_path, encoder, monkeypatch):
+    from partsearch.search.display import format_table, format_track_table
+
+    monkeypatch.setattr(threshold, "for_run", lambda enc: 10.0)
+    make_ingest_gallery(tmp_path / "gallery", TRACKS)
+    build_index(encoder, tmp_path / "gallery", tmp_path / "footage", progress=False,
+                video_records=read_records(tmp_path / "gallery"))
+    footage = Searcher(tmp_path / "footage", encoder=encoder)
+    tracks, crops = footage.query_tracks("a person in yellow", k=3), footage.query("a person in yellow", 3)
+    assert tracks.match_rule == crops.match_rule == "gallery" and crops.to_dict()["match_rule"] == "gallery"
+    for response, table in ((tracks, format_track_table), (crops, format_table)):
+        response.match_threshold = 99.0  # nothing reaches it: the note says what it is
+        assert "stands out from this gallery" in table(response) and "validation" not in table(response)
+    make_crop(tmp_path / "images" / "a.png", "red", "blue")
+    build_index(encoder, tmp_path / "images", tmp_path / "plain", progress=False)
+    plain = Searcher(tmp_path / "plain", encoder=encoder).query("a red top", 3)
+    assert plain.match_rule == "model" and plain.to_dict()["match_rule"] == "model"

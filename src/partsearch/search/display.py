@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from partsearch.search.filters import Filters
 from partsearch.search.results import SearchResponse, TrackResponse
+from partsearch.search.threshold import describe as describe_threshold
 
 
 # Coarse token scores closer than this are shown as one number: tokens that read alike say
@@ -30,8 +31,8 @@ def format_table(response: SearchResponse) -> str:
         lines.append("note: the query was longer than the tokenizer limit and was truncated")
     threshold = response.match_threshold
     if threshold is not None and response.results and response.results[0].score < threshold:
-        lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, the match "
-                     "threshold: the model's, or in footage, standing out from this gallery)")
+        lines.append(f"note: no result is a good match (the best score is below {threshold:.4f}, "
+                     f"{describe_threshold(response.match_rule)})")
     if response.image is not None:
         like = response.image.get("name") or response.image.get("upload")
         lines.append(f"query image: {like}" + (f" with the text (text weight {response.text_weight:g})"
@@ -64,8 +65,8 @@ def format_track_table(response: TrackResponse) -> str:
         lines.append("note: the query was longer than the tokenizer limit and was truncated")
     threshold = response.match_threshold
     if threshold is not None and response.results and response.results[0].best.score < threshold:
-        lines.append(f"note: no track is a good match (its best crop scores below {threshold:.4f}, the match "
-                     "threshold: the model's, or in footage, standing out from this gallery)")
+        lines.append(f"note: no track is a good match (its best crop scores below {threshold:.4f}, "
+                     f"{describe_threshold(response.match_rule)})")
     for part in response.parsed:
         lines.append(f"understood: {part['words']!r} as {part['means']}")
     if response.filters:

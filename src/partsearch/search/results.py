@@ -40,11 +40,13 @@ class SearchResponse:
     text_weight: float | None = None  # with text and image: the text score's weight
     filters: dict | None = None  # `Filters.to_dict`, None when unfiltered
     parsed: list[dict] = field(default_factory=list)  # filter phrases taken from the text: [{"words", "means"}]
+    match_rule: str | None = None  # what `match_threshold` is: "gallery", "model" or None (`threshold.rule`)
 
     def to_dict(self) -> dict:
         return {"query": self.query, "truncated": self.truncated, "score_max": self.score_max,
-                "match_threshold": self.match_threshold, "image": self.image, "text_weight": self.text_weight,
-                "filters": self.filters, "parsed": self.parsed, "results": [r.to_dict() for r in self.results]}
+                "match_threshold": self.match_threshold, "match_rule": self.match_rule, "image": self.image,
+                "text_weight": self.text_weight, "filters": self.filters, "parsed": self.parsed,
+                "results": [r.to_dict() for r in self.results]}
 
 
 @dataclass
@@ -94,8 +96,10 @@ class TrackResponse:
     match_threshold: float | None = None  # for a crop's score: the best crop's (`TrackCrop.score`)
     filters: dict | None = None  # as `SearchResponse`
     parsed: list[dict] = field(default_factory=list)
+    match_rule: str | None = None  # as `SearchResponse`
 
     def to_dict(self) -> dict:
         return {"query": self.query, "truncated": self.truncated, "aggregate": self.aggregate,
-                "score_max": self.score_max, "match_threshold": self.match_threshold, "filters": self.filters,
-                "parsed": self.parsed, "results": [r.to_dict() for r in self.results]}
+                "score_max": self.score_max, "match_threshold": self.match_threshold,
+                "match_rule": self.match_rule, "filters": self.filters, "parsed": self.parsed,
+                "results": [r.to_dict() for r in self.results]}

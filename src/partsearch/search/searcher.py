@@ -260,7 +260,9 @@ class Searcher:
                                                         gen.meta.get("match_threshold"), footage=bool(gen.tracks))
                               if described is None else None,
                               described, float(text_weight) if both else None,
-                              filters.to_dict() if filters else None, parsed)
+                              filters.to_dict() if filters else None, parsed,
+                              match_threshold.rule(gen.rows, gen.meta.get("match_threshold"), bool(gen.tracks))
+                              if described is None else None)
 
     def search(self, text: str, k: int = 10) -> list[SearchResult]:
         """The top `k` images for `text`, best first."""
@@ -327,7 +329,8 @@ class Searcher:
                              float(sum(self.encoder.weights)),
                              match_threshold.for_query(gen.folded, gen.rows.values(), folded,
                                                        gen.meta.get("match_threshold"), footage=True),
-                             filters.to_dict() if filters else None, parsed)
+                             filters.to_dict() if filters else None, parsed,
+                             match_threshold.rule(gen.rows, gen.meta.get("match_threshold"), True))
 
     @staticmethod
     def _rank_tracks(gen: Generation, tracks: dict, keys: set, folded: np.ndarray, aggregate: str):

@@ -4,7 +4,9 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
 - `GET /` the web page (its assets under `/static/`, all served here, no CDN); `GET /healthz`.
 - `POST /api/search` `{"query": str = "", "top_k": int = 10, "like": id | null, "text_weight": float = 0.25,
   "filters": {"cameras", "videos", "tracks", "after", "before", "min_score"} | null}` -> `{"query",
-  "truncated", "score_max", "match_threshold" (null when unknown or for an image query), "image"
+  "truncated", "score_max", "match_threshold" (null when unknown or for an image query), "match_rule"
+  ("gallery": standing out from this footage for this query, "model": the model's from its validation
+  split, null: none), "image"
   ({"id", "name"} for `like`), "text_weight", "filters", "results": [{"rank", "id", "score", "levels":
   {"global","coarse","fine"}, "parts": {"coarse": [...], "fine": [...]}, "name", "relpath", "source",
   "url", "video": null | {"video", "camera", "frame", "time", "wall_time", "box", "track", "frame_url",
@@ -14,7 +16,7 @@ Endpoints (JSON unless said otherwise; errors, unexpected ones included, are `{"
   `text_weight`, `filters` (JSON): a search by photo, alone or with a text; the same answer
   (`"image": {"upload": file name}`). Nothing is stored. Not an image -> 400, too large -> 413.
 - `POST /api/search/tracks` `{"query": str, "top_k": int = 10, "aggregate": "mean-top3" | "max", "filters",
-  "literal"}` (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold",
+  "literal"}` (default mean-top3) -> `{"query", "truncated", "aggregate", "score_max", "match_threshold", "match_rule",
   "filters", "parsed", "results": [{"rank", "video", "camera",
   "track", "score", "crops", "start", "end", "start_wall_time", "end_wall_time", "visits",
   "best": {"id", "score", "name", "relpath", "frame",

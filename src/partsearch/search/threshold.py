@@ -63,6 +63,21 @@ def for_query(folded_gallery, rows, folded_query: np.ndarray, model_threshold: f
     return gallery_threshold(scores)
 
 
+def rule(rows, model_threshold: float | None, footage: bool) -> str | None:
+    """Which threshold `for_query` gives for the same arguments: "gallery" (standing out from this
+    gallery for the query, footage), "model" (the model's, from its validation split) or None
+    (none known). What a reader is told the threshold means."""
+    if footage and len(rows):
+        return "gallery"
+    return None if model_threshold is None else "model"
+
+
+def describe(rule_: str | None) -> str:
+    """The threshold `rule` names, in words for a result list ("" for None)."""
+    return {"gallery": "where a score stands out from this gallery for this query (its median + 1 robust sd)",
+            "model": "where matching and non-matching pairs part on the model's validation split"}.get(rule_, "")
+
+
 def best_threshold(scores: np.ndarray, matches: np.ndarray) -> float:
     """The score t maximising (recall of matches at s >= t + recall of non-matches at s < t) / 2,
     for `scores` and boolean `matches` of the same shape; the midpoint between neighbouring scores."""

@@ -77,6 +77,14 @@ function clearResults(body) {
   return typeof body.match_threshold === "number" ? body.match_threshold : null;
 }
 
+function thresholdMeaning(body) {
+  // What the answer's match threshold is (`match_rule`): in footage, standing out from this gallery
+  // for this sentence; otherwise the model's, from its validation split.
+  return body.match_rule === "gallery"
+    ? "where a score stands out from this gallery for this sentence (its median + 1 robust sd)"
+    : "where matching and non-matching pairs part on the model's validation split";
+}
+
 // When a track was seen: "0:03–0:14", or each visit of a person who left and came back
 // ("0:00–0:14, 0:36–1:19").
 function seen(t, dash = "–") {
@@ -107,7 +115,7 @@ function renderTracks(body) {
   const note = body.truncated ? " (query truncated at the tokenizer limit)" : "";
   let text = `${body.results.length} tracks for ${describeQuery(body)}${note}`;
   if (threshold !== null && body.results.length && body.results[0].best.score < threshold) {
-    text += `. No track is a good match: its best crop scores below ${threshold.toFixed(3)}.`;
+    text += `. No track is a good match: its best crop scores below ${threshold.toFixed(3)}, ${thresholdMeaning(body)}.`;
   }
   setStatus(text, false);
   $("weak-note").hidden = false;
@@ -115,7 +123,7 @@ function renderTracks(body) {
   $("weak-note").textContent = `A track is one person followed through a video; its score is the ${how} ` +
     `of its crops' scores (each from −${scoreMax} to +${scoreMax}), and the picture its best crop. ` +
     "Open a track for the frame it was seen in." + (threshold === null ? ""
-      : ` Dimmed cards: the best crop scores below ${threshold.toFixed(3)}, the validation split's match threshold.`);
+      : ` Dimmed cards: the best crop scores below ${threshold.toFixed(3)}, ${thresholdMeaning(body)}.`);
 }
 
 function renderResults(body) {
@@ -134,14 +142,14 @@ function renderResults(body) {
   let text = `${body.results.length} results for ${describeQuery(body)}${note}`;
   if (threshold !== null && body.results.length && body.results[0].score < threshold) {
     text += `. No result is a good match: the best score, ${body.results[0].score.toFixed(3)}, is below ` +
-      `${threshold.toFixed(3)}, where matching and non-matching pairs part on the validation split.`;
+      `${threshold.toFixed(3)}, ${thresholdMeaning(body)}.`;
   }
   setStatus(text, false);
   $("weak-note").hidden = false;
   $("weak-note").textContent = `Scores run from −${scoreMax} to +${scoreMax} (the global, coarse and fine cosines, ` +
     "each weighted by the level weights the model chose); a bar is the score's share of the top. " + (threshold === null
       ? "No match threshold is known for this model."
-      : `Dimmed cards score below ${threshold.toFixed(3)}, the validation split's match threshold.`);
+      : `Dimmed cards score below ${threshold.toFixed(3)}, ${thresholdMeaning(body)}.`);
 }
 
 function scoreRow(label, value) {
