@@ -110,9 +110,9 @@ class Report:
 def _score_note(weights: tuple[float, float, float]) -> str:
     """What an example's score is, with the level weights it uses."""
     w_g, w_c, w_f = (float(w) for w in weights)
+    top = abs(w_g) + abs(w_c) + abs(w_f)
     return (f"The score is {w_g:g} x the global cosine + {w_c:g} x the mean over coarse tokens + {w_f:g} x the "
-            f"mean over fine parts (the level weights), so it lies in [{-(abs(w_g) + abs(w_c) + abs(w_f)):g}, "
-            f"{abs(w_g) + abs(w_c) + abs(w_f):g}].")
+            f"mean over fine parts (the level weights), so it lies in [{-top:g}, {top:g}].")
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:

@@ -240,7 +240,7 @@ def test_a_track_that_passed_to_the_walker_lost_there_is_cut_where_it_did():
 def test_the_later_part_of_a_cut_track_joins_the_walker_it_passed_to_and_not_its_own_earlier_part():
     stands, comes = _met((GREEN, GREEN), (GREEN, GREEN))
     fragments, cuts = split_handoffs([stands, comes], next_key=10)
-    assert stitch(fragments, apart={(1, 10)}) == {1: 1, 10: 2, 2: 2}
+    assert stitch(fragments, last=cuts) == {1: 1, 10: 2, 2: 2}
 
 
 def test_a_track_whose_colours_change_is_not_cut_when_no_walker_like_the_change_was_lost_there():
@@ -281,5 +281,5 @@ def test_the_earlier_part_of_a_cut_track_is_not_continued_by_whoever_appears_whe
     stands, comes = _met((GREEN, GREEN), (GREEN, GREEN))
     fragments, cuts = split_handoffs([stands, comes], next_key=10)
     nearby = _fragment(3, 3.6, 6, 240, (RED, BLUE), speed=0)  # someone in his colours, beside him
-    assert stitch(fragments + [nearby], apart={(1, 10)})[3] == 1  # what it would join without `last`
-    assert stitch(fragments + [nearby], apart={(1, 10)}, last=cuts)[3] == 3
+    assert stitch(fragments + [nearby])[3] == 1  # what it would join without `last`
+    assert stitch(fragments + [nearby], last=cuts)[3] == 3

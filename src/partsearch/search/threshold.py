@@ -55,7 +55,7 @@ def for_query(folded_gallery, rows, folded_query: np.ndarray, model_threshold: f
     gallery's, on the live `rows` of `folded_gallery` (`(n, D)` indexable by a row array; evenly
     spaced when more than `SAMPLE`; the model's when there are none)."""
     rows = np.asarray(sorted(rows), dtype=np.int64)
-    if not footage or len(rows) == 0:
+    if rule(rows, model_threshold, footage) != "gallery":
         return model_threshold
     if len(rows) > SAMPLE:
         rows = rows[np.linspace(0, len(rows) - 1, SAMPLE).astype(np.int64)]

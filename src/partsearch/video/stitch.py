@@ -225,8 +225,8 @@ def split_handoffs(fragments: list[Fragment], next_key: int,
                    frame: tuple[int, int] | None = None) -> tuple[list[Fragment], dict[int, tuple[float, int]]]:
     """`fragments` with each that took over another walker (`handoff`) cut in two, the later part
     keyed `next_key`, `next_key + 1`, ...; and the key of each fragment cut -> (the time of its later
-    part's first box, that part's key). The two parts are two people: `stitch` and `reidentify` take
-    them as `apart`, and `stitch` does not continue the earlier part (`last`)."""
+    part's first box, that part's key). The two parts are two people: `stitch` does not continue the
+    earlier part (`last`), and `reidentify` takes the pair as `apart`."""
     out: list[Fragment] = []
     cuts: dict[int, tuple[float, int]] = {}
     by_end = sorted(fragments, key=lambda f: f.times[-1])
@@ -246,13 +246,13 @@ def split_handoffs(fragments: list[Fragment], next_key: int,
 
 
 def stitch(fragments: list[Fragment], frame: tuple[int, int] | None = None,
-           apart: Collection[tuple[int, int]] = (), last: Collection[int] = ()) -> dict[int, int]:
+           last: Collection[int] = ()) -> dict[int, int]:
     """Fragment key -> the key of the first fragment of its chain (itself when not joined);
-    `frame` is the frames' (width, height), when known (`link_cost`); the pairs of keys in `apart`
-    are two people (`split_handoffs`) and are never linked, and the fragments keyed in `last` are
-    not continued: the earlier part of a track `split_handoffs` cut ends where its walker was hidden
-    by the one who took their place, and the next fragment to begin there within seconds is as
-    likely another of the people who met (their return is left to `reidentify`)."""
+    `frame` is the frames' (width, height), when known (`link_cost`); the fragments keyed in `last`
+    are not continued: the earlier part of a track `split_handoffs` cut ends where its walker was
+    hidden by the one who took their place, and the next fragment to begin there within seconds,
+    its own later part included, is as likely another of the people who met (their return is left
+    to `reidentify`)."""
     from scipy.optimize import linear_sum_assignment
 
     n = len(fragments)
@@ -260,12 +260,11 @@ def stitch(fragments: list[Fragment], frame: tuple[int, int] | None = None,
     if n < 2:
         return root
     big = 1e6
-    never, ended = {frozenset(pair) for pair in apart}, set(last)
+    ended = set(last)
     cost = np.full((n, n), big)
     for i, a in enumerate(fragments):
         for j, b in enumerate(fragments):
-            if (i != j and a.key not in ended and frozenset((a.key, b.key)) not in never
-                    and (c := link_cost(a, b, frame)) is not None):
+            if i != j and a.key not in ended and (c := link_cost(a, b, frame)) is not None:
                 cost[i, j] = c
     rows, cols = linear_sum_assignment(cost)
     successor = {fragments[i].key: fragments[j].key for i, j in zip(rows, cols) if cost[i, j] < big}

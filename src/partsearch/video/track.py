@@ -116,22 +116,20 @@ class PersonTracker:
         confirmed = [key for key in self._order if self._objects[key].id is not None]
         start = {key: self._first[key] for key in confirmed}
         seen = [self._fragments[key] for key in confirmed if key in self._fragments]
-        self._cuts, apart = {}, set()
+        self._cuts = {}
         if stitch_fragments:
             seen, self._cuts = split_handoffs(seen, max(self._objects, default=0) + 1, self._frame)
-            for key, (time, later) in self._cuts.items():
-                start[later] = time
-                apart.add((key, later))
+            start.update({later: time for time, later in self._cuts.values()})
         units = sorted(start, key=start.__getitem__)  # stable: ties keep the order they were tracked in
         root = {key: key for key in units}
         if stitch_fragments:
-            root.update(stitch(seen, self._frame, apart, last=self._cuts))
+            root.update(stitch(seen, self._frame, last=self._cuts))
         if reidentify_people:
             chains: dict[int, list[Fragment]] = {}
             for fragment in seen:
                 chains.setdefault(root[fragment.key], []).append(fragment)
             person = reidentify([Fragment.joined(key, parts) for key, parts in chains.items()],
-                                {(root[a], root[b]) for a, b in apart})
+                                {(root[key], root[later]) for key, (_, later) in self._cuts.items()})
             root = {key: person.get(root[key], root[key]) for key in units}
         numbers: dict[int, int] = {}
         for key in units:
