@@ -70,6 +70,14 @@ def test_report_flags_a_token_that_favours_the_background():
     assert '<td class="bad">1.900</td>' in page  # token 2 reads the background at 1.9 times its area
 
 
+def test_report_flags_a_foreground_map_brightest_on_the_floor_too_often():
+    report = _report()
+    report.parts = {**PARTS, "floor_peaks": 0.25}
+    page = render_report(report)
+    assert "brightest cell holds none of the person" in page
+    assert '<td class="bad">0.250</td>' in page  # 1 image in 4 is brightest on the floor
+
+
 def test_report_explains_scores_metrics_chance_and_a_missed_target():
     report = _report()
     report.chance_r1 = 2.5

@@ -241,7 +241,7 @@ table.diag td.ok{background:#dafbe1} table.diag td.bad{background:#ffebe9} table
 """
 
 
-# Targets of the part diagnostics (issue "the parts must form"): figure -> (test, text).
+# Targets of the part diagnostics (issue "the parts must form"; `floor_peaks` is ours): figure -> (test, text).
 TARGETS = {
     "coarse_token_cos": (lambda v: v <= 0.5, "<= 0.50 (1.00: the tokens are copies)"),
     "fine_text_token_cos": (lambda v: v <= 0.5, "<= 0.50 (1.00: copies)"),
@@ -249,6 +249,7 @@ TARGETS = {
     "fine_margin": (lambda v: v >= 0.10, ">= 0.10 (0.00: stripe i matches every text part alike)"),
     "foreground_contrast": (lambda v: v >= 2.0, ">= 2.0 (1.0: the map does not tell the person from the floor)"),
     "background_bound": (lambda v: v <= 1.0, "<= 1.0 (above: a part token favours the floor over the person)"),
+    "floor_peaks": (lambda v: v <= 0.10, "<= 0.10 (above: in more than 1 image of 10 the heatmap is brightest on the floor)"),
 }
 _FIGURE_NAMES = {
     "coarse_token_cos": "coarse tokens: mean cosine between different tokens",
@@ -257,6 +258,7 @@ _FIGURE_NAMES = {
     "fine_margin": "fine correspondence (stripe i vs text part i): diagonal margin",
     "foreground_contrast": "foreground map: mean on the person / mean off it",
     "background_bound": "coarse tokens: the most background-bound token's share there / the background's area",
+    "floor_peaks": "foreground map: share of images whose brightest cell holds none of the person",
 }
 
 

@@ -68,6 +68,17 @@ def test_foreground_contrast_of_a_flat_and_of_a_person_shaped_map():
     assert parts.foreground_contrast(0.25 + 0.75 * person, person) == pytest.approx(4.0)
 
 
+def test_floor_peaks_counts_the_maps_brightest_on_a_cell_without_the_person():
+    person = torch.zeros(3, 4, 2)
+    person[:, 1:3, 0] = 1.0
+    person[:, 3, 0] = 0.2  # the silhouette only touches this cell
+    maps = torch.zeros(3, 4, 2)
+    maps[0, 1, 0] = 1.0  # brightest on the person
+    maps[1, 3, 0] = 1.0  # on the touched cell: the person at the grid's resolution
+    maps[2, 0, 1] = 1.0  # on the floor
+    assert parts.floor_peaks(maps, person) == pytest.approx(1 / 3)
+
+
 def test_region_fractions_are_area_shares_at_the_token_grid():
     mask = np.zeros((8, 4), np.uint8)
     mask[:2] = 1   # head: top quarter
@@ -135,10 +146,11 @@ def test_parts_command_on_a_tiny_run(tmp_path, tiny_overrides, capsys):
     capsys.readouterr()
     assert cli_main(["parts", str(run), "--json", str(tmp_path / "p.json")]) == 0
     printed = capsys.readouterr().out
-    assert "token diversity" in printed and "foreground contrast" in printed
+    assert "token diversity" in printed and "foreground contrast" in printed and "brightest on the floor" in printed
     data = json.loads((tmp_path / "p.json").read_text())
     assert set(data["summary"]) >= {"coarse_token_cos", "coarse_margin", "fine_margin", "foreground_contrast",
-                                    "attribute_stripes", "stripes_head_to_feet"}
+                                    "floor_peaks", "attribute_stripes", "stripes_head_to_feet"}
+    assert 0.0 <= data["summary"]["floor_peaks"] <= 1.0
     regions = np.array(data["token_regions"]["attention"])
     assert regions.shape == (2, len(parts.REGIONS)) and np.allclose(regions.sum(1), 1.0, atol=1e-4)
     assert "background-bound ratio" in printed and data["summary"]["background_bound"] > 0
