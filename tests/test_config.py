@@ -104,7 +104,8 @@ def test_a_bad_key_in_the_yaml_file_names_the_file(tmp_path):
 
 
 def test_the_footage_config_is_the_demo_config_with_a_pretrained_trunk_and_augmentation():
-    # ... and the attention dropout it was measured with on real people (0.1; the demo's is 0)
+    # ... the attention dropout it was measured with on real people (0.1; the demo's is 0) and the
+    # concentration of its coarse tokens (its tokens read the floor without it)
     from pathlib import Path
 
     configs = Path(__file__).parent.parent / "configs"
@@ -113,7 +114,8 @@ def test_the_footage_config_is_the_demo_config_with_a_pretrained_trunk_and_augme
     changed = {f"{section}.{key}" for section in demo for key in demo[section]
                if demo[section][key] != footage[section][key]}
     assert changed == {"data.color_jitter", "data.blur", "model.image_backbone", "model.image_weights",
-                       "model.freeze_image", "train.backbone_lr_factor", "model.attention_dropout"}
+                       "model.freeze_image", "train.backbone_lr_factor", "model.attention_dropout",
+                       "loss.concentration"}
     assert footage["model"]["image_backbone"] == "mobilenet_v2_os8"
 
 

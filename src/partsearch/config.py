@@ -123,6 +123,9 @@ class LossConfig:
     # [ours] attention overlap: weight of the mean cosine between the tokens' attention maps (each
     # modality's coarse tokens, and the text's fine tokens), so each token reads its own part.
     attention_overlap: float = 1.0
+    # [ours, after SCOPS' concentration loss] weight of the spatial variance of each coarse token's
+    # attention map over the image, so a token reads one compact place rather than the whole floor.
+    concentration: float = 0.0
     # [ours] part correspondence: weight of a cross-entropy, within each matched pair, that puts
     # image part p closer to text part p than to the pair's other text parts (and back), at the
     # fine level (stripes vs text fine tokens) and the coarse level (shared tokens). Without it the

@@ -107,6 +107,16 @@ def test_the_ours_terms_are_present_when_weighted():
     assert "coarse_attention_cos" in crit.last_stats
 
 
+def test_concentration_weights_the_spread_of_the_image_tokens_maps_over_the_grid():
+    from partsearch.losses.diversity import concentration_loss
+
+    img, txt = embeddings(seed=0), embeddings(seed=1, tokens=7)
+    img.foreground = torch.ones(8, 5, 2)  # the 10 memory positions as a 5 x 2 grid
+    crit = PartSearchCriterion(replace(LossConfig(), concentration=2.0), 4, 16, 3, 4)
+    expected = 2.0 * concentration_loss(img.attention, (5, 2))
+    assert torch.allclose(crit(img, txt, LABELS)["concentration"], expected)
+
+
 def test_part_match_averages_the_fine_and_the_coarse_correspondence():
     from partsearch.losses.correspondence import part_correspondence_loss
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from partsearch.losses.contrastive import infonce_from_similarity, infonce_loss
-from partsearch.losses.diversity import attention_overlap_loss, diversity_loss
+from partsearch.losses.diversity import attention_overlap_loss, concentration_loss, diversity_loss
 
 
 def test_copies_give_diversity_loss_one_and_orthogonal_tokens_zero():
@@ -27,6 +27,15 @@ def test_the_same_attention_map_overlaps_fully_and_disjoint_maps_not_at_all():
     assert attention_overlap_loss(same).item() == pytest.approx(1.0, abs=1e-6)
     disjoint = torch.eye(3)[None].repeat(2, 1, 1)
     assert attention_overlap_loss(disjoint).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_map_on_one_cell_has_no_spread_and_a_uniform_map_that_of_the_grid():
+    one_cell = torch.zeros(2, 3, 8)
+    one_cell[:, :, 5] = 1.0
+    assert concentration_loss(one_cell, (4, 2)).item() == pytest.approx(0.0, abs=1e-6)
+    uniform = torch.full((2, 3, 8), 1 / 8)
+    # the variance of 4 row centres and of 2 column centres in [0, 1]
+    assert concentration_loss(uniform, (4, 2)).item() == pytest.approx((1 - 1 / 16) / 12 + (1 - 1 / 4) / 12)
 
 
 def test_one_token_has_nothing_to_differ_from():

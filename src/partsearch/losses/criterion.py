@@ -18,13 +18,15 @@ from partsearch.config import ConfigError, LossConfig
 from partsearch.losses.cmr import COMMONALITY, cmr_loss
 from partsearch.losses.contrastive import infonce_from_similarity, infonce_loss, sdm_loss
 from partsearch.losses.correspondence import part_correspondence_loss
-from partsearch.losses.diversity import attention_overlap_loss, diversity_loss, off_diagonal, pairwise_cosine
+from partsearch.losses.diversity import (
+    attention_overlap_loss, concentration_loss, diversity_loss, off_diagonal, pairwise_cosine,
+)
 from partsearch.losses.id import CosineClassifier, id_loss
 from partsearch.losses.ranking import ranking_loss
 from partsearch.model.similarity import global_cosines, mean_token_cosines, token_cosines
 
 PART_MATCH_LEVELS = ("coarse", "fine")
-TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "infonce_fine", "part_match")
+TERMS = ("id_global", "id_coarse", "id_fine", "rank_global", "rank_coarse", "cmr", "infonce", "sdm", "diversity", "attention_overlap", "concentration", "infonce_fine", "part_match")
 
 
 def check_loss_config(cfg: LossConfig) -> None:
@@ -120,6 +122,11 @@ class PartSearchCriterion(nn.Module):
                 attention_overlap_loss(text_emb.attention[:, :n_c]),
                 attention_overlap_loss(text_emb.attention[:, n_c:]),
             ]).mean()
+        if cfg.concentration > 0:
+            if getattr(image_emb, "attention", None) is None:
+                raise ValueError("loss.concentration needs the token attention maps of a model in training mode")
+            losses["concentration"] = cfg.concentration * concentration_loss(
+                image_emb.attention, tuple(image_emb.foreground.shape[1:]))
         if cfg.part_match > 0:
             tau = cfg.contrastive_temperature
             losses["part_match"] = cfg.part_match * torch.stack([

@@ -4,7 +4,7 @@ The shared coarse tokens and the text's fine tokens are meant to stand for diffe
 but nothing in the paper's losses tells them apart: the coarse ranking loss averages the
 token-wise cosines and the coarse ID loss reads their concatenation, both symmetric in the tokens,
 so the cheapest solution is N_c copies of one global embedding (measured: pairwise cosine 1.00).
-Two terms, each a config weight:
+Three terms, each a config weight:
 - `diversity`: the mean squared cosine between the different tokens' EMBEDDINGS of one sample,
   zero when they are orthogonal, one when they are copies;
 - `attention_overlap`: the mean cosine between the different tokens' ATTENTION maps over the
@@ -13,7 +13,12 @@ Two terms, each a config weight:
   different projections (measured: coarse embeddings at cosine 0.50 with six attention maps that
   split over the body regions alike); this term makes each token read its own part of the image
   and of the sentence. It does not push any token onto the background: disjoint maps may all lie
-  on the person.
+  on the person. Nor does it keep one off it: a token that reads the floor overlaps no token on
+  the person, and in the footage config two of six did (METHOD.md, "Making the parts form", 9);
+- `concentration`: the spatial variance of each coarse token's attention map over the image
+  [ours, after the concentration loss of SCOPS, Hung et al., CVPR 2019], so each token reads one
+  compact place. The floor around a person is not one place and changes from image to image, so
+  a compact token settles on a part of the person.
 """
 
 from __future__ import annotations
@@ -48,3 +53,18 @@ def attention_overlap_loss(attention: torch.Tensor) -> torch.Tensor:
     if attention.shape[1] < 2:
         return attention.new_zeros((), dtype=torch.float32)
     return off_diagonal(pairwise_cosine(attention)).mean()
+
+
+def concentration_loss(attention: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """mean over samples and tokens of the spatial variance of each token's attention map
+    `(B, T, h*w)` (each summing to 1) over the image grid `(h, w)`, with rows and columns at their
+    centres in [0, 1]: 1/6 for a uniform map, 0 for a single cell [ours, after the concentration
+    loss of SCOPS, Hung et al., CVPR 2019]."""
+    h, w = grid
+    maps = attention.float().unflatten(2, grid)
+    ys = (torch.arange(h, device=maps.device, dtype=maps.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=maps.device, dtype=maps.dtype) + 0.5) / w
+    rows, cols = maps.sum(dim=3), maps.sum(dim=2)
+    var_y = (rows * ys.square()).sum(-1) - (rows * ys).sum(-1).square()
+    var_x = (cols * xs.square()).sum(-1) - (cols * xs).sum(-1).square()
+    return (var_y + var_x).mean()
