@@ -83,7 +83,8 @@ def test_torchrun_of_the_index_command_builds_the_index_of_one_process(tmp_path,
     run = write_random_run(tmp_path / "run", seed=0)
     args = [str(run), "--images", str(images_dir), "--device", "cpu", "--batch-size", "1"]
     assert main(["index", *args, "--out", str(tmp_path / "one")]) == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # PYTHONFAULTHANDLER: a rank that aborts prints where (it once aborted in teardown)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "partsearch", "index", *args, "--out", str(tmp_path / "two")],
                           env=env, capture_output=True, text=True, timeout=600)

@@ -66,14 +66,23 @@ def _index(args: argparse.Namespace) -> None:
     encoder = RunEncoder(args.run_dir, args.checkpoint, str(resolve_device(args.device, local_rank)))
     # A gallery written by `partsearch ingest` carries a record per crop: its tracks become searchable.
     records = read_records(args.images)
+    done = False
     try:
         report = build_index(encoder, args.images, args.out, index_factory=args.index_factory,
                              batch_size=args.batch_size, video_records=records, shard=shard,
                              video_roots=args.video_root)
+        done = True
     finally:
         if shard.world_size > 1:
             import torch.distributed as dist
 
+            # On success every rank finishes its last collective before any tears the group
+            # down: without the barrier a rank sometimes aborted in teardown ("terminate called
+            # without an active exception", exit -6) after the index was committed, about one
+            # full test run in four on a loaded 2-core VM. Not after a failure: a peer may still
+            # wait in another collective, and the barrier would hang it.
+            if done:
+                dist.barrier()
             dist.destroy_process_group()
     if shard.rank == 0:
         print(report.summary())
