@@ -58,13 +58,13 @@ def attention_overlap_loss(attention: torch.Tensor) -> torch.Tensor:
 def concentration_loss(attention: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """mean over samples and tokens of the spatial variance of each token's attention map
     `(B, T, h*w)` (each summing to 1) over the image grid `(h, w)`, with rows and columns at their
-    centres in [0, 1]: 1/6 for a uniform map, 0 for a single cell [ours, after the concentration
-    loss of SCOPS, Hung et al., CVPR 2019]."""
-    h, w = grid
+    centres in [0, 1]: about 1/6 for a uniform map, 0 for a single cell [ours, after the
+    concentration loss of SCOPS, Hung et al., CVPR 2019]."""
     maps = attention.float().unflatten(2, grid)
-    ys = (torch.arange(h, device=maps.device, dtype=maps.dtype) + 0.5) / h
-    xs = (torch.arange(w, device=maps.device, dtype=maps.dtype) + 0.5) / w
-    rows, cols = maps.sum(dim=3), maps.sum(dim=2)
-    var_y = (rows * ys.square()).sum(-1) - (rows * ys).sum(-1).square()
-    var_x = (cols * xs.square()).sum(-1) - (cols * xs).sum(-1).square()
-    return (var_y + var_x).mean()
+
+    def spread(marginal: torch.Tensor) -> torch.Tensor:  # variance of a (B, T, n) distribution over n centres
+        n = marginal.shape[-1]
+        centres = (torch.arange(n, device=marginal.device, dtype=marginal.dtype) + 0.5) / n
+        return (marginal * centres.square()).sum(-1) - (marginal * centres).sum(-1).square()
+
+    return (spread(maps.sum(dim=3)) + spread(maps.sum(dim=2))).mean()
